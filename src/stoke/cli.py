@@ -1,0 +1,214 @@
+"""The ``stoke`` command: parse, call the API, print. Errors are one line and an exit code, never a traceback.
+
+Exit codes: 0 success; 1 ``verify`` found damage; 2 a stoke error (bad input, not a dataset, ...);
+3 an unexpected error (a bug: ``STOKE_DEBUG=1`` shows the traceback); 130 interrupted.
+
+Example:
+    $ stoke pack photos/ photos.stoke --image-mode keep --max-side 256
+    $ stoke inspect photos.stoke
+    $ stoke verify photos.stoke --json
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from stoke._version import __version__
+from stoke.errors import StokeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_line_errors(command: F) -> F:
+    """Turn every failure into one sentence on stderr and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except StokeError as error:
+            _fail(str(error), error.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except OSError as error:
+            where = f" ({error.filename})" if error.filename else ""
+            _fail(f"{error.strerror or error}{where}", 2)
+        except Exception as error:
+            if os.environ.get("STOKE_DEBUG"):
+                raise
+            _fail(
+                f"unexpected {type(error).__name__}: {error} "
+                "(a bug in stoke; rerun with STOKE_DEBUG=1 for the traceback)",
+                3,
+            )
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"stoke: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _parse_size(text: str) -> int:
+    """'64MB', '512k', '1GiB' or a plain number of bytes."""
+    units = {
+        "": 1,
+        "b": 1,
+        "k": 1 << 10,
+        "kb": 1 << 10,
+        "kib": 1 << 10,
+        "m": 1 << 20,
+        "mb": 1 << 20,
+        "mib": 1 << 20,
+        "g": 1 << 30,
+        "gb": 1 << 30,
+        "gib": 1 << 30,
+    }
+    stripped = text.strip().lower()
+    number = stripped.rstrip("abgikm")
+    unit = stripped[len(number) :]
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError):
+        raise click.BadParameter(f"{text!r} is not a size such as 64MB") from None
+    if value < 1:
+        raise click.BadParameter(f"{text!r} must be at least one byte")
+    return int(value)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="stoke")
+def main() -> None:
+    """Pack a dataset once, then feed PyTorch training at the speed of the hardware."""
+
+
+@main.command("pack")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes (default: all cores).")
+@click.option(
+    "--image-mode",
+    type=click.Choice(["keep", "jpeg", "png", "raw"]),
+    default="keep",
+    show_default=True,
+    help="Store the source's bytes, re-encode as JPEG or PNG, or store raw pixels.",
+)
+@click.option(
+    "--color-mode",
+    type=click.Choice(["RGB", "L"]),
+    default="RGB",
+    show_default=True,
+    help="What images decode to.",
+)
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=90,
+    show_default=True,
+    help="JPEG quality when re-encoding.",
+)
+@click.option(
+    "--max-side", type=click.IntRange(min=1), default=None, help="Shrink images whose longest side is larger."
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Quarantine images with more pixels (default: Pillow's 89,478,485).",
+)
+@click.option("--shard-size", default="64MB", show_default=True, help="Target shard size.")
+@click.option("--shard-items", type=click.IntRange(min=1), default=None, help="Exact source items per shard.")
+@click.option("--path-column", default=None, help="Listing column holding image paths (default: path, image, file...).")
+@click.option("--label-column", default="label", show_default=True, help="Listing column of class names.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted pack without redoing finished shards.")
+@click.option("--overwrite", is_flag=True, help="Replace the dataset (or unfinished pack) in OUT.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_one_line_errors
+def pack_command(source: Path, out: Path, as_json: bool, no_progress: bool, shard_size: str, **options: Any) -> None:
+    """Pack SOURCE (an image folder, a .csv/.jsonl listing) into the dataset directory OUT."""
+    from stoke.format.fields.image_codec import DEFAULT_MAX_PIXELS
+    from stoke.pack import pack
+
+    if options["max_pixels"] is None:
+        options["max_pixels"] = DEFAULT_MAX_PIXELS
+    result = pack(source, out, shard_bytes=_parse_size(shard_size), progress=not no_progress and not as_json, **options)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "path": str(result.path),
+                    "num_samples": result.num_samples,
+                    "num_quarantined": result.num_quarantined,
+                    "num_shards": result.num_shards,
+                    "total_bytes": result.total_bytes,
+                    "seconds": result.seconds,
+                    "quarantine": result.quarantine,
+                    "ignored": result.ignored,
+                    "reused_shards": result.reused_shards,
+                }
+            )
+        )
+    else:
+        click.echo(str(result))
+
+
+@main.command("inspect")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_one_line_errors
+def inspect_command(dataset: Path, as_json: bool) -> None:
+    """Show what DATASET holds: schema, counts, sizes, classes, source."""
+    from stoke.inspect import format_summary, summarize
+    from stoke.read import open as open_dataset
+
+    summary = summarize(open_dataset(dataset))
+    click.echo(json.dumps(summary) if as_json else format_summary(summary))
+
+
+@main.command("verify")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads (default: all cores).")
+@_one_line_errors
+def verify_command(dataset: Path, as_json: bool, threads: int | None) -> None:
+    """Recompute every checksum and decode every sample; exit 1 listing damaged samples."""
+    from stoke.verify import verify
+
+    report = verify(dataset, threads)
+    click.echo(json.dumps(report.to_json()) if as_json else str(report))
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command("demo")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the results.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write (default: ~/.cache/stoke/demo).",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=12, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_one_line_errors
+def demo_command(as_json: bool, out: Path | None, epochs: int, seed: int) -> None:
+    """Pack scikit-learn's digits, train a small CNN with the Loader, report speed and accuracy."""
+    from stoke.demo import run_demo
+
+    summary = run_demo(out, epochs=epochs, seed=seed, log=click.echo)
+    if as_json:
+        click.echo(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""One error hierarchy for stoke.
+
+Every message is one sentence that says what is wrong, where (file, shard, sample index) and what to do.
+The CLI prints ``str(error)`` on one line and exits with ``error.exit_code``; Python callers catch
+:class:`StokeError` or a subclass.
+
+Example:
+    >>> try:
+    ...     raise NotADatasetError("/data/x is not a stoke dataset (no manifest.json)")
+    ... except StokeError as error:
+    ...     print(error)
+    /data/x is not a stoke dataset (no manifest.json)
+"""
+
+from __future__ import annotations
+
+
+class StokeError(Exception):
+    """Base of every error stoke raises on purpose."""
+
+    exit_code = 2
+
+
+class ConfigError(StokeError, ValueError):
+    """An argument or combination of arguments that cannot work."""
+
+
+class NotADatasetError(StokeError):
+    """A path that is not (or not yet) a packed dataset."""
+
+
+class FormatError(StokeError):
+    """Bytes on disk that do not follow ``docs/format.md``: a damaged manifest, shard or sample."""
+
+
+class VersionError(FormatError):
+    """A dataset written in a format version this stoke does not read."""
+
+
+class SourceError(StokeError):
+    """A source that cannot be packed at all (as opposed to one bad item, which is quarantined)."""
+
+
+class PackError(StokeError):
+    """A pack that cannot start or finish (existing output, changed source on resume, ...)."""
+
+
+class SampleError(StokeError):
+    """A sample that failed while being read, decoded or transformed.
+
+    Carries the dataset ``index`` and, for packed datasets, the ``shard`` file, so the message can say
+    where; the original exception is chained as ``__cause__`` with its traceback.
+    """
+
+    def __init__(self, message: str, *, index: int | None = None, shard: str | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+        self.shard = shard
+
+
+class InvalidItem(StokeError):  # noqa: N818 - it names the item, not the failure
+    """One source item that cannot be packed; the packer quarantines it with ``code`` and the message.
+
+    ``code`` is a short machine-readable reason (``truncated``, ``not_an_image``, ...) listed in
+    ``docs/format.md``; the message is the human sentence.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,294 @@
+"""The manifest: the one file that makes a directory a dataset, written last and atomically.
+
+``manifest.json`` holds the format version, the schema (named, typed fields with their settings and
+pack-time statistics), the sample count, the shard list (file name, sample count, byte size, checksum),
+the pack settings and a description of the source. It holds nothing per sample, so it stays small: the
+per-sample index lives in the shards and is mapped lazily.
+
+Everything read from a manifest is validated before it is trusted: types, counts that must add up, and
+shard names that can only name plain files inside the dataset directory. Unknown newer versions are
+refused with a message that names both versions.
+
+Example:
+    >>> from stoke.format.fields import IntField
+    >>> manifest = Manifest(fields=[FieldEntry("label", IntField())], shards=[], num_samples=0)
+    >>> Manifest.from_json(manifest.to_json(), where="manifest.json").num_samples
+    0
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stoke._version import __version__
+from stoke.errors import FormatError, NotADatasetError, VersionError
+from stoke.format.checksum import ALGORITHM
+from stoke.format.fields import Field, field_from_json
+from stoke.format.fields.base import is_int, require
+from stoke.format.shard import DATA_START, fsync_directory
+
+FORMAT_NAME = "stoke"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+QUARANTINE_NAME = "quarantine.jsonl"
+PACK_STATE_DIR = ".stoke-pack"
+RESERVED_FIELD_NAMES = frozenset({"index"})
+MAX_MANIFEST_BYTES = 1 << 30
+_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+_HEX16 = re.compile(r"^[0-9a-f]{16}$")
+
+
+@dataclass(frozen=True)
+class FieldEntry:
+    """A named field of the schema, with pack-time statistics and, for labels, the class names."""
+
+    name: str
+    field: Field
+    stats: dict[str, int] | None = None
+    classes: list[str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": self.name, **self.field.to_json()}
+        if self.stats is not None:
+            entry["stats"] = self.stats
+        if self.classes is not None:
+            entry["classes"] = self.classes
+        return entry
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """A shard as the manifest lists it."""
+
+    file: str
+    num_samples: int
+    file_size: int
+    checksum: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "num_samples": self.num_samples,
+            "bytes": self.file_size,
+            ALGORITHM: self.checksum,
+        }
+
+
+@dataclass
+class Manifest:
+    """The parsed, validated content of ``manifest.json``."""
+
+    fields: list[FieldEntry]
+    shards: list[ShardEntry]
+    num_samples: int
+    num_quarantined: int = 0
+    source: dict[str, Any] = field(default_factory=dict)
+    pack: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    created_by: str = f"stoke {__version__}"
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(shard.file_size for shard in self.shards)
+
+    def field_entry(self, name: str) -> FieldEntry:
+        for entry in self.fields:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": self.format_version,
+            "created_by": self.created_by,
+            "num_samples": self.num_samples,
+            "num_quarantined": self.num_quarantined,
+            "checksum": ALGORITHM,
+            "fields": [entry.to_json() for entry in self.fields],
+            "shards": [shard.to_json() for shard in self.shards],
+            "source": self.source,
+            "pack": self.pack,
+        }
+
+    def write(self, directory: str | Path) -> Path:
+        """Write ``manifest.json`` atomically (temporary file, fsync, rename, fsync the directory)."""
+        directory = Path(directory)
+        final = directory / MANIFEST_NAME
+        write_json_atomically(final, self.to_json())
+        return final
+
+    @classmethod
+    def read(cls, directory: str | Path) -> Manifest:
+        """Read and validate ``DIRECTORY/manifest.json``; explains what is missing when it is not a dataset."""
+        directory = Path(directory)
+        path = directory / MANIFEST_NAME
+        if not directory.exists():
+            raise NotADatasetError(
+                f"{directory} does not exist; pack a dataset there with `stoke pack SOURCE {directory}`"
+            )
+        if not directory.is_dir():
+            raise NotADatasetError(f"{directory} is a file, not a dataset directory")
+        if not path.is_file():
+            if (directory / PACK_STATE_DIR).is_dir():
+                raise NotADatasetError(
+                    f"{directory} holds an unfinished pack (no {MANIFEST_NAME} yet); finish it with "
+                    f"`stoke pack SOURCE {directory} --resume`"
+                )
+            raise NotADatasetError(
+                f"{directory} is not a stoke dataset (it has no {MANIFEST_NAME}); pack one with "
+                f"`stoke pack SOURCE {directory}`"
+            )
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise FormatError(f"{path} is {size:,} bytes, more than any stoke manifest; it is not a stoke manifest")
+        try:
+            document = json.loads(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise FormatError(f"{path} is damaged ({error}); restore it from a copy or re-pack the dataset") from None
+        return cls.from_json(document, where=str(path))
+
+    @classmethod
+    def from_json(cls, document: Any, where: str) -> Manifest:
+        """Validate a parsed manifest document; every problem is one :class:`FormatError` sentence."""
+        require(isinstance(document, dict), where, "is damaged: it is not a JSON object")
+        if document.get("format") != FORMAT_NAME:
+            raise FormatError(f"{where} is not a stoke manifest (its 'format' is {document.get('format')!r})")
+        version = document.get("format_version")
+        require(
+            is_int(version) and version >= 1,
+            where,
+            f"is damaged: format_version {version!r} is not a version",
+        )
+        if version > FORMAT_VERSION:
+            raise VersionError(
+                f"{where} was written in format version {version} by {document.get('created_by', 'a newer stoke')}; "
+                f"this stoke ({__version__}) reads version {FORMAT_VERSION}: upgrade stoke"
+            )
+        if document.get("checksum") != ALGORITHM:
+            raise FormatError(f"{where} uses checksum {document.get('checksum')!r}; this stoke knows only {ALGORITHM}")
+        num_samples = document.get("num_samples")
+        num_quarantined = document.get("num_quarantined", 0)
+        require(is_int(num_samples) and num_samples >= 0, where, f"is damaged: num_samples is {num_samples!r}")
+        require(is_int(num_quarantined) and num_quarantined >= 0, where, "is damaged: num_quarantined is invalid")
+        fields = _read_fields(document.get("fields"), where)
+        shards = _read_shards(document.get("shards"), where)
+        listed = sum(shard.num_samples for shard in shards)
+        require(
+            listed == num_samples,
+            where,
+            f"is damaged: its shards hold {listed:,} samples but num_samples is {num_samples:,}",
+        )
+        source, pack = document.get("source", {}), document.get("pack", {})
+        require(
+            isinstance(source, dict) and isinstance(pack, dict),
+            where,
+            "is damaged: 'source' and 'pack' must be objects",
+        )
+        created_by = document.get("created_by", "")
+        return cls(
+            fields=fields,
+            shards=shards,
+            num_samples=num_samples,
+            num_quarantined=num_quarantined,
+            source=source,
+            pack=pack,
+            format_version=version,
+            created_by=created_by if isinstance(created_by, str) else "",
+        )
+
+
+def is_safe_file_name(name: Any) -> bool:
+    """A plain file name: no directory part, no leading dot, nothing that could leave the dataset directory."""
+    return isinstance(name, str) and bool(_SAFE_FILE_NAME.match(name)) and ".." not in name
+
+
+def shard_file_name(number: int) -> str:
+    return f"shard-{number:06d}.stk"
+
+
+def write_json_atomically(path: Path, document: Any) -> None:
+    """Write JSON to ``path`` so that readers see the old file or the whole new one, never a part."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "w", encoding="utf-8") as stream:
+        json.dump(document, stream, indent=1, ensure_ascii=False, allow_nan=False)
+        stream.write("\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+def _read_fields(entries: Any, where: str) -> list[FieldEntry]:
+    require(
+        isinstance(entries, list) and 0 < len(entries) <= 4096,
+        where,
+        "is damaged: 'fields' must be a non-empty list",
+    )
+    fields: list[FieldEntry] = []
+    seen: set[str] = set()
+    for position, entry in enumerate(entries):
+        place = f"{where} fields[{position}]"
+        require(isinstance(entry, dict), place, "is damaged: not an object")
+        name = entry.get("name")
+        require(
+            isinstance(name, str) and 0 < len(name) <= 256,
+            place,
+            "is damaged: its name is not a short string",
+        )
+        require(
+            name not in seen and name not in RESERVED_FIELD_NAMES,
+            place,
+            f"repeats or reserves the name {name!r}",
+        )
+        seen.add(name)
+        stats, classes = entry.get("stats"), entry.get("classes")
+        require(
+            stats is None or (isinstance(stats, dict) and all(is_int(v) for v in stats.values())),
+            place,
+            "is damaged: 'stats' must map names to integers",
+        )
+        require(
+            classes is None or (isinstance(classes, list) and all(isinstance(c, str) for c in classes)),
+            place,
+            "is damaged: 'classes' must be a list of strings",
+        )
+        params = {key: value for key, value in entry.items() if key not in ("name", "stats", "classes")}
+        fields.append(FieldEntry(name, field_from_json(params, place), stats, classes))
+    return fields
+
+
+def _read_shards(entries: Any, where: str) -> list[ShardEntry]:
+    require(isinstance(entries, list), where, "is damaged: 'shards' must be a list")
+    shards: list[ShardEntry] = []
+    seen: set[str] = set()
+    for position, entry in enumerate(entries):
+        place = f"{where} shards[{position}]"
+        require(isinstance(entry, dict), place, "is damaged: not an object")
+        name, count, size, checksum = (
+            entry.get("file"),
+            entry.get("num_samples"),
+            entry.get("bytes"),
+            entry.get(ALGORITHM),
+        )
+        require(
+            is_safe_file_name(name),
+            place,
+            f"names the file {name!r}, which is not a plain file name inside the dataset directory; stoke refuses it",
+        )
+        require(name not in seen, place, f"repeats the shard {name!r}")
+        seen.add(name)
+        require(is_int(count) and count >= 0, place, "is damaged: num_samples is invalid")
+        require(is_int(size) and size >= DATA_START + 8, place, "is damaged: bytes is invalid")
+        require(
+            isinstance(checksum, str) and bool(_HEX16.match(checksum)),
+            place,
+            "is damaged: checksum is invalid",
+        )
+        shards.append(ShardEntry(name, count, size, checksum))
+    return shards

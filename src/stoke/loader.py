@@ -1,0 +1,310 @@
+"""``stoke.Loader``: order + pipeline + device, composed; each part lives in its own module.
+
+For each epoch the order (``stoke.order``) fixes the sequence of positions; consecutive slices of it are
+the batches. A few batches are kept in flight: each becomes a :class:`~stoke.pipeline.batch.BatchJob`
+whose samples are split into chunks for the worker threads (``stoke.pipeline.threads``); every sample is
+read (``stoke.pipeline.reader``) and run through one stage per field (``stoke.pipeline.image``,
+``stoke.pipeline.values``) straight into preallocated buffers (``stoke.pipeline.buffers``). The batch the
+loop asks for next is collected into tensors, its batch ops run (on the device, if one is given), and the
+next batch is started before it is handed over.
+
+Every random choice is drawn from (seed, epoch, sample index, op), so a fixed seed gives the same batches,
+with the same augmentations, whatever the thread count.
+
+Example:
+    >>> import numpy as np, stoke
+    >>> loader = stoke.Loader({"x": np.arange(10.0), "y": np.arange(10) % 2}, batch_size=4, shuffle=False)
+    >>> [batch["index"].tolist() for batch in loader]
+    [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from stoke.engines.local import available_cores
+from stoke.errors import ConfigError, SampleError
+from stoke.format.fields import ImageField
+from stoke.ops.base import BatchContext, Op
+from stoke.ops.device import ToDevice
+from stoke.order import Order, RandomOrder, SequentialOrder
+from stoke.pipeline.batch import BatchJob
+from stoke.pipeline.buffers import BufferPool, BufferSet
+from stoke.pipeline.image import ImageStage
+from stoke.pipeline.reader import reader_for
+from stoke.pipeline.threads import WorkerPool
+from stoke.pipeline.values import ValueStage
+from stoke.sources import ArraysSource, is_arrays
+
+DEFAULT_PREFETCH = 3
+MAX_CHUNK = 8
+_WAIT_SLICE = 0.1
+
+
+class Loader:
+    """Batches of a dataset as dicts of tensors, assembled by a pool of threads.
+
+    Args:
+        dataset: a packed dataset (``stoke.open``), a view of one, any map-style dataset, or numpy arrays.
+        batch_size: samples per batch; the last batch is shorter unless ``drop_last``.
+        shuffle: a new random order every epoch, derived from (``seed``, epoch).
+        seed: the seed of every random choice: order and augmentations.
+        drop_last: drop the last, incomplete batch of each epoch.
+        transforms: ``{field: [op, ...]}``; images are decoded without asking.
+        device: move tensor fields to this device (from pinned memory for CUDA) before their batch ops.
+        num_threads: worker threads; ``"auto"`` uses the cores this process may run on.
+        prefetch: batches in flight ahead of the training loop; ``"auto"`` picks a default.
+        fields: the fields to load (default: all).
+        channels_last: images in channels_last memory format (the NCHW shape is unchanged).
+        verify: check each sample against its stored checksum before decoding it.
+
+    Each batch is a dict keyed by field name: images uint8 ``[B, C, H, W]`` (float after ``Normalize``),
+    ``int``/``float`` fields ``[B]``, arrays ``[B, ...]``, variable-size fields padded with
+    ``<name>_lengths``, text and JSON as lists; ``index`` holds the dataset indices (int64, on the CPU).
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        transforms: Mapping[str, Sequence[Op]] | None = None,
+        device: str | torch.device | None = None,
+        num_threads: int | str = "auto",
+        prefetch: int | str = "auto",
+        fields: Sequence[str] | None = None,
+        channels_last: bool = False,
+        verify: bool = True,
+    ) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.drop_last = drop_last
+        self.device = torch.device(device) if device is not None else None
+        self.num_threads = _resolve_count(num_threads, available_cores(), "num_threads")
+        self.prefetch = _resolve_count(prefetch, DEFAULT_PREFETCH, "prefetch")
+        self.channels_last = channels_last
+        if is_arrays(dataset):
+            dataset = _ArraysDataset(ArraysSource(dataset))
+        self._reader = reader_for(dataset, fields, verify)
+        transforms = dict(transforms or {})
+        unknown = [name for name in transforms if name not in self._reader.fields]
+        if unknown:
+            raise ConfigError(
+                f"transforms names the field {unknown[0]!r}, which is not loaded "
+                f"(fields: {', '.join(self._reader.fields)})"
+            )
+        self._stages = [
+            self._stage(name, field, transforms.get(name, ())) for name, field in self._reader.fields.items()
+        ]
+        size = len(self._reader)
+        self.order: Order = RandomOrder(size, self.seed) if shuffle else SequentialOrder(size)
+        specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {"index": ((), np.dtype(np.int64))}
+        lists: list[str] = []
+        for stage in self._stages:
+            specs.update(stage.buffer_specs())
+            lists.extend(stage.list_names())
+        pin = self.device is not None and self.device.type == "cuda" and torch.cuda.is_available()
+        self._buffers = BufferPool(specs, batch_size, pin, max_sets=self.prefetch + 2, list_names=tuple(lists))
+        self._chunk = max(1, min(MAX_CHUNK, -(-batch_size // self.num_threads)))
+        self._pool: WorkerPool | None = None
+        self._active: _EpochIterator | None = None
+        self.epoch = 0
+        self._stats = {"batches": 0, "samples": 0, "wait_seconds": 0.0}
+
+    # ---- public -----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        size = len(self._reader)
+        return size // self.batch_size if self.drop_last else -(-size // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Start the next epoch (the first iteration is epoch 0); an unfinished epoch is abandoned."""
+        if self._active is not None:
+            self._active.cancel()
+        if self._pool is None:
+            self._pool = WorkerPool(self.num_threads)
+        self._active = _EpochIterator(self, self.epoch)
+        self.epoch += 1
+        return self._active
+
+    def stats(self) -> dict[str, Any]:
+        """Settings in use and counters: batches and samples delivered, seconds the loop waited for data."""
+        return {
+            "num_threads": self.num_threads,
+            "prefetch": self.prefetch,
+            "chunk": self._chunk,
+            "epoch": self.epoch,
+            "buffer_sets": self._buffers.sets,
+            "buffer_allocations": self._buffers.allocations,
+            **self._stats,
+        }
+
+    def close(self) -> None:
+        """Stop the worker threads; the Loader starts them again if iterated."""
+        if self._active is not None:
+            self._active.cancel()
+            self._active = None
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # nothing useful to do at interpreter shutdown
+            self.close()
+
+    # ---- internals --------------------------------------------------------------------------------
+    def _stage(self, name: str, field: Any, ops: Sequence[Op]) -> ImageStage | ValueStage:
+        if isinstance(field, ImageField):
+            return ImageStage(name, field, ops, self._reader.packed, self._reader.field_stats(name), self.channels_last)
+        return ValueStage(name, field, ops, self._reader.packed)
+
+    def _start(self, epoch: int, number: int, positions: np.ndarray) -> BatchJob:
+        buffers = self._buffers.acquire()
+        indices = self._reader.dataset_index(positions)
+        buffers.arrays["index"][: len(indices)] = indices
+        params = {stage.name: stage.draw(self.seed, epoch, indices) for stage in self._stages}
+        job = BatchJob(number, positions, indices, buffers, params, self._chunk)
+        assert self._pool is not None
+        for start, stop in job.chunks():
+            self._pool.submit(job.run, self._produce, start, stop)
+        return job
+
+    def _produce(self, job: BatchJob, j: int) -> None:
+        values = self._reader.read(int(job.positions[j]))
+        for stage, value in zip(self._stages, values):
+            stage.run(value, job.params[stage.name], j, job.buffers)
+
+    def _finish(self, job: BatchJob, epoch: int) -> dict[str, Any]:
+        buffers: BufferSet = job.buffers
+        count = job.size
+        batch: dict[str, Any] = {}
+        context = BatchContext(self.seed, epoch, job.indices)
+        for stage in self._stages:
+            outputs = stage.collect(buffers, count)
+            if self.device is not None:
+                moves_itself = any(isinstance(op, ToDevice) for op in stage.batch_ops)
+                outputs = {
+                    key: value.to(self.device, non_blocking=True)
+                    if isinstance(value, torch.Tensor) and not (moves_itself and key == stage.name)
+                    else value
+                    for key, value in outputs.items()
+                }
+            for op in stage.batch_ops:
+                outputs[stage.name] = op.apply(outputs[stage.name], context)
+            batch.update(outputs)
+        batch["index"] = torch.from_numpy(buffers.arrays["index"][:count])
+        if self._buffers.pin and any(isinstance(v, torch.Tensor) and v.is_cuda for v in batch.values()):
+            buffers.copy_done = torch.cuda.current_stream().record_event()
+        return batch
+
+    def _describe_failure(self, job: BatchJob) -> SampleError:
+        position = job.error_position if job.error_position is not None else 0
+        error = job.error
+        assert error is not None
+        if isinstance(error, SampleError) and error.index is not None and self._reader.packed:
+            return error
+        index = int(job.indices[position])
+        where = self._reader.describe(int(job.positions[position]))
+        failure = SampleError(f"{where} failed: {type(error).__name__}: {error}", index=index)
+        failure.__cause__ = error
+        return failure
+
+
+class _EpochIterator:
+    """One epoch's batches, with a bounded number in flight; see the Loader docstring."""
+
+    def __init__(self, loader: Loader, epoch: int) -> None:
+        self.loader = loader
+        self.epoch = epoch
+        order = loader.order.indices(epoch)
+        usable = len(loader) * loader.batch_size
+        self._positions = order[:usable] if loader.drop_last else order
+        self._count = len(loader)
+        self._next_start = 0
+        self._next_yield = 0
+        self._in_flight: collections.deque[BatchJob] = collections.deque()
+
+    def __iter__(self) -> _EpochIterator:
+        return self
+
+    def __len__(self) -> int:
+        return self._count - self._next_yield
+
+    def __next__(self) -> dict[str, Any]:
+        if self._next_yield >= self._count:
+            raise StopIteration
+        self._fill()
+        job = self._in_flight.popleft()
+        started = time.perf_counter()
+        while not job.done.wait(_WAIT_SLICE):
+            pass
+        self.loader._stats["wait_seconds"] += time.perf_counter() - started
+        if job.error is not None:
+            failure = self.loader._describe_failure(job)
+            self.loader._buffers.release(job.buffers)
+            self.cancel()
+            raise failure
+        batch = self.loader._finish(job, self.epoch)
+        self.loader._buffers.release(job.buffers)
+        self._next_yield += 1
+        self._fill()
+        self.loader._stats["batches"] += 1
+        self.loader._stats["samples"] += job.size
+        return batch
+
+    def _fill(self) -> None:
+        size = self.loader.batch_size
+        while self._next_start < self._count and len(self._in_flight) < self.loader.prefetch:
+            number = self._next_start
+            positions = self._positions[number * size : (number + 1) * size]
+            self._in_flight.append(self.loader._start(self.epoch, number, positions))
+            self._next_start += 1
+
+    def cancel(self) -> None:
+        """Stop the batches in flight and give their buffers back; the epoch ends here."""
+        for job in self._in_flight:
+            job.cancelled = True
+        while self._in_flight:
+            job = self._in_flight.popleft()
+            job.done.wait()
+            self.loader._buffers.release(job.buffers)
+        self._next_yield = self._next_start = self._count
+
+
+class _ArraysDataset:
+    """Numpy arrays as a map-style dataset of dicts, so the Loader can read them without packing."""
+
+    def __init__(self, source: ArraysSource) -> None:
+        self._source = source
+        self._names = list(source.fields)
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return dict(zip(self._names, self._source.read(index)))
+
+
+def _resolve_count(value: int | str, automatic: int, name: str) -> int:
+    if value == "auto":
+        return automatic
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer or 'auto', got {value!r}")
+    return value

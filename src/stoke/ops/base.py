@@ -1,0 +1,130 @@
+"""What an op is: sample ops plan geometry per image, batch ops transform whole tensors.
+
+Two kinds, because they run in different places:
+
+* :class:`SampleOp` — crop, resize, flip. It does not touch pixels: it maps a :class:`Geometry` (which
+  source pixels each output pixel comes from) to a new one, using random numbers drawn for it from
+  (seed, epoch, sample index, op position). The pipeline then decodes, crops, resizes and flips each
+  image in one pass, straight into the batch buffer, whatever the order of the ops, and can pick a
+  reduced JPEG decoding scale because it knows the final crop before decoding.
+* :class:`BatchOp` — normalize, move to a device. It runs on the assembled batch tensor, on the device
+  the batch is on.
+
+Every op declares what it outputs (``output_size`` for sample ops, ``output_dtype`` for batch ops) so the
+Loader allocates its buffers once.
+
+Example:
+    >>> geometry = Geometry.identity(100, 200).crop(10, 20, 50, 50).resize(25, 25)
+    >>> geometry.source_box()
+    (10.0, 20.0, 60.0, 70.0, False, False)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Output pixel (y, x) samples source point (ay*y + by, ax*x + bx) of the displayed, full-size image.
+
+    Coordinates are continuous pixel edges: output ``[0, height] x [0, width]`` maps onto a source box.
+    A negative scale means a flip.
+    """
+
+    height: int
+    width: int
+    ay: float
+    by: float
+    ax: float
+    bx: float
+
+    @classmethod
+    def identity(cls, height: int, width: int) -> Geometry:
+        return cls(height, width, 1.0, 0.0, 1.0, 0.0)
+
+    def crop(self, top: float, left: float, height: int, width: int) -> Geometry:
+        """Keep output rows [top, top+height) and columns [left, left+width) (may extend past the edges)."""
+        return replace(self, height=height, width=width, by=self.by + self.ay * top, bx=self.bx + self.ax * left)
+
+    def resize(self, height: int, width: int) -> Geometry:
+        """Resample the current output to ``height`` x ``width``."""
+        return replace(
+            self,
+            height=height,
+            width=width,
+            ay=self.ay * self.height / height,
+            ax=self.ax * self.width / width,
+        )
+
+    def flip_horizontal(self) -> Geometry:
+        return replace(self, ax=-self.ax, bx=self.bx + self.ax * self.width)
+
+    def source_box(self) -> tuple[float, float, float, float, bool, bool]:
+        """(top, left, bottom, right) in source pixels, and whether rows and columns come out reversed."""
+        y_ends = (self.by, self.by + self.ay * self.height)
+        x_ends = (self.bx, self.bx + self.ax * self.width)
+        return min(y_ends), min(x_ends), max(y_ends), max(x_ends), self.ay < 0, self.ax < 0
+
+
+class Op:
+    """Base of every op."""
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{key}={value!r}" for key, value in vars(self).items() if not key.startswith("_"))
+        return f"{type(self).__name__}({settings})"
+
+
+class SampleOp(Op, ABC):
+    """A geometric op planned per image from ``draws`` uniform random numbers (see the module docstring)."""
+
+    draws: int = 0
+
+    @abstractmethod
+    def plan(self, geometry: Geometry, uniforms: np.ndarray) -> Geometry:
+        """The geometry after this op, given this sample's ``draws`` uniforms in [0, 1)."""
+
+    def output_size(self, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        """The output (height, width) for an input of ``size`` (None: varies per image)."""
+        return size
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """What a batch op may key its randomness on: the Loader's seed, the epoch and the batch's indices."""
+
+    seed: int
+    epoch: int
+    indices: np.ndarray
+
+
+class BatchOp(Op, ABC):
+    """An op on a whole batch tensor, run where the tensor lives (CPU or device)."""
+
+    @abstractmethod
+    def apply(self, batch: torch.Tensor, context: BatchContext) -> torch.Tensor:
+        """The transformed batch."""
+
+    def output_dtype(self, dtype: Any) -> Any:
+        """The torch dtype this op outputs for an input of ``dtype``."""
+        return dtype
+
+
+def pair(size: int | tuple[int, int] | list[int], what: str) -> tuple[int, int]:
+    """(height, width) from an int (square) or a pair, validated positive."""
+    if isinstance(size, int):
+        height = width = size
+    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        height, width = size
+    else:
+        raise ValueError(f"{what} must be an int or a (height, width) pair of ints, got {size!r}")
+    if height < 1 or width < 1:
+        raise ValueError(f"{what} must be positive, got {size!r}")
+    return height, width

@@ -1,0 +1,25 @@
+"""The order protocol: which positions an epoch visits, and in what sequence.
+
+An order is a pure function of the epoch number: ``order.indices(epoch)`` returns every position of
+the dataset exactly once, so an epoch can be recomputed (to resume it, or to split it across ranks)
+without remembering anything but the epoch number.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class Order(ABC):
+    """Base of every order: ``indices(epoch)`` → int64 positions, each exactly once."""
+
+    def __init__(self, size: int) -> None:
+        if size < 0:
+            raise ValueError(f"an order needs a non-negative size, got {size}")
+        self.size = size
+
+    @abstractmethod
+    def indices(self, epoch: int) -> np.ndarray:
+        """The positions visited in ``epoch``, in order."""

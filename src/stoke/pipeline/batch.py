@@ -1,0 +1,74 @@
+"""One batch in flight: its samples, its buffers, and the chunks of work that fill them.
+
+The Loader creates a :class:`BatchJob` per batch, splits its samples into chunks for the worker pool and
+waits on ``done``. Each chunk calls ``produce(job, j)`` for its samples; the first exception is kept with
+the position that raised it and its traceback, the other chunks stop early, and ``done`` is set when the
+last chunk returns, so a failing sample never leaves the Loader waiting.
+
+Example:
+    >>> import numpy as np
+    >>> job = BatchJob(0, np.arange(3), np.arange(3), buffers=None, params={}, chunk=2)
+    >>> seen = []
+    >>> for start, stop in job.chunks(): job.run(lambda job, j: seen.append(j), start, stop)
+    >>> job.done.is_set(), seen
+    (True, [0, 1, 2])
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+
+class BatchJob:
+    """The state of one batch being assembled by the worker pool."""
+
+    def __init__(
+        self,
+        number: int,
+        positions: np.ndarray,
+        indices: np.ndarray,
+        buffers: Any,
+        params: dict[str, Any],
+        chunk: int,
+    ) -> None:
+        self.number = number
+        self.positions = positions
+        self.indices = indices
+        self.buffers = buffers
+        self.params = params
+        self.size = len(positions)
+        self._chunk = max(1, chunk)
+        self._pending = -(-self.size // self._chunk)
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.error_position: int | None = None
+        self.cancelled = False
+        if self._pending == 0:
+            self.done.set()
+
+    def chunks(self) -> Iterator[tuple[int, int]]:
+        for start in range(0, self.size, self._chunk):
+            yield start, min(start + self._chunk, self.size)
+
+    def run(self, produce: Callable[[BatchJob, int], None], start: int, stop: int) -> None:
+        """Produce samples ``start..stop-1``; never raises (errors are kept on the job)."""
+        try:
+            for position in range(start, stop):
+                if self.cancelled or self.error is not None:
+                    break
+                produce(self, position)
+        except BaseException as error:
+            with self._lock:
+                if self.error is None:
+                    self.error, self.error_position = error, position
+        finally:
+            with self._lock:
+                self._pending -= 1
+                finished = self._pending == 0
+            if finished:
+                self.done.set()

@@ -1,0 +1,111 @@
+"""Preallocated batch buffers, reused without ever overwriting a batch the user still holds.
+
+A :class:`BufferSet` holds one batch's arrays (images, labels, indices, ...), allocated once, in pinned
+memory when batches go to a CUDA device. The tensors handed to the user are zero-copy views made with
+``torch.from_numpy``, and such a tensor keeps a reference to its array. So before a set is refilled,
+each array's reference count tells whether anything outside the pool still uses it: the usual training
+loop drops each batch before the next one, and its arrays are refilled in place (no allocation per
+batch); a caller that keeps batches (a list of them, one label tensor for later metrics) gets a fresh
+array for exactly what it kept. Nothing is ever overwritten under a live tensor.
+
+A set whose batch was copied to a CUDA device asynchronously carries the copy's event, and is refilled
+only after the copy has finished.
+
+Example:
+    >>> import numpy as np, torch
+    >>> pool = BufferPool({"label": ((), np.dtype("int64"))}, batch_size=4, pin=False)
+    >>> first = pool.acquire(); held = torch.from_numpy(first.arrays["label"]); pool.release(first)
+    >>> second = pool.acquire()
+    >>> second is first, pool.allocations
+    (False, 2)
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class BufferSet:
+    """The arrays and per-sample lists one batch is assembled in."""
+
+    arrays: dict[str, np.ndarray]
+    lists: dict[str, list[Any]] = field(default_factory=dict)
+    baselines: dict[str, int] = field(default_factory=dict)
+    copy_done: Any = None  # a CUDA event recorded after the batch's device copy, or None
+
+    def is_free(self, name: str) -> bool:
+        return sys.getrefcount(self.arrays[name]) <= self.baselines[name]
+
+
+class BufferPool:
+    """A pool of up to ``max_sets`` :class:`BufferSet` (more only while every set is in flight).
+
+    ``acquire`` prefers an idle set whose arrays are all free, then a new set while the pool is below
+    ``max_sets``, then the idle set with the fewest held arrays, replacing just those. With ``max_sets``
+    = batches in flight + 2 (the batch being handed over and the one the loop still holds), a training
+    loop runs without allocating after its first batches.
+    """
+
+    def __init__(
+        self,
+        specs: dict[str, tuple[tuple[int, ...], np.dtype]],
+        batch_size: int,
+        pin: bool,
+        max_sets: int = 2,
+        list_names: tuple[str, ...] = (),
+    ) -> None:
+        self.specs = specs
+        self.list_names = list_names
+        self.batch_size = batch_size
+        self.pin = pin
+        self.max_sets = max_sets
+        self.allocations = 0
+        self.sets = 0
+        self._idle: list[BufferSet] = []
+
+    def acquire(self) -> BufferSet:
+        """A set to fill (see the class docstring for which)."""
+        held = [sum(not candidate.is_free(name) for name in candidate.arrays) for candidate in self._idle]
+        chosen: BufferSet | None = None
+        if 0 in held:
+            chosen = self._idle.pop(held.index(0))
+        elif self._idle and self.sets >= self.max_sets:
+            chosen = self._idle.pop(held.index(min(held)))
+            for name in list(chosen.arrays):
+                if not chosen.is_free(name):
+                    self._allocate(chosen, name)
+        if chosen is None:
+            chosen = BufferSet({}, {name: [None] * self.batch_size for name in self.list_names})
+            for name in self.specs:
+                self._allocate(chosen, name)
+            self.sets += 1
+        if chosen.copy_done is not None:
+            chosen.copy_done.synchronize()
+            chosen.copy_done = None
+        for values in chosen.lists.values():
+            values[:] = [None] * self.batch_size
+        return chosen
+
+    def release(self, buffers: BufferSet) -> None:
+        """Return a set whose batch has been handed over; it is refilled once nothing holds its arrays."""
+        self._idle.append(buffers)
+
+    def _allocate(self, buffers: BufferSet, name: str) -> None:
+        shape, dtype = self.specs[name]
+        buffers.arrays[name] = allocate((self.batch_size, *shape), dtype, self.pin)
+        buffers.baselines[name] = sys.getrefcount(buffers.arrays[name])
+        self.allocations += 1
+
+
+def allocate(shape: tuple[int, ...], dtype: np.dtype, pin: bool) -> np.ndarray:
+    """An uninitialised array, in page-locked (pinned) memory when ``pin``."""
+    if not pin:
+        return np.empty(shape, dtype)
+    import torch
+
+    return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=True).numpy()

@@ -1,0 +1,193 @@
+"""The image stage: decode, crop, resize and flip each image in one pass into the batch buffer.
+
+Per sample: read the 12-byte header (displayed size), run the sample ops' plans on a :class:`Geometry`
+with this sample's random numbers, then decode at the smallest JPEG DCT scale that still covers the crop
+at the output size, cut the crop out of the decoded pixels (zero-padded where it extends past the image),
+resize it once (area interpolation when shrinking, bilinear when enlarging), mirror it if a flip was
+drawn, and copy it into row ``j`` of the preallocated uint8 batch (NCHW, or NHWC for channels_last).
+
+Example:
+    >>> import numpy as np
+    >>> from stoke.ops.base import Geometry
+    >>> out = np.empty((1, 2, 2), np.uint8)
+    >>> pixels = np.arange(16, dtype=np.uint8).reshape(4, 4, 1)
+    >>> render(pixels, 4, 4, Geometry.identity(4, 4).crop(0, 0, 2, 2), out, channels_last=False)
+    >>> out[0].tolist()
+    [[0, 1], [4, 5]]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from stoke.errors import ConfigError, SampleError
+from stoke.format.fields import ImageField
+from stoke.ops.base import BatchOp, Geometry, Op, SampleOp
+from stoke.pipeline.buffers import BufferSet
+from stoke.rng import sample_uniforms, stream_id
+
+_NO_DRAWS = np.empty(0)
+
+
+class ImageStage:
+    """Produces one image field of every batch; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        field: ImageField,
+        ops: Sequence[Op],
+        packed: bool,
+        stats: dict[str, int] | None,
+        channels_last: bool,
+    ) -> None:
+        self.name = name
+        self.field = field
+        self.packed = packed
+        self.channels_last = channels_last
+        self.sample_ops, self.batch_ops = split_ops(name, ops)
+        size: tuple[int, int] | None = None
+        if stats and stats["min_height"] == stats["max_height"] and stats["min_width"] == stats["max_width"]:
+            size = (stats["min_height"], stats["min_width"])
+        for op in self.sample_ops:
+            size = op.output_size(size)
+        if size is None:
+            seen = (
+                f" ({stats['min_height']}x{stats['min_width']} to {stats['max_height']}x{stats['max_width']})"
+                if stats
+                else ""
+            )
+            raise ConfigError(
+                f"field {name!r} holds images of different sizes{seen}; add an op that fixes the size, such as "
+                f"stoke.ops.RandomResizedCrop(224) or stoke.ops.Resize((224, 224)), to transforms[{name!r}]"
+            )
+        self.size = size
+        self.streams = [stream_id(name, position) for position in range(len(self.sample_ops))]
+
+    def buffer_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        height, width = self.size
+        channels = self.field.channels
+        shape = (height, width, channels) if self.channels_last else (channels, height, width)
+        return {self.name: (shape, np.dtype(np.uint8))}
+
+    def list_names(self) -> list[str]:
+        return []
+
+    def draw(self, seed: int, epoch: int, indices: np.ndarray) -> list[np.ndarray | None]:
+        return [
+            sample_uniforms(seed, epoch, stream, indices, op.draws) if op.draws else None
+            for op, stream in zip(self.sample_ops, self.streams)
+        ]
+
+    def run(self, value: Any, params: list[np.ndarray | None], j: int, buffers: BufferSet) -> None:
+        if self.packed:
+            header = self.field.header(value)
+            height, width = header.height, header.width
+        else:
+            pixels = self.field.coerce(value)
+            height, width = pixels.shape[:2]
+        geometry = Geometry.identity(height, width)
+        for op, uniforms in zip(self.sample_ops, params):
+            geometry = op.plan(geometry, _NO_DRAWS if uniforms is None else uniforms[j])
+        if (geometry.height, geometry.width) != self.size:
+            raise SampleError(
+                f"image {self.name!r} comes out {geometry.height}x{geometry.width}, the batch holds "
+                f"{self.size[0]}x{self.size[1]}; add a size-fixing op such as stoke.ops.Resize({self.size}) "
+                f"to transforms[{self.name!r}]"
+            )
+        if self.packed:
+            min_height, min_width = decode_scale_hint(height, width, geometry)
+            pixels = self.field.decode_pixels(value, min_height, min_width)
+        render(pixels, height, width, geometry, buffers.arrays[self.name][j], self.channels_last)
+
+    def collect(self, buffers: BufferSet, count: int) -> dict[str, Any]:
+        batch = torch.from_numpy(buffers.arrays[self.name][:count])
+        return {self.name: batch.permute(0, 3, 1, 2) if self.channels_last else batch}
+
+
+def split_ops(name: str, ops: Sequence[Op]) -> tuple[list[SampleOp], list[BatchOp]]:
+    """Sample ops (which must all come first) and batch ops of a field's transform list."""
+    sample_ops: list[SampleOp] = []
+    batch_ops: list[BatchOp] = []
+    for op in ops:
+        if isinstance(op, SampleOp):
+            if batch_ops:
+                raise ConfigError(
+                    f"transforms[{name!r}] puts {op!r} after the batch op {batch_ops[-1]!r}; per-image ops come first"
+                )
+            sample_ops.append(op)
+        elif isinstance(op, BatchOp):
+            batch_ops.append(op)
+        else:
+            raise ConfigError(f"transforms[{name!r}] holds {op!r}, which is not a stoke op")
+    return sample_ops, batch_ops
+
+
+def decode_scale_hint(height: int, width: int, geometry: Geometry) -> tuple[int, int]:
+    """The smallest decoded (height, width) whose crop still has at least the output's pixels; 0 = full size."""
+    top, left, bottom, right, _, _ = geometry.source_box()
+    box_height, box_width = bottom - top, right - left
+    if box_height <= geometry.height or box_width <= geometry.width:
+        return 0, 0
+    return (
+        min(height, math.ceil(height * geometry.height / box_height)),
+        min(width, math.ceil(width * geometry.width / box_width)),
+    )
+
+
+def render(
+    pixels: np.ndarray,
+    full_height: int,
+    full_width: int,
+    geometry: Geometry,
+    out: np.ndarray,
+    channels_last: bool,
+) -> None:
+    """Resample ``pixels`` (decoded from a ``full_height`` x ``full_width`` image) through ``geometry`` into ``out``."""
+    scale_y, scale_x = pixels.shape[0] / full_height, pixels.shape[1] / full_width
+    top, left, bottom, right, flip_y, flip_x = geometry.source_box()
+    y0, x0 = _round(top * scale_y), _round(left * scale_x)
+    y1, x1 = max(y0 + 1, _round(bottom * scale_y)), max(x0 + 1, _round(right * scale_x))
+    region = _crop_padded(pixels, y0, x0, y1, x1)
+    if region.shape[:2] != (geometry.height, geometry.width):
+        shrinking = region.shape[0] >= geometry.height and region.shape[1] >= geometry.width
+        resized = cv2.resize(
+            _opencv_ready(region),
+            (geometry.width, geometry.height),
+            interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR,
+        )
+        region = resized[:, :, None] if resized.ndim == 2 else resized
+    if flip_y:
+        region = region[::-1]
+    if flip_x:
+        region = region[:, ::-1]
+    np.copyto(out, region if channels_last else region.transpose(2, 0, 1))
+
+
+def _round(value: float) -> int:
+    return math.floor(value + 0.5)
+
+
+def _crop_padded(pixels: np.ndarray, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+    height, width = pixels.shape[:2]
+    if y0 >= 0 and x0 >= 0 and y1 <= height and x1 <= width:
+        return pixels[y0:y1, x0:x1]
+    region = np.zeros((y1 - y0, x1 - x0, pixels.shape[2]), np.uint8)
+    top, bottom, left, right = max(y0, 0), min(y1, height), max(x0, 0), min(x1, width)
+    if top < bottom and left < right:
+        region[top - y0 : bottom - y0, left - x0 : right - x0] = pixels[top:bottom, left:right]
+    return region
+
+
+def _opencv_ready(region: np.ndarray) -> np.ndarray:
+    """OpenCV takes row-strided views with packed pixels; anything else (a rotated view) is copied."""
+    channels = region.shape[2]
+    if region.strides[2] == 1 and region.strides[1] == channels and region.strides[0] > 0:
+        return region if channels > 1 else region[:, :, 0]
+    return np.ascontiguousarray(region if channels > 1 else region[:, :, 0])

@@ -1,0 +1,72 @@
+"""A pool of worker threads that run small tasks in submission order.
+
+Threads, not processes: the heavy steps (JPEG decoding, resizing, copies, checksums) run in libraries
+that release the GIL, so threads share one copy of everything (the mapped dataset, the buffers) with no
+pickling. Tasks are chunks of a few samples of one batch, queued in batch order, so the oldest batch
+finishes first while later ones are already under way. A task must not raise (the batch job records its
+own errors); the pool survives one that does.
+
+Example:
+    >>> pool = WorkerPool(2)
+    >>> results = []
+    >>> pool.submit(results.append, 1); pool.join(); pool.shutdown()
+    >>> results
+    [1]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+class WorkerPool:
+    """``num_threads`` daemon threads consuming one FIFO queue of ``(function, args)`` tasks."""
+
+    def __init__(self, num_threads: int, name: str = "stoke-worker") -> None:
+        if num_threads < 1:
+            raise ValueError(f"a worker pool needs at least one thread, got {num_threads}")
+        self.name = name
+        self._tasks: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self.resize(num_threads)
+
+    @property
+    def num_threads(self) -> int:
+        return len(self._threads)
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> None:
+        self._tasks.put((function, args))
+
+    def resize(self, num_threads: int) -> None:
+        """Grow or shrink the pool; a shrinking thread leaves after the tasks queued before it."""
+        while len(self._threads) < num_threads:
+            thread = threading.Thread(target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        while len(self._threads) > num_threads:
+            self._threads.pop()
+            self._tasks.put(None)
+
+    def join(self) -> None:
+        """Wait until every task submitted so far has run."""
+        self._tasks.join()
+
+    def shutdown(self) -> None:
+        """Stop every thread after the tasks already queued."""
+        self.resize(0)
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            try:
+                if task is None:
+                    return
+                function, args = task
+                with contextlib.suppress(BaseException):  # a task's own error handling failed; keep the thread
+                    function(*args)
+            finally:
+                self._tasks.task_done()

@@ -1,0 +1,92 @@
+"""Stages for non-image fields: scalars, fixed arrays, variable arrays and bytes, text and JSON.
+
+Fixed-size values (``int``, ``float``, fixed-shape ``ndarray``) are written straight into a preallocated
+batch array. Variable-size values are kept per sample and padded with zeros to the largest in the batch
+when the batch is collected, with a ``<name>_lengths`` tensor: shape ``[B]`` for 1-D values (bytes,
+token lists), ``[B, ndim]`` for more dimensions. Text and JSON are not tensors: a batch holds a list.
+
+Example:
+    >>> import numpy as np
+    >>> padded, lengths = pad([np.array([1, 2, 3]), np.array([4])], np.dtype("int64"))
+    >>> padded.tolist(), lengths.tolist()
+    ([[1, 2, 3], [4, 0, 0]], [3, 1])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from stoke.errors import ConfigError
+from stoke.format.fields import BytesField, Field, NDArrayField
+from stoke.ops.base import BatchOp, Op
+from stoke.pipeline.buffers import BufferSet
+
+
+class ValueStage:
+    """Produces one non-image field of every batch."""
+
+    def __init__(self, name: str, field: Field, ops: Sequence[Op], packed: bool) -> None:
+        self.name = name
+        self.field = field
+        self.packed = packed
+        spec = field.spec
+        self.kind = "list" if not spec.is_tensor else "fixed" if spec.is_fixed else "padded"
+        if any(not isinstance(op, BatchOp) for op in ops):
+            raise ConfigError(
+                f"transforms[{name!r}] may only hold batch ops (such as Normalize or ToDevice) "
+                f"for a {field.type_name} field"
+            )
+        if ops and self.kind == "list":
+            raise ConfigError(f"field {name!r} holds {field.type_name} values, which are not tensors; it takes no ops")
+        self.batch_ops: list[BatchOp] = list(ops)
+        self.sample_ops: list[Any] = []
+        self._shape = tuple(spec.shape or ())
+        self._dtype = spec.dtype
+
+    def buffer_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        if self.kind != "fixed":
+            return {}
+        return {self.name: (self._shape, self._dtype)}  # type: ignore[dict-item]
+
+    def list_names(self) -> list[str]:
+        return [] if self.kind == "fixed" else [self.name]
+
+    def draw(self, seed: int, epoch: int, indices: np.ndarray) -> list[Any]:
+        return []
+
+    def run(self, value: Any, params: list[Any], j: int, buffers: BufferSet) -> None:
+        if self.kind == "fixed":
+            if isinstance(self.field, NDArrayField):
+                decoded = self.field.decode_view(value) if self.packed else self.field.coerce(value)
+                np.copyto(buffers.arrays[self.name][j], decoded)
+            else:
+                buffers.arrays[self.name][j] = self.field.decode(value) if self.packed else self.field.coerce(value)
+            return
+        decoded = self.field.decode(value) if self.packed else self.field.coerce(value)
+        if isinstance(self.field, BytesField):
+            decoded = np.frombuffer(decoded, np.uint8)
+        buffers.lists[self.name][j] = decoded
+
+    def collect(self, buffers: BufferSet, count: int) -> dict[str, Any]:
+        if self.kind == "fixed":
+            return {self.name: torch.from_numpy(buffers.arrays[self.name][:count])}
+        values = buffers.lists[self.name][:count]
+        if self.kind == "list":
+            return {self.name: list(values)}
+        padded, lengths = pad(values, self._dtype)
+        return {self.name: torch.from_numpy(padded), f"{self.name}_lengths": torch.from_numpy(lengths)}
+
+
+def pad(arrays: Sequence[np.ndarray], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-pad arrays of one ndim to a common shape; returns (batch, lengths) as described above."""
+    shapes = np.array([array.shape for array in arrays], dtype=np.int64).reshape(len(arrays), -1)
+    largest = shapes.max(axis=0) if len(arrays) else np.zeros(shapes.shape[1], np.int64)
+    padded = np.zeros((len(arrays), *largest.tolist()), dtype)
+    for row, array in zip(padded, arrays):
+        row[tuple(slice(0, extent) for extent in array.shape)] = array
+    lengths = shapes[:, 0].copy() if shapes.shape[1] == 1 else shapes
+    return padded, lengths

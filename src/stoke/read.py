@@ -1,0 +1,287 @@
+"""``stoke.open``: a map-style dataset over a packed directory.
+
+Opening reads and validates the manifest only; each shard is memory-mapped the first time one of its
+samples is read. The per-sample index lives in the shards' offset tables, so the dataset holds no Python
+object per sample, pickles without its mappings (worker processes re-map the same files, sharing the
+page cache instead of copying the data), and is safe to read from many threads.
+
+Not for: batching, shuffling or augmenting; the Loader does those.
+
+Example:
+    >>> import stoke, numpy as np, tempfile
+    >>> out = tempfile.mkdtemp() + "/ds"
+    >>> _ = stoke.pack({"x": np.arange(6.0).reshape(3, 2), "y": np.array([0, 1, 0])}, out, progress=False)
+    >>> dataset = stoke.open(out)
+    >>> len(dataset), dataset[1]["y"], dataset[1]["x"].tolist()
+    (3, 1, [2.0, 3.0])
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stoke.errors import FormatError, SampleError
+from stoke.format.checksum import sample_checksum
+from stoke.format.fields import Field, FloatField, IntField
+from stoke.format.manifest import Manifest, ShardEntry
+from stoke.format.shard import DATA_START, ShardReader
+
+
+def open(path: str | os.PathLike[str]) -> Dataset:
+    """Open the packed dataset at ``path``; reads the manifest only.
+
+    Raises :class:`~stoke.errors.NotADatasetError` for a directory that is not (yet) a dataset and
+    :class:`~stoke.errors.FormatError` for a damaged manifest.
+    """
+    root = Path(path)
+    return Dataset(root, Manifest.read(root))
+
+
+class Dataset:
+    """A packed dataset: ``len(ds)``, ``ds[i]`` → dict of decoded fields, ``ds.select(indices)``.
+
+    Images decode to HWC uint8 numpy arrays, ``int``/``float`` to Python numbers, ``ndarray`` to numpy
+    arrays, ``bytes``/``text``/``json`` to bytes, str and JSON values.
+    """
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.fields: dict[str, Field] = {entry.name: entry.field for entry in manifest.fields}
+        counts = np.fromiter((shard.num_samples for shard in manifest.shards), np.int64, len(manifest.shards))
+        self._shard_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._readers: list[ShardReader | None] = [None] * len(manifest.shards)
+        self._lock = threading.Lock()
+        self._real_root: str | None = None
+
+    # ---- the map-style protocol --------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.manifest.num_samples
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self._check_index(index)
+        raw = self.read_fields(index)
+        try:
+            return {name: field.decode(data) for (name, field), data in zip(self.fields.items(), raw)}
+        except FormatError as error:
+            raise self._sample_error(index, str(error)) from error
+
+    def __iter__(self):
+        for index in range(len(self)):
+            yield self[index]
+
+    def __repr__(self) -> str:
+        schema = ", ".join(f"{name}: {field.type_name}" for name, field in self.fields.items())
+        return f"stoke.Dataset({str(self.root)!r}, {len(self):,} samples, {{{schema}}})"
+
+    # ---- what the Loader and verify use -------------------------------------------------------------
+    def dataset_index(self, positions: np.ndarray) -> np.ndarray:
+        """The dataset indices of positions of this dataset (the identity; views map through their indices)."""
+        return np.asarray(positions, dtype=np.int64)
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard number, sample number inside the shard) of dataset index ``index``."""
+        shard = int(np.searchsorted(self._shard_starts, index, side="right")) - 1
+        return shard, index - int(self._shard_starts[shard])
+
+    def shard_of(self, index: int) -> ShardEntry:
+        return self.manifest.shards[self.locate(index)[0]]
+
+    def read_fields(self, index: int, positions: Sequence[int] | None = None, verify: bool = False) -> list[memoryview]:
+        """The encoded bytes of each field of sample ``index`` (all, or those at ``positions``), zero-copy.
+
+        With ``verify`` the sample's checksum is checked first, and a damaged sample raises
+        :class:`~stoke.errors.SampleError`.
+        """
+        shard, local = self.locate(index)
+        reader = self._reader(shard)
+        try:
+            parts = reader.fields(local)
+            if verify and sample_checksum(reader.record(local)) != int(reader.checksums[local]):
+                raise FormatError("its bytes do not match their checksum")
+        except FormatError as error:
+            raise self._sample_error(index, str(error)) from error
+        if positions is None:
+            return parts
+        return [parts[position] for position in positions]
+
+    def is_intact(self, index: int) -> bool:
+        """Whether sample ``index`` matches its stored checksum (False also when its shard cannot be read)."""
+        shard, local = self.locate(index)
+        try:
+            return self._reader(shard).is_intact(local)
+        except (FormatError, OSError):
+            return False
+
+    def column(self, name: str) -> np.ndarray:
+        """Every sample's value of an ``int`` or ``float`` field, read straight from the shards' tables.
+
+        Gathers the eight bytes of each value by its offset, without decoding other fields: labels for
+        a stratified split or a class count cost one pass over the offset tables, not over the images.
+        """
+        field = self.fields[name]
+        if not isinstance(field, (IntField, FloatField)):
+            raise TypeError(f"column() reads int and float fields; {name!r} is a {field.type_name} field")
+        position = self.field_positions([name])[0]
+        width = len(self.fields)
+        parts = []
+        for shard in range(len(self.manifest.shards)):
+            reader = self._reader(shard)
+            starts = reader.offsets[position : reader.num_samples * width : width].astype(np.int64)
+            stops = reader.offsets[position + 1 : reader.num_samples * width + 1 : width].astype(np.int64)
+            if np.any(stops - starts != 8) or (
+                starts.size and starts.max() + 8 > reader.layout.offsets_start - DATA_START
+            ):
+                raise FormatError(
+                    f"shard {reader.path.name} has damaged offsets for field {name!r}; run `stoke verify`"
+                )
+            data = np.frombuffer(reader.mapping, np.uint8, reader.layout.offsets_start - DATA_START, DATA_START)
+            gathered = data[starts[:, None] + np.arange(8)]
+            parts.append(gathered.view(field.spec.dtype).reshape(-1))
+        return np.concatenate(parts) if parts else np.empty(0, field.spec.dtype)
+
+    def shard_reader(self, shard: int) -> ShardReader:
+        """The (lazily opened) reader of shard number ``shard``."""
+        return self._reader(shard)
+
+    def select(self, indices: Iterable[int] | np.ndarray) -> DatasetView:
+        """A view of some samples, in the given order, without copying any data."""
+        return DatasetView(self, indices)
+
+    def describe(self, index: int) -> str:
+        """'sample 17 (shard-000001.stk)': where a dataset index lives, for messages."""
+        return f"sample {index} ({self.shard_of(index).file})"
+
+    def close(self) -> None:
+        """Unmap every shard; the dataset re-maps them if it is used again."""
+        with self._lock:
+            readers, self._readers = self._readers, [None] * len(self._readers)
+        for reader in readers:
+            if reader is not None:
+                reader.close()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_readers"] = [None] * len(self._readers)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # ---- internals --------------------------------------------------------------------------------
+    def _check_index(self, index: Any) -> int:
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"dataset indices are integers, not {type(index).__name__}")
+        index = int(index)
+        size = len(self)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError(f"index {index} is out of range for a dataset of {size:,} samples")
+        return index
+
+    def field_positions(self, names: Sequence[str]) -> list[int]:
+        """Schema positions of the named fields, for :meth:`read_fields`."""
+        order = list(self.fields)
+        try:
+            return [order.index(name) for name in names]
+        except ValueError:
+            missing = [name for name in names if name not in self.fields]
+            raise KeyError(f"no field named {missing[0]!r}; the dataset has {', '.join(order)}") from None
+
+    def _reader(self, shard: int) -> ShardReader:
+        reader = self._readers[shard]
+        if reader is not None:
+            return reader
+        with self._lock:
+            reader = self._readers[shard]
+            if reader is None:
+                entry = self.manifest.shards[shard]
+                path = self._inside(entry.file)
+                reader = ShardReader(path, len(self.fields), entry.num_samples, entry.file_size)
+                self._readers[shard] = reader
+        return reader
+
+    def _inside(self, name: str) -> Path:
+        """The path of a file the manifest names, refusing any that resolves outside the dataset directory."""
+        if self._real_root is None:
+            self._real_root = os.path.realpath(self.root)
+        path = self.root / name
+        real = os.path.realpath(path)
+        if os.path.dirname(real) != self._real_root:
+            raise FormatError(
+                f"{path} links to {real}, outside the dataset directory; stoke reads only files inside {self.root}"
+            )
+        if not os.path.isfile(real):
+            raise FormatError(f"shard {name} is missing from {self.root}; restore it or re-pack the dataset")
+        return path
+
+    def _sample_error(self, index: int, reason: str) -> SampleError:
+        shard = self.shard_of(index).file
+        return SampleError(f"sample {index} in {self.root / shard} is damaged: {reason}", index=index, shard=shard)
+
+
+class DatasetView:
+    """Some samples of a :class:`Dataset`, by index, in a given order; ``ds[i]`` reads ``base[indices[i]]``."""
+
+    def __init__(self, base: Dataset, indices: Iterable[int] | np.ndarray) -> None:
+        if isinstance(base, DatasetView):
+            indices = base.indices[np.asarray(indices, dtype=np.int64)]
+            base = base.base
+        self.base = base
+        self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(base)):
+            raise IndexError(f"a view's indices must lie in [0, {len(base)}) for this dataset")
+        self.fields = base.fields
+        self.manifest = base.manifest
+        self.root = base.root
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        return self.base[int(self.indices[position])]
+
+    def __iter__(self):
+        for position in range(len(self)):
+            yield self[position]
+
+    def __repr__(self) -> str:
+        return f"stoke.DatasetView({len(self):,} of {self.base!r})"
+
+    def dataset_index(self, positions: np.ndarray) -> np.ndarray:
+        return self.indices[np.asarray(positions, dtype=np.int64)]
+
+    def read_fields(
+        self, position: int, positions: Sequence[int] | None = None, verify: bool = False
+    ) -> list[memoryview]:
+        return self.base.read_fields(int(self.indices[position]), positions, verify)
+
+    def field_positions(self, names: Sequence[str]) -> list[int]:
+        return self.base.field_positions(names)
+
+    def describe(self, position: int) -> str:
+        return self.base.describe(int(self.indices[position]))
+
+    def select(self, positions: Iterable[int] | np.ndarray) -> DatasetView:
+        return DatasetView(self, positions)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.base.column(name)[self.indices]
+
+    def close(self) -> None:
+        self.base.close()

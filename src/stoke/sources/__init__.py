@@ -1,0 +1,77 @@
+"""Where data comes from: image folders, CSV/JSONL listings, map-style datasets, numpy arrays.
+
+``resolve_source`` picks the source for what the user passed to ``stoke.pack``.
+
+Example:
+    >>> import numpy as np
+    >>> type(resolve_source({"y": np.arange(3)})).__name__
+    'ArraysSource'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stoke.errors import SourceError
+from stoke.format.fields import Field, ImageField
+from stoke.sources.arrays import ArraysSource
+from stoke.sources.base import Source
+from stoke.sources.dataset import DatasetSource
+from stoke.sources.imagefolder import ImageFolderSource
+from stoke.sources.listing import ListingSource
+
+
+def resolve_source(
+    source: Any,
+    *,
+    image: ImageField | None = None,
+    names: Sequence[str] | None = None,
+    fields: Mapping[str, Field] | None = None,
+    path_column: str | None = None,
+    label_column: str = "label",
+) -> Source:
+    """The :class:`Source` for a path (folder or listing), arrays, or a map-style dataset."""
+    if isinstance(source, Source):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            return ImageFolderSource(path, image)
+        if path.is_file():
+            return ListingSource(path, image, path_column, label_column)
+        raise SourceError(f"{path} does not exist; give an image folder, a .csv/.jsonl listing, or a dataset")
+    if is_arrays(source):
+        return ArraysSource(source, names, fields, image)
+    if hasattr(source, "__getitem__") and hasattr(source, "__len__"):
+        return DatasetSource(source, names, fields, image)
+    raise SourceError(
+        f"stoke cannot pack a {type(source).__name__}; give an image folder, a .csv/.jsonl listing, numpy arrays "
+        f"or a map-style dataset (with __len__ and __getitem__)"
+    )
+
+
+def is_arrays(source: Any) -> bool:
+    """Whether ``source`` is numpy arrays: one, a dict of them, or a tuple of them."""
+    if isinstance(source, np.ndarray):
+        return True
+    if isinstance(source, Mapping):
+        return bool(source) and all(isinstance(value, np.ndarray) for value in source.values())
+    if isinstance(source, tuple):
+        return bool(source) and all(isinstance(value, np.ndarray) for value in source)
+    return False
+
+
+__all__ = [
+    "ArraysSource",
+    "DatasetSource",
+    "ImageFolderSource",
+    "ListingSource",
+    "Source",
+    "is_arrays",
+    "resolve_source",
+]
