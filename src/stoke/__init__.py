@@ -1,6 +1,22 @@
-"""stoke: pack a dataset once, then feed PyTorch training at the speed of the hardware."""
+"""stoke: pack a dataset once, then feed PyTorch training at the speed of the hardware.
 
-from stoke import ops
+The public API: ``stoke.pack`` (source → dataset directory), ``stoke.open`` (directory → map-style
+dataset), ``stoke.Loader`` (dataset → batches of tensors), ``stoke.ops`` (what happens to samples and
+batches) and the field types for declaring a schema. ``Loader`` and ``ops`` import torch, so they are
+loaded on first use: the CLI's pack, inspect and verify start without it.
+
+Example:
+    >>> import numpy as np, stoke, tempfile
+    >>> out = tempfile.mkdtemp() + "/ds"
+    >>> _ = stoke.pack({"x": np.zeros((6, 2), np.float32), "y": np.arange(6)}, out, progress=False)
+    >>> [batch["y"].tolist() for batch in stoke.Loader(stoke.open(out), batch_size=4, shuffle=False)]
+    [[0, 1, 2, 3], [4, 5]]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from stoke._version import __version__
 from stoke.format.fields import (
     BytesField,
@@ -11,9 +27,25 @@ from stoke.format.fields import (
     NDArrayField,
     TextField,
 )
-from stoke.loader import Loader
 from stoke.pack import PackResult, pack
 from stoke.read import Dataset, DatasetView, open
+
+if TYPE_CHECKING:
+    from stoke import ops
+    from stoke.loader import Loader
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Loader":
+        from stoke.loader import Loader
+
+        return Loader
+    if name == "ops":
+        import stoke.ops
+
+        return stoke.ops
+    raise AttributeError(f"module 'stoke' has no attribute {name!r}")
+
 
 __all__ = [
     "BytesField",

@@ -125,7 +125,14 @@ def main() -> None:
     default=None,
     help="Quarantine images with more pixels (default: Pillow's 89,478,485).",
 )
-@click.option("--shard-size", default="64MB", show_default=True, help="Target shard size.")
+@click.option(
+    "--shard-size",
+    "shard_bytes",
+    default="64MB",
+    show_default=True,
+    callback=lambda context, parameter, value: _parse_size(value),
+    help="Target shard size.",
+)
 @click.option("--shard-items", type=click.IntRange(min=1), default=None, help="Exact source items per shard.")
 @click.option("--path-column", default=None, help="Listing column holding image paths (default: path, image, file...).")
 @click.option("--label-column", default="label", show_default=True, help="Listing column of class names.")
@@ -134,14 +141,14 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @_one_line_errors
-def pack_command(source: Path, out: Path, as_json: bool, no_progress: bool, shard_size: str, **options: Any) -> None:
+def pack_command(source: Path, out: Path, as_json: bool, no_progress: bool, **options: Any) -> None:
     """Pack SOURCE (an image folder, a .csv/.jsonl listing) into the dataset directory OUT."""
     from stoke.format.fields.image_codec import DEFAULT_MAX_PIXELS
     from stoke.pack import pack
 
     if options["max_pixels"] is None:
         options["max_pixels"] = DEFAULT_MAX_PIXELS
-    result = pack(source, out, shard_bytes=_parse_size(shard_size), progress=not no_progress and not as_json, **options)
+    result = pack(source, out, progress=not no_progress and not as_json, **options)
     if as_json:
         click.echo(
             json.dumps(

@@ -41,7 +41,6 @@ from stoke.pipeline.image import ImageStage
 from stoke.pipeline.reader import reader_for
 from stoke.pipeline.threads import WorkerPool
 from stoke.pipeline.values import ValueStage
-from stoke.sources import ArraysSource, is_arrays
 
 DEFAULT_PREFETCH = 3
 MAX_CHUNK = 8
@@ -95,8 +94,6 @@ class Loader:
         self.num_threads = _resolve_count(num_threads, available_cores(), "num_threads")
         self.prefetch = _resolve_count(prefetch, DEFAULT_PREFETCH, "prefetch")
         self.channels_last = channels_last
-        if is_arrays(dataset):
-            dataset = _ArraysDataset(ArraysSource(dataset))
         self._reader = reader_for(dataset, fields, verify)
         transforms = dict(transforms or {})
         unknown = [name for name in transforms if name not in self._reader.fields]
@@ -218,8 +215,8 @@ class Loader:
         position = job.error_position if job.error_position is not None else 0
         error = job.error
         assert error is not None
-        if isinstance(error, SampleError) and error.index is not None and self._reader.packed:
-            return error
+        if isinstance(error, SampleError) and error.index is not None:
+            return error  # already names its sample
         index = int(job.indices[position])
         where = self._reader.describe(int(job.positions[position]))
         failure = SampleError(f"{where} failed: {type(error).__name__}: {error}", index=index)
@@ -286,20 +283,6 @@ class _EpochIterator:
             job.done.wait()
             self.loader._buffers.release(job.buffers)
         self._next_yield = self._next_start = self._count
-
-
-class _ArraysDataset:
-    """Numpy arrays as a map-style dataset of dicts, so the Loader can read them without packing."""
-
-    def __init__(self, source: ArraysSource) -> None:
-        self._source = source
-        self._names = list(source.fields)
-
-    def __len__(self) -> int:
-        return len(self._source)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return dict(zip(self._names, self._source.read(index)))
 
 
 def _resolve_count(value: int | str, automatic: int, name: str) -> int:

@@ -46,6 +46,9 @@ def open(path: str | os.PathLike[str]) -> Dataset:
 class Dataset:
     """A packed dataset: ``len(ds)``, ``ds[i]`` → dict of decoded fields, ``ds.select(indices)``.
 
+    ``ds[i]`` checks the sample against its stored checksum first (xxh3: about a microsecond for a
+    45 KB image) and raises :class:`~stoke.errors.SampleError` naming the sample and shard if it is damaged.
+
     Images decode to HWC uint8 numpy arrays, ``int``/``float`` to Python numbers, ``ndarray`` to numpy
     arrays, ``bytes``/``text``/``json`` to bytes, str and JSON values.
     """
@@ -66,7 +69,7 @@ class Dataset:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = self._check_index(index)
-        raw = self.read_fields(index)
+        raw = self.read_fields(index, verify=True)
         try:
             return {name: field.decode(data) for (name, field), data in zip(self.fields.items(), raw)}
         except FormatError as error:
@@ -217,7 +220,7 @@ class Dataset:
         return reader
 
     def _inside(self, name: str) -> Path:
-        """The path of a file the manifest names, refusing any that resolves outside the dataset directory."""
+        """The resolved path of a file the manifest names; refuses any that resolves outside the dataset."""
         if self._real_root is None:
             self._real_root = os.path.realpath(self.root)
         path = self.root / name
@@ -228,7 +231,7 @@ class Dataset:
             )
         if not os.path.isfile(real):
             raise FormatError(f"shard {name} is missing from {self.root}; restore it or re-pack the dataset")
-        return path
+        return Path(real)  # what was checked is what is opened
 
     def _sample_error(self, index: int, reason: str) -> SampleError:
         shard = self.shard_of(index).file

@@ -27,6 +27,7 @@ from typing import Any
 
 from stoke._version import __version__
 from stoke.errors import FormatError, NotADatasetError, VersionError
+from stoke.format import strict_json
 from stoke.format.checksum import ALGORITHM
 from stoke.format.fields import Field, field_from_json
 from stoke.format.fields.base import is_int, require
@@ -39,8 +40,8 @@ QUARANTINE_NAME = "quarantine.jsonl"
 PACK_STATE_DIR = ".stoke-pack"
 RESERVED_FIELD_NAMES = frozenset({"index"})
 MAX_MANIFEST_BYTES = 1 << 30
-_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
-_HEX16 = re.compile(r"^[0-9a-f]{16}$")
+_SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+_HEX16 = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -144,12 +145,17 @@ class Manifest:
                 f"{directory} is not a stoke dataset (it has no {MANIFEST_NAME}); pack one with "
                 f"`stoke pack SOURCE {directory}`"
             )
-        size = path.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise FormatError(f"{path} is {size:,} bytes, more than any stoke manifest; it is not a stoke manifest")
+        real = os.path.realpath(path)
+        if os.path.dirname(real) != os.path.realpath(directory):
+            raise FormatError(f"{path} links to {real}, outside the dataset directory; stoke refuses to follow it")
+        with open(real, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size > MAX_MANIFEST_BYTES:
+                raise FormatError(f"{path} is {size:,} bytes, more than any stoke manifest; it is not a stoke manifest")
+            raw = stream.read()
         try:
-            document = json.loads(path.read_bytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            document = strict_json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as error:
             raise FormatError(f"{path} is damaged ({error}); restore it from a copy or re-pack the dataset") from None
         return cls.from_json(document, where=str(path))
 
@@ -205,7 +211,7 @@ class Manifest:
 
 def is_safe_file_name(name: Any) -> bool:
     """A plain file name: no directory part, no leading dot, nothing that could leave the dataset directory."""
-    return isinstance(name, str) and bool(_SAFE_FILE_NAME.match(name)) and ".." not in name
+    return isinstance(name, str) and bool(_SAFE_FILE_NAME.fullmatch(name)) and ".." not in name
 
 
 def shard_file_name(number: int) -> str:
@@ -286,7 +292,7 @@ def _read_shards(entries: Any, where: str) -> list[ShardEntry]:
         require(is_int(count) and count >= 0, place, "is damaged: num_samples is invalid")
         require(is_int(size) and size >= DATA_START + 8, place, "is damaged: bytes is invalid")
         require(
-            isinstance(checksum, str) and bool(_HEX16.match(checksum)),
+            isinstance(checksum, str) and bool(_HEX16.fullmatch(checksum)),
             place,
             "is damaged: checksum is invalid",
         )

@@ -179,8 +179,11 @@ class ShardReader:
         self.mapping = self._map
         self._view = memoryview(self._map)
         self.header_ok = bytes(self._view[:DATA_START]) == layout.header()
-        self._data_size = layout.offsets_start - DATA_START
         self.offsets = np.frombuffer(self._map, "<u8", num_samples * num_fields + 1, layout.offsets_start)
+        # Records end where the last offset says, unless that offset is damaged: then at the padding.
+        region = layout.offsets_start - DATA_START
+        recorded_end = int(self.offsets[-1])
+        self._data_size = recorded_end if region - 8 < recorded_end <= region else region
         self.checksums = np.frombuffer(self._map, "<u8", num_samples, layout.checksums_start)
 
     def _bounds(self, index: int) -> list[int]:

@@ -101,8 +101,9 @@ def pack(
     tuple or one array), or any map-style dataset. ``image_mode`` stores images as the source's bytes
     (``keep``), re-encoded ``jpeg`` at ``quality``, lossless ``png`` or ``raw`` pixels; ``color_mode``
     (``RGB`` or ``L``) is what they decode to; ``max_side`` shrinks larger images at pack time and
-    ``max_pixels`` quarantines decompression bombs. Image settings apply to every image field;
-    ``fields`` declares the type of named fields of arrays and datasets. ``workers`` defaults to all
+    ``max_pixels`` quarantines decompression bombs. These settings apply to the image fields stoke
+    finds (folders, listings, Pillow images in a dataset); ``fields`` declares the type of named fields
+    of arrays and datasets, and an ``ImageField`` declared there keeps its own settings. ``workers`` defaults to all
     cores. Bad items are quarantined, never fatal; the returned :class:`PackResult` lists them.
     """
     started = time.perf_counter()
@@ -190,7 +191,8 @@ def _prepare_directory(out: Path, resume: bool, overwrite: bool) -> PackResult |
         raise PackError(f"{out} is a file; give a directory to pack into")
     has_manifest = (out / MANIFEST_NAME).is_file()
     has_state = (out / PACK_STATE_DIR).is_dir()
-    if overwrite and (has_manifest or has_state):
+    replaced = overwrite and (has_manifest or has_state)
+    if replaced:
         _remove_dataset_files(out)
         has_manifest = has_state = False
     if has_manifest:
@@ -199,7 +201,9 @@ def _prepare_directory(out: Path, resume: bool, overwrite: bool) -> PackResult |
         raise PackError(f"{out} already holds a dataset; pack into another directory or pass --overwrite")
     if has_state and not resume:
         raise PackError(f"{out} holds an unfinished pack; continue it with --resume or start over with --overwrite")
-    if out.is_dir() and not has_state and any(out.iterdir()):
+    if has_state:
+        _remove_temporaries(out)  # left by the interrupted run; one pack at a time writes into a directory
+    if out.is_dir() and not has_state and not replaced and any(out.iterdir()):
         raise PackError(f"{out} is not empty and holds no stoke dataset; pack into a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)
     return None
@@ -207,15 +211,20 @@ def _prepare_directory(out: Path, resume: bool, overwrite: bool) -> PackResult |
 
 def _remove_dataset_files(out: Path) -> None:
     """Remove only what stoke writes: the manifest, quarantine list, shards and pack state."""
+    _remove_temporaries(out)
     shutil.rmtree(out / PACK_STATE_DIR, ignore_errors=True)
     for path in out.iterdir():
         name = path.name
-        if (
-            name in (MANIFEST_NAME, QUARANTINE_NAME)
-            or (name.startswith("shard-") and name.endswith(".stk"))
-            or (name.startswith(".") and ".tmp-" in name)
-        ):
+        if name in (MANIFEST_NAME, QUARANTINE_NAME) or (name.startswith("shard-") and name.endswith(".stk")):
             path.unlink()
+
+
+def _remove_temporaries(out: Path) -> None:
+    """Remove the temporary files stoke writes before renaming (``.NAME.tmp-PID``) in ``out`` and its state."""
+    for directory in (out, out / PACK_STATE_DIR):
+        if directory.is_dir():
+            for path in directory.glob(".*.tmp-*"):
+                path.unlink(missing_ok=True)
 
 
 def _existing_result(out: Path) -> PackResult:

@@ -58,13 +58,14 @@ class ImageStage:
         for op in self.sample_ops:
             size = op.output_size(size)
         if size is None:
-            seen = (
-                f" ({stats['min_height']}x{stats['min_width']} to {stats['max_height']}x{stats['max_width']})"
+            what = (
+                f"holds images of different sizes ({stats['min_height']}x{stats['min_width']} to "
+                f"{stats['max_height']}x{stats['max_width']})"
                 if stats
-                else ""
+                else "has no readable image among its first items to take the batch size from"
             )
             raise ConfigError(
-                f"field {name!r} holds images of different sizes{seen}; add an op that fixes the size, such as "
+                f"field {name!r} {what}; add an op that fixes the size, such as "
                 f"stoke.ops.RandomResizedCrop(224) or stoke.ops.Resize((224, 224)), to transforms[{name!r}]"
             )
         self.size = size

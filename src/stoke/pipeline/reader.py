@@ -6,7 +6,7 @@ user's ``dataset[i]`` and hands out the values it returns, with fields inferred 
 (see ``stoke.sources.dataset``); the stages coerce them. Both name samples the same way in errors.
 
 Example:
-    >>> reader = LiveReader([{"x": 1.0}, {"x": 2.0}])
+    >>> reader = LiveReader(DatasetSource([{"x": 1.0}, {"x": 2.0}]))
     >>> reader.fields, reader.read(1)
     ({'x': FloatField()}, [2.0])
 """
@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from stoke.errors import ConfigError, InvalidItem, SampleError
-from stoke.format.fields import Field
+from stoke.errors import ConfigError, InvalidItem, SampleError, StokeError
+from stoke.format.fields import Field, ImageField
 from stoke.read import Dataset, DatasetView
-from stoke.sources.dataset import DatasetSource
+from stoke.sources import ArraysSource, DatasetSource, Source, is_arrays
+from stoke.sources.dataset import PROBE_ITEMS
 
 
 class PackedReader:
@@ -56,18 +57,19 @@ class PackedReader:
 
 
 class LiveReader:
-    """Fields of a user's map-style dataset, as the Python values its ``__getitem__`` returns."""
+    """Fields of a user's map-style dataset (or of arrays), as the Python values it returns."""
 
     packed = False
 
-    def __init__(self, dataset: Any, names: Sequence[str] | None = None) -> None:
-        self.source = DatasetSource(dataset)
-        available = self.source.names
+    def __init__(self, source: Source, names: Sequence[str] | None = None) -> None:
+        self.source = source
+        schema = {entry.name: entry.field for entry in source.schema()}
+        available = list(schema)
         chosen = available if names is None else list(names)
         unknown = [name for name in chosen if name not in available]
         if unknown:
             raise ConfigError(f"the dataset's items have no field {unknown[0]!r}; they have {', '.join(available)}")
-        self.fields: dict[str, Field] = {name: self.source.fields[name] for name in chosen}
+        self.fields: dict[str, Field] = {name: schema[name] for name in chosen}
         self._positions = [available.index(name) for name in chosen]
 
     def __len__(self) -> int:
@@ -87,11 +89,25 @@ class LiveReader:
         return f"sample {position}"
 
     def field_stats(self, name: str) -> dict[str, int] | None:
+        """For an image field, the size of the first readable image (later ones are checked against it)."""
+        field = self.fields[name]
+        if not isinstance(field, ImageField):
+            return None
+        position_of_field = self._positions[list(self.fields).index(name)]
+        for position in range(min(len(self), PROBE_ITEMS)):
+            try:
+                value = self.source.read(position)[position_of_field]
+                height, width = field.coerce(value).shape[:2]
+            except (InvalidItem, StokeError):
+                continue
+            return {"min_height": height, "max_height": height, "min_width": width, "max_width": width}
         return None
 
 
 def reader_for(dataset: Any, names: Sequence[str] | None, verify: bool) -> PackedReader | LiveReader:
-    """The reader for a packed dataset, a view of one, or any map-style dataset."""
+    """The reader for a packed dataset, a view of one, numpy arrays, or any map-style dataset."""
     if isinstance(dataset, (Dataset, DatasetView)):
         return PackedReader(dataset, names, verify)
-    return LiveReader(dataset, names)
+    if is_arrays(dataset):
+        return LiveReader(ArraysSource(dataset), names)
+    return LiveReader(DatasetSource(dataset), names)

@@ -32,6 +32,7 @@ class WorkerPool:
         self.name = name
         self._tasks: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
+        self._leaving: list[threading.Thread] = []
         self.resize(num_threads)
 
     @property
@@ -48,16 +49,20 @@ class WorkerPool:
             thread.start()
             self._threads.append(thread)
         while len(self._threads) > num_threads:
-            self._threads.pop()
+            self._leaving.append(self._threads.pop())
             self._tasks.put(None)
 
     def join(self) -> None:
         """Wait until every task submitted so far has run."""
         self._tasks.join()
 
-    def shutdown(self) -> None:
-        """Stop every thread after the tasks already queued."""
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop every thread after the tasks already queued, and wait for them to leave."""
         self.resize(0)
+        for thread in self._leaving:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+        self._leaving = [thread for thread in self._leaving if thread.is_alive()]
 
     def _work(self) -> None:
         while True:

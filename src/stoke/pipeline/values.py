@@ -62,7 +62,7 @@ class ValueStage:
         if self.kind == "fixed":
             if isinstance(self.field, NDArrayField):
                 decoded = self.field.decode_view(value) if self.packed else self.field.coerce(value)
-                np.copyto(buffers.arrays[self.name][j], decoded)
+                np.copyto(buffers.arrays[self.name][j, ...], decoded)  # [j, ...]: a view even for 0-d values
             else:
                 buffers.arrays[self.name][j] = self.field.decode(value) if self.packed else self.field.coerce(value)
             return

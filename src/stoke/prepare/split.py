@@ -37,7 +37,7 @@ def split_indices(
         if labels.shape != (size,):
             raise ValueError(f"labels must have shape ({size},), got {labels.shape}")
         groups = [np.flatnonzero(labels == value) for value in np.unique(labels)]
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    parts: dict[str, list[np.ndarray]] = {name: [np.empty(0, np.int64)] for name in names}
     for number, group in enumerate(groups):
         shuffled = epoch_generator(seed, number, stream=0x5B17).permutation(group)
         for name, chunk in zip(names, np.split(shuffled, np.cumsum(_counts(len(group), shares))[:-1])):

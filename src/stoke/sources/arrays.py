@@ -45,6 +45,8 @@ class ArraysSource(Source):
             default = (
                 ["x"] if len(listed) == 1 else ["x", "y"] if len(listed) == 2 else [f"f{i}" for i in range(len(listed))]
             )
+            if names is not None and len(names) != len(listed):
+                raise SourceError(f"{len(listed)} arrays were given but {len(names)} names: {list(names)}")
             named = dict(zip(names or default, listed))
         if not named:
             raise SourceError("no arrays were given")

@@ -48,7 +48,7 @@ class Source(ABC):
         """Changes when the items change; ``--resume`` refuses to continue over a changed source."""
 
     def ignored(self) -> list[str]:
-        """Files the source saw and chose not to pack (not images, hidden), reported in the summary."""
+        """Files the source saw and chose not to pack (not images, outside class folders), for the summary."""
         return []
 
 

@@ -112,6 +112,8 @@ class DatasetSource(Source):
 
     def _fix_layout(self, item: Any) -> None:
         if isinstance(item, Mapping):
+            if self._names is not None:
+                raise SourceError("names= names the values of tuple items; dict items are named by their keys")
             self._kind = "dict"
             self._names = [str(key) for key in item]
         elif isinstance(item, (tuple, list)):
@@ -119,6 +121,8 @@ class DatasetSource(Source):
             if self._names is None:
                 pair = len(item) == 2 and isinstance(item[0], Image.Image) and isinstance(item[1], int)
                 self._names = ["image", "label"] if pair else [f"f{position}" for position in range(len(item))]
+            elif len(self._names) != len(item):
+                raise SourceError(f"the items are {len(item)}-tuples but names= gives {len(self._names)} names")
         else:
             self._kind = "single"
             self._names = self._names or ["value"]

@@ -3,7 +3,8 @@
 Each subfolder of the root is a class (sorted by name, numbered from 0, the names kept in the manifest);
 images below it, at any depth, are its samples, sorted by path. Fields: ``image``, ``label`` (int) and
 ``path`` (the path relative to the root). Files whose names do not end in an image extension are not
-packed and are listed in the pack summary; files that do but are not readable images (a text file named
+packed and are listed in the pack summary, as are files beside the class folders; hidden files (names
+starting with a dot, such as ``.DS_Store``) are skipped; files that do but are not readable images (a text file named
 ``.jpg``, a broken symbolic link, a truncated file) are quarantined with their reason.
 
 Example:
@@ -48,6 +49,9 @@ class ImageFolderSource(Source):
         self.classes = sorted(
             entry.name for entry in os.scandir(self.root) if entry.is_dir() and not entry.name.startswith(".")
         )
+        self._ignored: list[str] = sorted(
+            entry.name for entry in os.scandir(self.root) if entry.is_file() and not entry.name.startswith(".")
+        )  # files beside the class folders belong to no class
         if not self.classes:
             raise SourceError(
                 f"{self.root} has no class subfolders; the ImageFolder layout is ROOT/CLASS/IMAGE "
@@ -55,7 +59,6 @@ class ImageFolderSource(Source):
             )
         paths: list[str] = []
         labels: list[int] = []
-        self._ignored: list[str] = []
         for label, name in enumerate(self.classes):
             for relative in _walk(self.root, name):
                 if Path(relative).suffix.lower() in IMAGE_EXTENSIONS:

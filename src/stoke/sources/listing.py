@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ class ListingSource(Source):
             values = [
                 row[name] for row in self._rows if isinstance(row, dict) and row.get(name, _MISSING) not in _EMPTY
             ]
-            field = _infer_column(values)
+            field = _infer_column(values, text_numbers=suffix in (".csv", ".tsv"))
             if name == label_column and isinstance(field, TextField):
                 self._classes[name] = sorted(set(values))
                 field = IntField()
@@ -104,8 +105,12 @@ class ListingSource(Source):
         values: list[Any] = []
         if self.path_column is not None:
             relative = row.get(self.path_column, _MISSING)
-            if relative in _EMPTY or not isinstance(relative, str):
+            if relative in _EMPTY:
                 raise InvalidItem("missing_value", f"the path column {self.path_column!r} is empty")
+            if not isinstance(relative, str):
+                raise InvalidItem(
+                    "invalid_value", f"the path column {self.path_column!r} holds {relative!r}, not a path"
+                )
             values.append(read_file(self.listing.parent / relative))
         for name in self._value_columns:
             values.append(self._convert(name, row.get(name, _MISSING)))
@@ -141,8 +146,10 @@ class ListingSource(Source):
             raise InvalidItem("missing_value", f"column {name!r} has no value")
         if name in self._class_ids:
             return self._class_ids[name][value]
-        if isinstance(value, str) and isinstance(field, (IntField, FloatField)):
-            return _parse_number(value, name)
+        if isinstance(value, str) and isinstance(field, IntField):
+            return int(value)  # inference checked that every value of the column spells one
+        if isinstance(value, str) and isinstance(field, FloatField):
+            return float(value)
         return value
 
 
@@ -213,13 +220,18 @@ def _choose_path_column(columns: list[str], requested: str | None, listing: Path
     return next((name for name in PATH_COLUMN_NAMES if name in columns), None)
 
 
-def _infer_column(values: list[Any]) -> Field:
+_INT_TEXT = re.compile(r"\s*[+-]?\d+\s*")
+_FLOAT_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)\s*", re.IGNORECASE)
+
+
+def _infer_column(values: list[Any], text_numbers: bool) -> Field:
+    """The field of a column from its non-empty values; CSV text that spells numbers becomes numbers."""
     if not values:
         return TextField()
     if all(isinstance(v, str) for v in values):
-        if all(_is_int_text(v) for v in values):
+        if text_numbers and all(_INT_TEXT.fullmatch(v) for v in values):
             return IntField()
-        if all(_is_float_text(v) for v in values):
+        if text_numbers and all(_FLOAT_TEXT.fullmatch(v) for v in values):
             return FloatField()
         return TextField()
     if all(isinstance(v, (bool, int)) for v in values):
@@ -227,30 +239,3 @@ def _infer_column(values: list[Any]) -> Field:
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return FloatField()
     return JsonField()
-
-
-def _is_int_text(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_float_text(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _parse_number(text: str, name: str) -> int | float:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        raise InvalidItem("invalid_value", f"column {name!r} holds {text!r}, which is not a number") from None

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from stoke.errors import FormatError, InvalidItem
+from stoke.format import strict_json
 from stoke.format.fields.base import Field, ValueSpec
 
 
@@ -64,7 +65,7 @@ class TextField(Field):
 
     def coerce(self, value: Any) -> str:
         self.encode(value)
-        return value
+        return str(value)  # numpy's str_ becomes a plain str
 
     @property
     def spec(self) -> ValueSpec:
@@ -85,7 +86,7 @@ class JsonField(Field):
 
     def decode(self, data: memoryview) -> Any:
         try:
-            return json.loads(str(data, "utf-8"))
+            return strict_json.loads(str(data, "utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise FormatError("a json record is not valid UTF-8 JSON") from None
 

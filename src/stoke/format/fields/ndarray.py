@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -26,15 +25,21 @@ from stoke.format.fields.base import Field, ValueSpec, is_int, require
 
 _MAX_NDIM = 32
 _HEADER = struct.Struct("<II")
-_DTYPE_PATTERN = re.compile(r"^[<|][biufc][0-9]{1,2}$")
+# Every dtype the format holds, spelled as numpy's ``dtype.str`` of its little-endian form.
+STORED_DTYPES = frozenset(
+    {"|b1", "|i1", "<i2", "<i4", "<i8", "|u1", "<u2", "<u4", "<u8", "<f2", "<f4", "<f8", "<c8", "<c16"}
+)
 
 
 def normalize_dtype(dtype: Any) -> np.dtype:
     """The little-endian numeric dtype stoke stores for ``dtype``; refuses non-numeric dtypes."""
     resolved = np.dtype(dtype)
-    if resolved.kind not in "biufc" or resolved.fields is not None or resolved.subdtype is not None:
-        raise ValueError(f"dtype {resolved} is not numeric; ndarray fields hold bool, integers, floats or complex")
-    return resolved.newbyteorder("<")
+    stored = resolved.newbyteorder("<") if resolved.kind in "biufc" else resolved
+    if stored.str not in STORED_DTYPES:
+        raise ValueError(
+            f"dtype {resolved} is not one stoke stores; ndarray fields hold bool, (u)int8-64, float16-64, complex64/128"
+        )
+    return stored
 
 
 def as_numpy(value: Any) -> np.ndarray:
@@ -75,10 +80,11 @@ class NDArrayField(Field):
         if self.shape is not None and not _fits(array.shape, self.shape):
             raise InvalidItem("invalid_value", f"expected shape {_show(self.shape)}, got {array.shape}")
         if array.dtype != self.dtype:
-            if not np.can_cast(array.dtype, self.dtype, casting="same_kind"):
+            integers = array.dtype.kind in "biu" and self.dtype.kind in "iu"
+            if not integers and not np.can_cast(array.dtype, self.dtype, casting="same_kind"):
                 raise InvalidItem("invalid_value", f"expected dtype {self.dtype.name}, got {array.dtype.name}")
             cast = array.astype(self.dtype)
-            if array.dtype.kind in "iu" and not np.array_equal(cast, array):
+            if integers and not np.array_equal(cast, array):
                 raise InvalidItem("invalid_value", f"values do not fit in {self.dtype.name}")
             array = cast
         body = np.ascontiguousarray(array).tobytes()
@@ -126,7 +132,7 @@ class NDArrayField(Field):
         dtype, shape = params.get("dtype"), params.get("shape")
         require(set(params) <= {"dtype", "shape"}, where, f"has unknown settings {sorted(set(params))}")
         require(
-            isinstance(dtype, str) and bool(_DTYPE_PATTERN.match(dtype)),
+            dtype in STORED_DTYPES,
             where,
             f"has an invalid dtype {dtype!r}",
         )
