@@ -105,6 +105,13 @@ class Loader:
         self._stages = [
             self._stage(name, field, transforms.get(name, ())) for name, field in self._reader.fields.items()
         ]
+        outputs = ["index"] + [key for stage in self._stages for key in stage.output_names()]
+        clashes = sorted({key for key in outputs if outputs.count(key) > 1})
+        if clashes:
+            raise ConfigError(
+                f"the batch key {clashes[0]!r} would hold two things (a field's name, its lengths, or 'index'); "
+                f"rename the field or leave it out with fields="
+            )
         size = len(self._reader)
         self.order: Order = RandomOrder(size, self.seed) if shuffle else SequentialOrder(size)
         specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {"index": ((), np.dtype(np.int64))}

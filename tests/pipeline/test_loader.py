@@ -241,3 +241,11 @@ def test_zero_dimensional_arrays():
     values = np.arange(4) + 1j
     batch = next(iter(stoke.Loader({"z": values}, batch_size=4, shuffle=False)))
     assert batch["z"].tolist() == values.tolist()
+
+
+def test_batch_keys_cannot_collide():
+    records = [{"tokens": np.arange(n), "tokens_lengths": n} for n in (1, 2)]
+    with pytest.raises(ConfigError, match=r"batch key 'tokens_lengths' would hold two things"):
+        stoke.Loader(records, batch_size=2)
+    batch = next(iter(stoke.Loader(records, batch_size=2, fields=["tokens"], shuffle=False)))
+    assert batch["tokens_lengths"].tolist() == [1, 2]

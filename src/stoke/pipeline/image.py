@@ -77,6 +77,10 @@ class ImageStage:
         shape = (height, width, channels) if self.channels_last else (channels, height, width)
         return {self.name: (shape, np.dtype(np.uint8))}
 
+    def output_names(self) -> list[str]:
+        """The batch keys this stage fills."""
+        return [self.name]
+
     def list_names(self) -> list[str]:
         return []
 

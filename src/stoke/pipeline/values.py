@@ -52,6 +52,10 @@ class ValueStage:
             return {}
         return {self.name: (self._shape, self._dtype)}  # type: ignore[dict-item]
 
+    def output_names(self) -> list[str]:
+        """The batch keys this stage fills."""
+        return [self.name, f"{self.name}_lengths"] if self.kind == "padded" else [self.name]
+
     def list_names(self) -> list[str]:
         return [] if self.kind == "fixed" else [self.name]
 
