@@ -28,10 +28,11 @@ from typing import Any
 from stoke._version import __version__
 from stoke.errors import FormatError, NotADatasetError, VersionError
 from stoke.format import strict_json
+from stoke.format.atomic import write_text_atomically
 from stoke.format.checksum import ALGORITHM
 from stoke.format.fields import Field, field_from_json
 from stoke.format.fields.base import is_int, require
-from stoke.format.shard import DATA_START, fsync_directory
+from stoke.format.shard import DATA_START
 
 FORMAT_NAME = "stoke"
 FORMAT_VERSION = 1
@@ -220,14 +221,7 @@ def shard_file_name(number: int) -> str:
 
 def write_json_atomically(path: Path, document: Any) -> None:
     """Write JSON to ``path`` so that readers see the old file or the whole new one, never a part."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as stream:
-        json.dump(document, stream, indent=1, ensure_ascii=False, allow_nan=False)
-        stream.write("\n")
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
+    write_text_atomically(path, json.dumps(document, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def _read_fields(entries: Any, where: str) -> list[FieldEntry]:

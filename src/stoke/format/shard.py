@@ -43,6 +43,7 @@ import numpy as np
 import xxhash
 
 from stoke.errors import FormatError
+from stoke.format.atomic import fsync_directory, temporary_name
 from stoke.format.checksum import file_checksum, sample_checksum
 
 MAGIC = b"STOKESHD"
@@ -99,7 +100,7 @@ class ShardWriter:
     def __init__(self, path: str | Path, num_fields: int) -> None:
         self.path = Path(path)
         self.num_fields = num_fields
-        self._temporary = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._temporary = temporary_name(self.path)
         self._stream = open(self._temporary, "wb")  # noqa: SIM115 - open until commit() or abort()
         self._stream.write(bytes(DATA_START))
         self._offsets = array("Q", [0])
@@ -222,17 +223,3 @@ class ShardReader:
         self._view.release()
         with contextlib.suppress(BufferError):
             self._map.close()
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)

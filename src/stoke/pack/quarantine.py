@@ -15,12 +15,11 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from stoke.format.shard import fsync_directory
+from stoke.format.atomic import write_text_atomically
 
 
 def quarantine_entry(item: int, source: str, code: str, reason: str) -> dict[str, Any]:
@@ -30,14 +29,7 @@ def quarantine_entry(item: int, source: str, code: str, reason: str) -> dict[str
 def write_quarantine(path: Path, entries: Iterable[dict[str, Any]]) -> int:
     """Write the entries (sorted by item) atomically; returns how many there were."""
     ordered = sorted(entries, key=lambda entry: entry["item"])
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as stream:
-        for entry in ordered:
-            stream.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
+    write_text_atomically(path, "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in ordered))
     return len(ordered)
 
 

@@ -2,7 +2,7 @@
 
 Example:
     >>> field_from_json({"type": "ndarray", "dtype": "<f4", "shape": [3]}, where="fields[0]")
-    NDArrayField(dtype=dtype('float32'), shape=(3,))
+    NDArrayField(dtype=dtype('<f4'), shape=(3,))
 """
 
 from __future__ import annotations
