@@ -149,7 +149,7 @@ def pack(
             results[shard] = stored
     pending = [shard for shard in range(plan.num_shards) if shard not in results]
     remaining = sum(len(plan.item_range(shard)) for shard in pending)
-    work = functools.partial(_run_task, resolved, entries, plan, out)
+    work = functools.partial(pack_shard, resolved, entries, plan, out)
     for result in run_tasks(pending, work, workers, remaining, progress):
         results[result.shard] = result
 
@@ -177,12 +177,6 @@ def pack(
         ignored=resolved.ignored(),
         reused_shards=plan.num_shards - len(pending),
     )
-
-
-def _run_task(
-    source: Source, entries: list[FieldEntry], plan: PackPlan, out: Path, shard: int, advance: Any
-) -> ShardResult:
-    return pack_shard(source, entries, plan, shard, out, advance)
 
 
 def _prepare_directory(out: Path, resume: bool, overwrite: bool) -> PackResult | None:

@@ -1,6 +1,6 @@
 """One pack task: read, encode and write the items of one shard, quarantining the bad ones.
 
-A task is a pure function of (source, schema, plan, shard number): it writes ``shard-NNNNNN.stk``
+A task is a pure function of (source, schema, plan, output directory, shard number): it writes ``shard-NNNNNN.stk``
 atomically and then ``.stoke-pack/shard-NNNNNN.json`` with what the manifest needs (sample count, size,
 checksum, field statistics) and the quarantine entries of its items. Any engine can run it (this
 process, a process pool, a cluster), and a finished task is never redone by ``--resume``.
@@ -11,7 +11,7 @@ Example:
     >>> out = pathlib.Path(tempfile.mkdtemp()); (out / ".stoke-pack").mkdir()
     >>> source = ArraysSource({"y": np.arange(5)})
     >>> plan = PackPlan(num_items=5, shard_items=8, fingerprint="f")
-    >>> pack_shard(source, source.schema(), plan, 0, out).num_samples
+    >>> pack_shard(source, source.schema(), plan, out, shard=0).num_samples
     5
 """
 
@@ -75,8 +75,8 @@ def pack_shard(
     source: Source,
     entries: list[FieldEntry],
     plan: PackPlan,
-    shard: int,
     out: Path,
+    shard: int,
     advance: Callable[[int], None] | None = None,
 ) -> ShardResult:
     """Pack the items of ``shard``; ``advance(n)`` is called as items are done (for progress bars)."""

@@ -43,7 +43,6 @@ class ValueStage:
         if ops and self.kind == "list":
             raise ConfigError(f"field {name!r} holds {field.type_name} values, which are not tensors; it takes no ops")
         self.batch_ops: list[BatchOp] = list(ops)
-        self.sample_ops: list[Any] = []
         self._shape = tuple(spec.shape or ())
         self._dtype = spec.dtype
 
@@ -63,17 +62,18 @@ class ValueStage:
         return []
 
     def run(self, value: Any, params: list[Any], j: int, buffers: BufferSet) -> None:
+        if not self.packed:
+            decoded = self.field.coerce(value)
+        elif isinstance(self.field, NDArrayField):
+            decoded = self.field.decode_view(value)  # zero-copy: copied once, into the batch
+        else:
+            decoded = self.field.decode(value)
         if self.kind == "fixed":
-            if isinstance(self.field, NDArrayField):
-                decoded = self.field.decode_view(value) if self.packed else self.field.coerce(value)
-                np.copyto(buffers.arrays[self.name][j, ...], decoded)  # [j, ...]: a view even for 0-d values
-            else:
-                buffers.arrays[self.name][j] = self.field.decode(value) if self.packed else self.field.coerce(value)
-            return
-        decoded = self.field.decode(value) if self.packed else self.field.coerce(value)
-        if isinstance(self.field, BytesField):
-            decoded = np.frombuffer(decoded, np.uint8)
-        buffers.lists[self.name][j] = decoded
+            buffers.arrays[self.name][j, ...] = decoded  # [j, ...] is a view even for 0-d values
+        else:
+            buffers.lists[self.name][j] = (
+                np.frombuffer(decoded, np.uint8) if isinstance(self.field, BytesField) else decoded
+            )
 
     def collect(self, buffers: BufferSet, count: int) -> dict[str, Any]:
         if self.kind == "fixed":
