@@ -65,11 +65,17 @@ def _run_in_processes(tasks: Sequence[int], work: Task[T], workers: int, bar: tq
     counter = context.Value("q", 0)
     _task, _counter = work, counter
     results: dict[int, T] = {}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-        executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_initialize, initargs=(work, counter))
+    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_initialize, initargs=(work, counter))
     try:
-        pending = {executor.submit(_run_one, task): task for task in tasks}
+        # The pool forks its workers as tasks are submitted. Python 3.12+ warns about forking a process
+        # that has threads (numeric libraries start their own): a lock held by another thread at that
+        # moment stays held in the child. torch's DataLoader makes the same trade, for the same reason:
+        # forking lets a user's dataset be inherited instead of pickled.
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r".*fork\(\) may lead to deadlocks.*", category=DeprecationWarning
+            )
+            pending = {executor.submit(_run_one, task): task for task in tasks}
         seen = 0
         while pending:
             finished, _ = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)

@@ -267,6 +267,9 @@ def _open_with_pillow(data: bytes) -> Image.Image:
         except Image.DecompressionBombError as error:
             raise InvalidItem("decompression_bomb", f"Pillow refuses it as a decompression bomb ({error})") from None
         except UnidentifiedImageError:
+            for magic, name in ((JPEG_MAGIC, "JPEG"), (PNG_MAGIC, "PNG")):
+                if data.startswith(magic):  # an image whose header is damaged, whatever Pillow's version says
+                    raise InvalidItem("undecodable", f"the {name} header is damaged") from None
             raise InvalidItem(
                 "not_an_image",
                 "the file is not in any image format stoke reads (a misnamed or non-image file?)",
