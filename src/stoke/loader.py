@@ -63,6 +63,8 @@ class Loader:
         fields: the fields to load (default: all).
         channels_last: images in channels_last memory format (the NCHW shape is unchanged).
         verify: check each sample against its stored checksum before decoding it.
+        fast_decode: decode JPEGs with libjpeg-turbo's fast inverse DCT and chroma upsampling (FFCV does
+            the same): about 12% less decode work, a grey level or two from the accurate decode.
 
     Each batch is a dict keyed by field name: images uint8 ``[B, C, H, W]`` (float after ``Normalize``),
     ``int``/``float`` fields ``[B]``, arrays ``[B, ...]``, variable-size fields padded with
@@ -83,6 +85,7 @@ class Loader:
         fields: Sequence[str] | None = None,
         channels_last: bool = False,
         verify: bool = True,
+        fast_decode: bool = True,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -94,6 +97,7 @@ class Loader:
         self.num_threads = _resolve_count(num_threads, available_cores(), "num_threads")
         self.prefetch = _resolve_count(prefetch, DEFAULT_PREFETCH, "prefetch")
         self.channels_last = channels_last
+        self.fast_decode = fast_decode
         self._reader = reader_for(dataset, fields, verify)
         transforms = dict(transforms or {})
         unknown = [name for name in transforms if name not in self._reader.fields]
@@ -176,7 +180,8 @@ class Loader:
     # ---- internals --------------------------------------------------------------------------------
     def _stage(self, name: str, field: Any, ops: Sequence[Op]) -> ImageStage | ValueStage:
         if isinstance(field, ImageField):
-            return ImageStage(name, field, ops, self._reader.packed, self._reader.field_stats(name), self.channels_last)
+            stats = self._reader.field_stats(name)
+            return ImageStage(name, field, ops, self._reader.packed, stats, self.channels_last, self.fast_decode)
         return ValueStage(name, field, ops, self._reader.packed)
 
     def _start(self, epoch: int, number: int, positions: np.ndarray) -> BatchJob:

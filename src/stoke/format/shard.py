@@ -209,6 +209,14 @@ class ShardReader:
         view = self._view
         return [view[DATA_START + start : DATA_START + stop] for start, stop in itertools.pairwise(bounds)]
 
+    def fields_checked(self, index: int) -> list[memoryview]:
+        """:meth:`fields`, after checking the sample against its checksum (one bounds check for both)."""
+        bounds = self._bounds(index)
+        view = self._view
+        if sample_checksum(view[DATA_START + bounds[0] : DATA_START + bounds[-1]]) != int(self.checksums[index]):
+            raise FormatError(f"sample {index} of shard {self.path.name}: its bytes do not match their checksum")
+        return [view[DATA_START + start : DATA_START + stop] for start, stop in itertools.pairwise(bounds)]
+
     def is_intact(self, index: int) -> bool:
         """Whether sample ``index`` still has the checksum it was written with."""
         try:

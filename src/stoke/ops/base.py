@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,20 +31,18 @@ if TYPE_CHECKING:
     import torch
 
 
-@dataclass(frozen=True)
 class Geometry:
     """Output pixel (y, x) samples source point (ay*y + by, ax*x + bx) of the displayed, full-size image.
 
     Coordinates are continuous pixel edges: output ``[0, height] x [0, width]`` maps onto a source box.
-    A negative scale means a flip.
+    A negative scale means a flip. Immutable; a plain slotted class rather than a dataclass because
+    several are made per image on the hot path, and ``dataclasses.replace`` costs microseconds each.
     """
 
-    height: int
-    width: int
-    ay: float
-    by: float
-    ax: float
-    bx: float
+    __slots__ = ("ax", "ay", "bx", "by", "height", "width")
+
+    def __init__(self, height: int, width: int, ay: float, by: float, ax: float, bx: float) -> None:
+        self.height, self.width, self.ay, self.by, self.ax, self.bx = height, width, ay, by, ax, bx
 
     @classmethod
     def identity(cls, height: int, width: int) -> Geometry:
@@ -52,26 +50,36 @@ class Geometry:
 
     def crop(self, top: float, left: float, height: int, width: int) -> Geometry:
         """Keep output rows [top, top+height) and columns [left, left+width) (may extend past the edges)."""
-        return replace(self, height=height, width=width, by=self.by + self.ay * top, bx=self.bx + self.ax * left)
+        return Geometry(height, width, self.ay, self.by + self.ay * top, self.ax, self.bx + self.ax * left)
 
     def resize(self, height: int, width: int) -> Geometry:
         """Resample the current output to ``height`` x ``width``."""
-        return replace(
-            self,
-            height=height,
-            width=width,
-            ay=self.ay * self.height / height,
-            ax=self.ax * self.width / width,
-        )
+        return Geometry(height, width, self.ay * self.height / height, self.by, self.ax * self.width / width, self.bx)
 
     def flip_horizontal(self) -> Geometry:
-        return replace(self, ax=-self.ax, bx=self.bx + self.ax * self.width)
+        return Geometry(self.height, self.width, self.ay, self.by, -self.ax, self.bx + self.ax * self.width)
 
     def source_box(self) -> tuple[float, float, float, float, bool, bool]:
         """(top, left, bottom, right) in source pixels, and whether rows and columns come out reversed."""
-        y_ends = (self.by, self.by + self.ay * self.height)
-        x_ends = (self.bx, self.bx + self.ax * self.width)
-        return min(y_ends), min(x_ends), max(y_ends), max(x_ends), self.ay < 0, self.ax < 0
+        y_end, x_end = self.by + self.ay * self.height, self.bx + self.ax * self.width
+        return (
+            min(self.by, y_end),
+            min(self.bx, x_end),
+            max(self.by, y_end),
+            max(self.bx, x_end),
+            self.ay < 0,
+            self.ax < 0,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Geometry) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:
+        return (
+            "Geometry("
+            + ", ".join(f"{k}={getattr(self, k)!r}" for k in ("height", "width", "ay", "by", "ax", "bx"))
+            + ")"
+        )
 
 
 class Op:

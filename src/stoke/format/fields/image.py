@@ -176,17 +176,34 @@ class ImageField(Field):
             )
         return ImageHeader(kind, orientation, channels, height, width)
 
-    def decode_pixels(self, data: memoryview, min_height: int = 0, min_width: int = 0) -> np.ndarray:
+    def decode_pixels(
+        self,
+        data: memoryview,
+        min_height: int = 0,
+        min_width: int = 0,
+        scratch: np.ndarray | None = None,
+        fast: bool = False,
+    ) -> np.ndarray:
         """Displayed HWC pixels, possibly a read-only view; JPEGs may come out DCT-reduced.
 
-        ``min_height``/``min_width`` (displayed) allow a reduced decode no smaller than that.
+        ``min_height``/``min_width`` (displayed) allow a reduced decode no smaller than that; ``scratch``
+        is a reusable buffer to decode into and ``fast`` the fast JPEG decode (see
+        :func:`image_codec.decode_payload`).
         """
         header = self.header(data)
         stored_height, stored_width = header.stored_size
         if codec.swaps_axes(header.orientation):
             min_height, min_width = min_width, min_height
         pixels = codec.decode_payload(
-            header.codec, data[HEADER.size :], self.mode, stored_height, stored_width, min_height, min_width
+            header.codec,
+            data[HEADER.size :],
+            self.mode,
+            stored_height,
+            stored_width,
+            min_height,
+            min_width,
+            scratch,
+            fast,
         )
         return codec.orient(pixels, header.orientation)
 

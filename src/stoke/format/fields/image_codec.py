@@ -113,11 +113,17 @@ def decode_payload(
     width: int,
     min_height: int = 0,
     min_width: int = 0,
+    scratch: np.ndarray | None = None,
+    fast: bool = False,
 ) -> np.ndarray:
     """Decode a stored payload (stored orientation, ``height`` x ``width``) as HWC uint8.
 
     ``min_height``/``min_width`` let a JPEG decode at a DCT-domain reduced scale that is still at least
-    that large; other codecs ignore them. Raises :class:`FormatError` when the bytes do not decode.
+    that large; other codecs ignore them. A JPEG decodes into ``scratch`` (a flat uint8 array of at least
+    ``height * width * channels`` bytes) when one is given, so a thread reuses one buffer instead of
+    allocating per image; the result is then a view of it. ``fast`` selects libjpeg-turbo's fast integer
+    inverse DCT and nearest-neighbour chroma upsampling: about 12% less work, within a grey level or two
+    of the accurate decode on photographs. Raises :class:`FormatError` when the bytes do not decode.
     """
     channels = CHANNELS[mode]
     if codec == CODEC_RAW:
@@ -126,8 +132,15 @@ def decode_payload(
         return np.frombuffer(payload, np.uint8).reshape(height, width, channels)
     try:
         if codec == CODEC_JPEG:
+            big_enough = scratch is not None and scratch.size >= height * width * channels
             array = simplejpeg.decode_jpeg(
-                payload, colorspace=_JPEG_COLORSPACE[mode], min_height=min_height, min_width=min_width
+                payload,
+                colorspace=_JPEG_COLORSPACE[mode],
+                min_height=min_height,
+                min_width=min_width,
+                buffer=scratch if big_enough else None,
+                fastdct=fast,
+                fastupsample=fast,
             )
         elif codec == CODEC_PNG:
             flags = (cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE) | cv2.IMREAD_IGNORE_ORIENTATION
