@@ -197,6 +197,59 @@ def verify_command(dataset: Path, as_json: bool, threads: int | None) -> None:
         sys.exit(1)
 
 
+@main.command("bench")
+@click.argument("source", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--images",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Size of the generated benchmark set (when no SOURCE is given).",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Measured epochs (after one warm-up)."
+)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Cores to use (default: all).")
+@click.option(
+    "--image-mode",
+    type=click.Choice(["keep", "jpeg", "png", "raw"]),
+    default="keep",
+    show_default=True,
+    help="How to pack an image folder for stoke.",
+)
+@click.option("--max-side", type=click.IntRange(min=1), default=None, help="Shrink images at pack time.")
+@click.option("--no-baseline", is_flag=True, help="Skip the DataLoader baseline.")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON object of the results.")
+@_one_line_errors
+def bench_command(
+    source: Path | None,
+    images: int,
+    epochs: int,
+    threads: int | None,
+    image_mode: str,
+    max_side: int | None,
+    no_baseline: bool,
+    as_json: bool,
+) -> None:
+    """Measure stoke against the DataLoader baseline and the decode-only ceiling, on SOURCE or generated JPEGs."""
+    from stoke.bench.run import format_report, run_bench
+
+    result = run_bench(
+        source,
+        images=images,
+        epochs=epochs,
+        threads=threads,
+        image_mode=image_mode,
+        max_side=max_side,
+        baseline=not no_baseline,
+        log=lambda line: click.echo(line, err=as_json),
+    )
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(format_report(result))
+
+
 @main.command("demo")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the results.")
 @click.option(

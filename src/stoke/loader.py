@@ -43,7 +43,7 @@ from stoke.pipeline.threads import WorkerPool
 from stoke.pipeline.values import ValueStage
 
 DEFAULT_PREFETCH = 3
-MAX_CHUNK = 8
+MAX_CHUNK = 16  # images per task: fewer, larger tasks measured best (stoke bench, 2 cores)
 _WAIT_SLICE = 0.1
 
 

@@ -1,0 +1,1 @@
+"""``stoke bench``: the benchmark set, the DataLoader baseline, the decode-only ceiling, and the run."""

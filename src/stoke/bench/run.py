@@ -1,0 +1,237 @@
+"""``stoke bench``: stoke against the DataLoader users write today, and against the decode-only ceiling.
+
+One run, one machine, the same stored bytes, the same number of cores. Three measurements:
+
+1. **baseline**: ``torch.utils.data.DataLoader`` over the image files with a Pillow ``Dataset``
+   (``baseline.py``), ``num_workers`` = cores, persistent workers, batch 64, RandomResizedCrop(224) +
+   horizontal flip, uint8 NCHW;
+2. **stoke**: ``stoke.Loader`` on the packed dataset with ``num_threads`` = cores, the same output;
+3. **ceiling**: every stored image decoded in full by the same number of threads, nothing else
+   (``ceiling.py``).
+
+The three are interleaved epoch by epoch (ceiling, stoke, baseline, then again), so that a noisy
+neighbour slows them alike. The first epoch of each is warm-up and excluded; each figure is the median
+of the other epochs. Speedup is stoke / baseline, and ceiling fraction is stoke / ceiling.
+
+Example (``tests/test_bench.py`` runs a small one)::
+
+    result = run_bench(images=5000, epochs=3)
+    print(format_report(result))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stoke.bench.baseline import SIZE, ImageFiles, baseline_loader
+from stoke.bench.ceiling import decode_all
+from stoke.bench.images import bench_images
+from stoke.bench.meter import Meter
+from stoke.demo import default_home
+from stoke.engines.local import available_cores
+from stoke.errors import ConfigError
+from stoke.format.manifest import MANIFEST_NAME
+from stoke.loader import Loader
+from stoke.ops import RandomHorizontalFlip, RandomResizedCrop
+from stoke.pack import pack
+from stoke.read import Dataset
+from stoke.read import open as open_dataset
+
+BATCH_SIZE = 64
+
+
+def run_bench(
+    source: str | Path | None = None,
+    *,
+    images: int = 5000,
+    epochs: int = 3,
+    threads: int | None = None,
+    image_mode: str = "keep",
+    max_side: int | None = None,
+    baseline: bool = True,
+    cache: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Measure and return the figures ``stoke bench`` prints; see the module docstring."""
+    if epochs < 1:
+        raise ConfigError(f"epochs must be at least 1, got {epochs}")
+    cores = threads or available_cores()
+    cache = cache or default_home() / "bench"
+    folder, dataset = _resolve(source, images, image_mode, max_side, cache, log)
+    image_name = next((name for name, field in dataset.fields.items() if field.type_name == "image"), None)
+    if image_name is None:
+        raise ConfigError(f"{dataset.root} has no image field to benchmark")
+    log(
+        f"benchmarking {len(dataset):,} images from {folder or dataset.root} on {cores} cores "
+        f"({epochs} epochs + warm-up)"
+    )
+
+    transforms = {image_name: [RandomResizedCrop(SIZE), RandomHorizontalFlip()]}
+    created = time.perf_counter()
+    loader = Loader(
+        dataset, BATCH_SIZE, shuffle=True, seed=0, transforms=transforms, fields=[image_name], num_threads=cores
+    )
+    stoke_batches = iter(loader)
+    next(stoke_batches)
+    first_batch_s = time.perf_counter() - created
+
+    if folder is None and dataset.fields[image_name].encoding == "raw":  # type: ignore[attr-defined]
+        log("no baseline: a raw-pixel dataset has no image files for Pillow to open")
+        baseline = False
+    baseline_batches = None
+    if baseline:
+        files = ImageFiles.from_folder(folder) if folder is not None else _stored_bytes(dataset, image_name)
+        baseline_batches = baseline_loader(files, cores)
+
+    rates: dict[str, list[float]] = {"ceiling": [], "stoke": [], "baseline": []}
+    meters: dict[str, list[Meter]] = {"ceiling": [], "stoke": [], "baseline": []}
+    for epoch in range(epochs + 1):
+        first = epoch == 0  # epoch 0 goes on from the batch taken for the first-batch latency
+        phases: list[tuple[str, Callable[[], int]]] = [
+            ("ceiling", lambda: decode_all(dataset, image_name, cores)),
+            # iter(loader) inside the phase: an epoch starts prefetching as soon as it is created
+            ("stoke", lambda first=first: _drain(stoke_batches if first else iter(loader), first_taken=first)),
+        ]
+        if baseline_batches is not None:
+            phases.append(("baseline", lambda: _drain(iter(baseline_batches))))
+        for name, run in phases:
+            with Meter(children=name == "baseline") as meter:
+                count = run()
+            if epoch > 0:  # epoch 0 warms caches, threads and worker processes
+                rates[name].append(count / meter.seconds)
+                meters[name].append(meter)
+            log(
+                f"  epoch {epoch}{' (warm-up)' if epoch == 0 else ''} {name:<8} {count / meter.seconds:>9,.0f} images/s"
+            )
+    loader.close()
+
+    def median(name: str) -> float | None:
+        return statistics.median(rates[name]) if rates[name] else None
+
+    def peak(name: str) -> float | None:
+        return max(m.peak_rss_mb for m in meters[name]) if meters[name] else None
+
+    def cpu(name: str) -> float | None:
+        return statistics.median(m.cpu_percent for m in meters[name]) if meters[name] else None
+
+    stoke_rate, ceiling_rate, baseline_rate = median("stoke"), median("ceiling"), median("baseline")
+    assert stoke_rate is not None and ceiling_rate is not None
+    return {
+        "machine": _machine(cores),
+        "source": str(folder or dataset.root),
+        "dataset": str(dataset.root),
+        "images": len(dataset),
+        "image_mode": dataset.fields[image_name].encoding,  # type: ignore[attr-defined]
+        "max_side": dataset.fields[image_name].max_side,  # type: ignore[attr-defined]
+        "threads": cores,
+        "batch_size": BATCH_SIZE,
+        "epochs": epochs,
+        "baseline_images_per_s": baseline_rate,
+        "stoke_images_per_s": stoke_rate,
+        "ceiling_images_per_s": ceiling_rate,
+        "speedup": stoke_rate / baseline_rate if baseline_rate else None,
+        "ceiling_fraction": stoke_rate / ceiling_rate,
+        "first_batch_s": first_batch_s,
+        "peak_rss_mb": peak("stoke"),
+        "baseline_peak_rss_mb": peak("baseline"),
+        "cpu_percent": {"stoke": cpu("stoke"), "baseline": cpu("baseline"), "ceiling": cpu("ceiling")},
+        "per_epoch_images_per_s": rates,
+        "loader": loader.stats(),
+    }
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The table ``stoke bench`` prints."""
+    baseline = result["baseline_images_per_s"]
+    ceiling = result["ceiling_images_per_s"]
+    rows = [
+        ("DataLoader + Pillow (baseline)", baseline, result["cpu_percent"]["baseline"], result["baseline_peak_rss_mb"]),
+        ("stoke Loader", result["stoke_images_per_s"], result["cpu_percent"]["stoke"], result["peak_rss_mb"]),
+        ("decode only (ceiling)", ceiling, result["cpu_percent"]["ceiling"], None),
+    ]
+    lines = [
+        f"{result['images']:,} images ({result['image_mode']}, max side {result['max_side'] or 'none'}), "
+        f"{result['threads']} cores, batch {result['batch_size']}, median of {result['epochs']} epochs",
+        f"{'':32} {'images/s':>10} {'vs baseline':>12} {'of ceiling':>11} {'CPU %':>7} {'peak RSS':>10}",
+    ]
+    for name, rate, cpu_percent, rss in rows:
+        if rate is None:
+            continue
+        versus = f"{rate / baseline:.2f}x" if baseline else "-"
+        of_ceiling = f"{rate / ceiling:.0%}"
+        rss_text = f"{rss:,.0f} MB" if rss is not None else "-"
+        lines.append(f"{name:32} {rate:>10,.0f} {versus:>12} {of_ceiling:>11} {cpu_percent or 0:>6.0f}% {rss_text:>10}")
+    lines.append(f"first batch {result['first_batch_s']:.2f} s after the Loader was created")
+    return "\n".join(lines)
+
+
+def _resolve(
+    source: str | Path | None,
+    images: int,
+    image_mode: str,
+    max_side: int | None,
+    cache: Path,
+    log: Callable[[str], None],
+) -> tuple[Path | None, Dataset]:
+    """(image folder or None, packed dataset) for what the user asked to benchmark."""
+    if source is not None and (Path(source) / MANIFEST_NAME).is_file():
+        return None, open_dataset(source)
+    if source is None:
+        started = time.perf_counter()
+        folder = bench_images(cache, images)
+        if time.perf_counter() - started > 1:
+            log(f"generated {images:,} benchmark images in {folder}")
+    else:
+        folder = Path(source)
+        if not folder.is_dir():
+            raise ConfigError(f"{folder} is neither an image folder nor a packed dataset")
+    key = hashlib.sha256(f"{folder.resolve()}|{image_mode}|{max_side}".encode()).hexdigest()[:12]
+    packed = cache / "packs" / f"{folder.name}-{image_mode}-{max_side or 'full'}-{key}"
+    if not (packed / MANIFEST_NAME).is_file():
+        result = pack(folder, packed, image_mode=image_mode, max_side=max_side, overwrite=True, progress=False)
+        log(f"packed {result.num_samples:,} images into {packed} in {result.seconds:.1f} s")
+    return folder, open_dataset(packed)
+
+
+def _drain(batches: Any, first_taken: bool = False) -> int:
+    """Consume an epoch; returns the number of images (the batch already taken counts when ``first_taken``)."""
+    count = BATCH_SIZE if first_taken else 0
+    for batch in batches:
+        images = batch[0] if isinstance(batch, (list, tuple)) else next(iter(batch.values()))
+        count += len(images)
+    return count
+
+
+def _stored_bytes(dataset: Dataset, name: str) -> ImageFiles:
+    """A baseline over a packed dataset with no folder beside it: Pillow decodes the stored bytes."""
+    from stoke.format.fields.image import HEADER
+
+    position = dataset.field_positions([name])
+    items = [bytes(dataset.read_fields(i, position)[0][HEADER.size :]) for i in range(len(dataset))]
+    return ImageFiles(items, [0] * len(items))
+
+
+def _machine(cores: int) -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as stream:
+            model = next((line.split(":", 1)[1].strip() for line in stream if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {
+        "cores_used": cores,
+        "cpu": model or platform.processor(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
