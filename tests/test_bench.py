@@ -50,5 +50,7 @@ def test_bench_reports_every_figure(tmp_path):
     assert result["speedup"] == result["stoke_images_per_s"] / result["baseline_images_per_s"]
     assert result["ceiling_fraction"] == result["stoke_images_per_s"] / result["ceiling_images_per_s"]
     assert result["images"] == 40 and result["threads"] == 1
+    assert result["memcpy_gb_per_s"] > 0 and len(result["stoke_rss_mb_per_epoch"]) == 1
+    assert result["stoke_stored_gb_per_s"] == result["stoke_images_per_s"] * result["stored_bytes_per_image"] / 1e9
     assert "warm-up" in completed.stderr  # the per-epoch log goes to stderr with --json
     assert len(ImageFiles.from_folder(next((env_cache / "bench").glob("images-*")))) == 40

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from stoke.bench.baseline import SIZE, ImageFiles, baseline_loader
@@ -125,6 +126,9 @@ def run_bench(
 
     stoke_rate, ceiling_rate, baseline_rate = median("stoke"), median("ceiling"), median("baseline")
     assert stoke_rate is not None and ceiling_rate is not None
+    stored_bytes = dataset.manifest.total_bytes / max(len(dataset), 1)
+    memcpy = memcpy_bandwidth()
+    epoch_rss = [meter.peak_rss_mb for meter in meters["stoke"]]
     return {
         "machine": _machine(cores),
         "source": str(folder or dataset.root),
@@ -142,6 +146,12 @@ def run_bench(
         "ceiling_fraction": stoke_rate / ceiling_rate,
         "first_batch_s": first_batch_s,
         "peak_rss_mb": peak("stoke"),
+        "stoke_rss_growth": epoch_rss[-1] / epoch_rss[0] - 1.0,  # last measured epoch against the first
+        "stoke_rss_mb_per_epoch": epoch_rss,
+        "stored_bytes_per_image": stored_bytes,
+        "stoke_stored_gb_per_s": stoke_rate * stored_bytes / 1e9,
+        "memcpy_gb_per_s": memcpy,
+        "memcpy_fraction": stoke_rate * stored_bytes / 1e9 / memcpy,
         "baseline_peak_rss_mb": peak("baseline"),
         "cpu_percent": {"stoke": cpu("stoke"), "baseline": cpu("baseline"), "ceiling": cpu("ceiling")},
         "per_epoch_images_per_s": rates,
@@ -170,8 +180,27 @@ def format_report(result: dict[str, Any]) -> str:
         of_ceiling = f"{rate / ceiling:.0%}"
         rss_text = f"{rss:,.0f} MB" if rss is not None else "-"
         lines.append(f"{name:32} {rate:>10,.0f} {versus:>12} {of_ceiling:>11} {cpu_percent or 0:>6.0f}% {rss_text:>10}")
-    lines.append(f"first batch {result['first_batch_s']:.2f} s after the Loader was created")
+    lines.append(
+        f"stoke reads {result['stoke_stored_gb_per_s']:.2f} GB/s of stored records: "
+        f"{result['memcpy_fraction']:.0%} of one core's memcpy ({result['memcpy_gb_per_s']:.1f} GB/s, same run)"
+    )
+    lines.append(
+        f"first batch {result['first_batch_s']:.2f} s after the Loader was created; stoke's peak RSS changed "
+        f"{result['stoke_rss_growth']:+.1%} from the first measured epoch to the last"
+    )
     return "\n".join(lines)
+
+
+def memcpy_bandwidth(size: int = 256 << 20, repeats: int = 5) -> float:
+    """One core's copy bandwidth in GB/s: the median of ``repeats`` copies of ``size`` bytes (pages touched first)."""
+    source = np.ones(size, np.uint8)
+    target = np.ones(size, np.uint8)
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        np.copyto(target, source)
+        rates.append(size / (time.perf_counter() - started) / 1e9)
+    return statistics.median(rates)
 
 
 def _resolve(
