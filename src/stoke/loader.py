@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 
 from stoke.engines.local import available_cores
@@ -35,6 +36,7 @@ from stoke.format.fields import ImageField
 from stoke.ops.base import BatchContext, Op
 from stoke.ops.device import ToDevice
 from stoke.order import Order, RandomOrder, SequentialOrder
+from stoke.pipeline.autotune import AutoTuner
 from stoke.pipeline.batch import BatchJob
 from stoke.pipeline.buffers import BufferPool, BufferSet
 from stoke.pipeline.image import ImageStage
@@ -43,6 +45,7 @@ from stoke.pipeline.threads import WorkerPool
 from stoke.pipeline.values import ValueStage
 
 DEFAULT_PREFETCH = 3
+MAX_PREFETCH = 32
 MAX_CHUNK = 16  # images per task: fewer, larger tasks measured best (stoke bench, 2 cores)
 _WAIT_SLICE = 0.1
 
@@ -58,13 +61,19 @@ class Loader:
         drop_last: drop the last, incomplete batch of each epoch.
         transforms: ``{field: [op, ...]}``; images are decoded without asking.
         device: move tensor fields to this device (from pinned memory for CUDA) before their batch ops.
-        num_threads: worker threads; ``"auto"`` uses the cores this process may run on.
-        prefetch: batches in flight ahead of the training loop; ``"auto"`` picks a default.
+        num_threads: worker threads; ``"auto"`` starts at the cores this process may run on and tunes.
+        prefetch: batches in flight ahead of the training loop; ``"auto"`` starts at 3 and tunes.
         fields: the fields to load (default: all).
         channels_last: images in channels_last memory format (the NCHW shape is unchanged).
         verify: check each sample against its stored checksum before decoding it.
         fast_decode: decode JPEGs with libjpeg-turbo's fast inverse DCT and chroma upsampling (FFCV does
             the same): about 12% less decode work, a grey level or two from the accurate decode.
+        cpu_budget: cores the worker threads may keep busy when tuning (default: the cores available).
+        ram_budget: bytes the batch buffers may take when tuning prefetch (default: a quarter of the
+            available memory).
+
+    With ``"auto"`` settings the Loader hill-climbs on its measured delivery rate while the training
+    loop waits for data (``stoke.pipeline.autotune``); ``stats()["autotune"]`` shows what it chose.
 
     Each batch is a dict keyed by field name: images uint8 ``[B, C, H, W]`` (float after ``Normalize``),
     ``int``/``float`` fields ``[B]``, arrays ``[B, ...]``, variable-size fields padded with
@@ -86,6 +95,8 @@ class Loader:
         channels_last: bool = False,
         verify: bool = True,
         fast_decode: bool = True,
+        cpu_budget: int | None = None,
+        ram_budget: int | None = None,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -94,7 +105,8 @@ class Loader:
         self.seed = int(seed)
         self.drop_last = drop_last
         self.device = torch.device(device) if device is not None else None
-        self.num_threads = _resolve_count(num_threads, available_cores(), "num_threads")
+        cores = available_cores()
+        self.num_threads = _resolve_count(num_threads, cores, "num_threads")
         self.prefetch = _resolve_count(prefetch, DEFAULT_PREFETCH, "prefetch")
         self.channels_last = channels_last
         self.fast_decode = fast_decode
@@ -126,6 +138,19 @@ class Loader:
         pin = self.device is not None and self.device.type == "cuda" and torch.cuda.is_available()
         self._buffers = BufferPool(specs, batch_size, pin, max_sets=self.prefetch + 2, list_names=tuple(lists))
         self._chunk = max(1, min(MAX_CHUNK, -(-batch_size // self.num_threads)))
+        self._tuner: AutoTuner | None = None
+        if num_threads == "auto" or prefetch == "auto":
+            set_bytes = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in specs.values()) * batch_size
+            budget = ram_budget if ram_budget is not None else psutil.virtual_memory().available // 4
+            self._tuner = AutoTuner(
+                self.num_threads,
+                self.prefetch,
+                max_threads=2 * (cpu_budget or cores) if num_threads == "auto" else self.num_threads,
+                max_prefetch=max(self.prefetch, min(MAX_PREFETCH, budget // max(set_bytes, 1) - 2))
+                if prefetch == "auto"
+                else self.prefetch,
+                cpu_budget=float(cpu_budget or cores),
+            )
         self._pool: WorkerPool | None = None
         self._active: _EpochIterator | None = None
         self.epoch = 0
@@ -155,6 +180,7 @@ class Loader:
             "epoch": self.epoch,
             "buffer_sets": self._buffers.sets,
             "buffer_allocations": self._buffers.allocations,
+            "autotune": self._tuner.as_dict() if self._tuner is not None else None,
             **self._stats,
         }
 
@@ -223,6 +249,16 @@ class Loader:
             buffers.copy_done = torch.cuda.current_stream().record_event()
         return batch
 
+    def _after_batch(self, samples: int, waited: float) -> None:
+        """Let the tuner see the batch just delivered, and apply any settings it asks for."""
+        if self._tuner is None or self._pool is None:
+            return
+        change = self._tuner.after_batch(samples, waited, self._pool.thread_ids)
+        if change is not None:
+            self.num_threads, self.prefetch = change
+            self._pool.resize(self.num_threads)
+            self._buffers.max_sets = self.prefetch + 2
+
     def _describe_failure(self, job: BatchJob) -> SampleError:
         position = job.error_position if job.error_position is not None else 0
         error = job.error
@@ -264,7 +300,8 @@ class _EpochIterator:
         started = time.perf_counter()
         while not job.done.wait(_WAIT_SLICE):
             pass
-        self.loader._stats["wait_seconds"] += time.perf_counter() - started
+        waited = time.perf_counter() - started
+        self.loader._stats["wait_seconds"] += waited
         if job.error is not None:
             failure = self.loader._describe_failure(job)
             self.loader._buffers.release(job.buffers)
@@ -276,6 +313,7 @@ class _EpochIterator:
         self._fill()
         self.loader._stats["batches"] += 1
         self.loader._stats["samples"] += job.size
+        self.loader._after_batch(job.size, waited)
         return batch
 
     def _fill(self) -> None:

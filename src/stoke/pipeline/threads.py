@@ -39,6 +39,11 @@ class WorkerPool:
     def num_threads(self) -> int:
         return len(self._threads)
 
+    @property
+    def thread_ids(self) -> list[int]:
+        """Native ids of the running threads (for measuring their CPU time)."""
+        return [thread.native_id for thread in self._threads if thread.native_id is not None]
+
     def submit(self, function: Callable[..., Any], *args: Any) -> None:
         self._tasks.put((function, args))
 
