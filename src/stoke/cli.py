@@ -85,6 +85,18 @@ def _parse_size(text: str) -> int:
     return int(value)
 
 
+IMAGE_MODE = click.option(
+    "--image-mode",
+    type=click.Choice(["keep", "jpeg", "png", "raw"]),
+    default="keep",
+    show_default=True,
+    help="Store images as the source's bytes, re-encoded as JPEG or PNG, or as raw pixels.",
+)
+MAX_SIDE = click.option(
+    "--max-side", type=click.IntRange(min=1), default=None, help="Shrink larger images at pack time."
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stoke")
 def main() -> None:
@@ -95,13 +107,7 @@ def main() -> None:
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes (default: all cores).")
-@click.option(
-    "--image-mode",
-    type=click.Choice(["keep", "jpeg", "png", "raw"]),
-    default="keep",
-    show_default=True,
-    help="Store the source's bytes, re-encode as JPEG or PNG, or store raw pixels.",
-)
+@IMAGE_MODE
 @click.option(
     "--color-mode",
     type=click.Choice(["RGB", "L"]),
@@ -116,9 +122,7 @@ def main() -> None:
     show_default=True,
     help="JPEG quality when re-encoding.",
 )
-@click.option(
-    "--max-side", type=click.IntRange(min=1), default=None, help="Shrink images whose longest side is larger."
-)
+@MAX_SIDE
 @click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
@@ -210,14 +214,8 @@ def verify_command(dataset: Path, as_json: bool, threads: int | None) -> None:
     "--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Measured epochs (after one warm-up)."
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Cores to use (default: all).")
-@click.option(
-    "--image-mode",
-    type=click.Choice(["keep", "jpeg", "png", "raw"]),
-    default="keep",
-    show_default=True,
-    help="How to pack an image folder for stoke.",
-)
-@click.option("--max-side", type=click.IntRange(min=1), default=None, help="Shrink images at pack time.")
+@IMAGE_MODE
+@MAX_SIDE
 @click.option("--no-baseline", is_flag=True, help="Skip the DataLoader baseline.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON object of the results.")
 @_one_line_errors
