@@ -18,7 +18,7 @@ import time
 
 import stoke
 from stoke.bench.images import bench_images
-from stoke.demo import default_home
+from stoke.home import default_home
 from stoke.ops import RandomHorizontalFlip, RandomResizedCrop
 
 

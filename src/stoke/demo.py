@@ -13,7 +13,6 @@ Example (about ten seconds on two cores; ``tests/test_demo.py`` runs it)::
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from stoke.home import default_home
 from stoke.loader import Loader
 from stoke.ops import Normalize
 from stoke.pack import pack
@@ -32,14 +32,6 @@ from stoke.read import open as open_dataset
 from stoke.train import SmallCNN, evaluate, train_one_epoch
 
 DIGIT_COUNT = 1797
-
-
-def default_home() -> Path:
-    """Where stoke keeps generated data: ``$STOKE_HOME``, else ``$XDG_CACHE_HOME/stoke``, else ``~/.cache/stoke``."""
-    if os.environ.get("STOKE_HOME"):
-        return Path(os.environ["STOKE_HOME"])
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "stoke"
 
 
 def write_digits(folder: Path) -> int:

@@ -37,10 +37,10 @@ from stoke.bench.baseline import SIZE, ImageFiles, baseline_loader
 from stoke.bench.ceiling import decode_all
 from stoke.bench.images import bench_images
 from stoke.bench.meter import Meter
-from stoke.demo import default_home
 from stoke.engines.local import available_cores
 from stoke.errors import ConfigError
 from stoke.format.manifest import MANIFEST_NAME
+from stoke.home import default_home
 from stoke.loader import Loader
 from stoke.ops import RandomHorizontalFlip, RandomResizedCrop
 from stoke.pack import pack
