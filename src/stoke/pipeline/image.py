@@ -114,7 +114,9 @@ class ImageStage:
             )
         if self.packed:
             min_height, min_width = decode_scale_hint(height, width, geometry)
-            pixels = self.field.decode_pixels(value, min_height, min_width, self._scratch(), self.fast_decode)
+            pixels = self.field.decode_pixels(
+                value, min_height, min_width, self._scratch(), self.fast_decode, header=header
+            )
         render(pixels, height, width, geometry, buffers.arrays[self.name][j], self.channels_last, self._work())
 
     def _scratch(self) -> np.ndarray | None:

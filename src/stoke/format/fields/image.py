@@ -183,14 +183,15 @@ class ImageField(Field):
         min_width: int = 0,
         scratch: np.ndarray | None = None,
         fast: bool = False,
+        header: ImageHeader | None = None,
     ) -> np.ndarray:
         """Displayed HWC pixels, possibly a read-only view; JPEGs may come out DCT-reduced.
 
         ``min_height``/``min_width`` (displayed) allow a reduced decode no smaller than that; ``scratch``
         is a reusable buffer to decode into and ``fast`` the fast JPEG decode (see
-        :func:`image_codec.decode_payload`).
+        :func:`image_codec.decode_payload`). ``header`` is this record's already parsed header, if any.
         """
-        header = self.header(data)
+        header = header or self.header(data)
         stored_height, stored_width = header.stored_size
         if codec.swaps_axes(header.orientation):
             min_height, min_width = min_width, min_height
