@@ -54,3 +54,28 @@ def test_bench_reports_every_figure(tmp_path):
     assert result["stoke_stored_gb_per_s"] == result["stoke_images_per_s"] * result["stored_bytes_per_image"] / 1e9
     assert "warm-up" in completed.stderr  # the per-epoch log goes to stderr with --json
     assert len(ImageFiles.from_folder(next((env_cache / "bench").glob("images-*")))) == 40
+
+
+def test_bench_with_a_user_transform_measures_threads_and_processes(tmp_path):
+    from stoke.bench.run import format_report, run_bench
+
+    result = run_bench(images=24, epochs=1, threads=1, user_transform=True, cache=tmp_path, log=lambda line: None)
+    thread, process = result["stoke_thread_images_per_s"], result["stoke_process_images_per_s"]
+    assert thread > 0 and process > 0 and result["user_transform"] is True
+    assert result["stoke_images_per_s"] == max(thread, process)
+    assert result["stoke_workers"] == ("thread" if thread >= process else "process")
+    report = format_report(result)
+    assert "stoke Loader (threads)" in report and "stoke Loader (processes)" in report and "GIL-bound" in report
+
+
+def test_the_user_transform_stretches_each_row():
+    import numpy as np
+
+    from stoke.bench.user_transform import stretch_rows
+
+    image = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    image[3] = 9  # a flat row stays as it is
+    rows = image.reshape(7, -1).astype(np.int64)
+    low, high = rows.min(axis=1, keepdims=True), rows.max(axis=1, keepdims=True)
+    expected = np.where(high > low, (rows - low) * 255 // np.maximum(high - low, 1), rows)
+    np.testing.assert_array_equal(stretch_rows(image).reshape(7, -1), expected)

@@ -217,6 +217,17 @@ def verify_command(dataset: Path, as_json: bool, threads: int | None) -> None:
 @IMAGE_MODE
 @MAX_SIDE
 @click.option("--no-baseline", is_flag=True, help="Skip the DataLoader baseline.")
+@click.option(
+    "--user-transform",
+    is_flag=True,
+    help="Add a GIL-bound Python transform to the baseline and to stoke, and measure thread and process workers.",
+)
+@click.option(
+    "--workers",
+    type=click.Choice(["thread", "process", "both"]),
+    default=None,
+    help="stoke's workers to measure [default: both with --user-transform, else thread].",
+)
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON object of the results.")
 @_one_line_errors
 def bench_command(
@@ -227,6 +238,8 @@ def bench_command(
     image_mode: str,
     max_side: int | None,
     no_baseline: bool,
+    user_transform: bool,
+    workers: str | None,
     as_json: bool,
 ) -> None:
     """Measure stoke against the DataLoader baseline and the decode-only ceiling, on SOURCE or generated JPEGs."""
@@ -240,6 +253,8 @@ def bench_command(
         image_mode=image_mode,
         max_side=max_side,
         baseline=not no_baseline,
+        user_transform=user_transform,
+        workers=workers,
         log=lambda line: click.echo(line, err=as_json),
     )
     if as_json:

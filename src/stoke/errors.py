@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StokeError(Exception):
     """Base of every error stoke raises on purpose."""
@@ -57,6 +59,13 @@ class SampleError(StokeError):
         self.index = index
         self.shard = shard
 
+    def __reduce__(self) -> tuple[Any, ...]:  # keep index and shard across processes
+        return _sample_error, (str(self), self.index, self.shard)
+
+
+def _sample_error(message: str, index: int | None, shard: str | None) -> SampleError:
+    return SampleError(message, index=index, shard=shard)
+
 
 class InvalidItem(StokeError):  # noqa: N818 - it names the item, not the failure
     """One source item that cannot be packed; the packer quarantines it with ``code`` and the message.
@@ -68,3 +77,6 @@ class InvalidItem(StokeError):  # noqa: N818 - it names the item, not the failur
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.code, str(self))

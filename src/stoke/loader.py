@@ -40,7 +40,9 @@ from stoke.pipeline.autotune import AutoTuner
 from stoke.pipeline.batch import BatchJob
 from stoke.pipeline.buffers import BufferPool, BufferSet
 from stoke.pipeline.image import ImageStage
+from stoke.pipeline.processes import ProcessPool
 from stoke.pipeline.reader import reader_for
+from stoke.pipeline.shared import SharedBlock
 from stoke.pipeline.threads import WorkerPool
 from stoke.pipeline.values import ValueStage
 
@@ -61,7 +63,7 @@ class Loader:
         drop_last: drop the last, incomplete batch of each epoch.
         transforms: ``{field: [op, ...]}``; images are decoded without asking.
         device: move tensor fields to this device (from pinned memory for CUDA) before their batch ops.
-        num_threads: worker threads; ``"auto"`` starts at the cores this process may run on and tunes.
+        num_threads: workers; ``"auto"`` starts at the cores this process may run on and (for threads) tunes.
         prefetch: batches in flight ahead of the training loop; ``"auto"`` starts at 3 and tunes.
         fields: the fields to load (default: all).
         channels_last: images in channels_last memory format (the NCHW shape is unchanged).
@@ -71,6 +73,10 @@ class Loader:
         cpu_budget: cores the worker threads may keep busy when tuning (default: the cores available).
         ram_budget: bytes the batch buffers may take when tuning prefetch (default: a quarter of the
             available memory).
+        workers: ``"thread"`` (default: decoding and resizing release the GIL, and threads share
+            everything) or ``"process"``, for transforms or datasets written in pure Python that hold the
+            GIL: the same pipeline in forked processes writing into shared-memory batches
+            (``stoke.pipeline.processes``), with the same batches. Auto-tuning then tunes prefetch only.
 
     With ``"auto"`` settings the Loader hill-climbs on its measured delivery rate while the training
     loop waits for data (``stoke.pipeline.autotune``); ``stats()["autotune"]`` shows what it chose.
@@ -97,10 +103,14 @@ class Loader:
         fast_decode: bool = True,
         cpu_budget: int | None = None,
         ram_budget: int | None = None,
+        workers: str = "thread",
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if workers not in ("thread", "process"):
+            raise ConfigError(f"workers must be 'thread' or 'process', got {workers!r}")
         self.batch_size = batch_size
+        self.workers = workers
         self.shuffle = shuffle
         self.seed = int(seed)
         self.drop_last = drop_last
@@ -135,8 +145,17 @@ class Loader:
         for stage in self._stages:
             specs.update(stage.buffer_specs())
             lists.extend(stage.list_names())
-        pin = self.device is not None and self.device.type == "cuda" and torch.cuda.is_available()
-        self._buffers = BufferPool(specs, batch_size, pin, max_sets=self.prefetch + 2, list_names=tuple(lists))
+        shared = workers == "process"
+        pin = not shared and self.device is not None and self.device.type == "cuda" and torch.cuda.is_available()
+        self._buffers = BufferPool(
+            specs,
+            batch_size,
+            pin,
+            max_sets=self.prefetch + 2,
+            list_names=tuple(lists),
+            shared=shared,
+            on_retire=self._retire,
+        )
         self._chunk = max(1, min(MAX_CHUNK, -(-batch_size // self.num_threads)))
         self._tuner: AutoTuner | None = None
         if num_threads == "auto" or prefetch == "auto":
@@ -145,13 +164,13 @@ class Loader:
             self._tuner = AutoTuner(
                 self.num_threads,
                 self.prefetch,
-                max_threads=2 * (cpu_budget or cores) if num_threads == "auto" else self.num_threads,
+                max_threads=2 * (cpu_budget or cores) if num_threads == "auto" and not shared else self.num_threads,
                 max_prefetch=max(self.prefetch, min(MAX_PREFETCH, budget // max(set_bytes, 1) - 2))
                 if prefetch == "auto"
                 else self.prefetch,
                 cpu_budget=float(cpu_budget or cores),
             )
-        self._pool: WorkerPool | None = None
+        self._pool: WorkerPool | ProcessPool | None = None
         self._active: _EpochIterator | None = None
         self.epoch = 0
         self._stats = {"batches": 0, "samples": 0, "wait_seconds": 0.0}
@@ -165,8 +184,15 @@ class Loader:
         """Start the next epoch (the first iteration is epoch 0); an unfinished epoch is abandoned."""
         if self._active is not None:
             self._active.cancel()
+        if isinstance(self._pool, ProcessPool) and self._pool.broken:
+            self._pool.shutdown()  # a worker died: start afresh
+            self._pool = None
         if self._pool is None:
-            self._pool = WorkerPool(self.num_threads)
+            self._pool = (
+                ProcessPool(self.num_threads, self._produce, self._draw)
+                if self.workers == "process"
+                else WorkerPool(self.num_threads)
+            )
         self._active = _EpochIterator(self, self.epoch)
         self.epoch += 1
         return self._active
@@ -174,6 +200,7 @@ class Loader:
     def stats(self) -> dict[str, Any]:
         """Settings in use and counters: batches and samples delivered, seconds the loop waited for data."""
         return {
+            "workers": self.workers,
             "num_threads": self.num_threads,
             "prefetch": self.prefetch,
             "chunk": self._chunk,
@@ -214,12 +241,23 @@ class Loader:
         buffers = self._buffers.acquire()
         indices = self._reader.dataset_index(positions)
         buffers.arrays["index"][: len(indices)] = indices
-        params = {stage.name: stage.draw(self.seed, epoch, indices) for stage in self._stages}
-        job = BatchJob(number, positions, indices, buffers, params, self._chunk)
+        if isinstance(self._pool, ProcessPool):
+            job = BatchJob(number, positions, indices, buffers, {}, self._chunk, epoch)  # workers draw
+            self._pool.dispatch(job)
+            return job
+        job = BatchJob(number, positions, indices, buffers, self._draw(epoch, indices), self._chunk, epoch)
         assert self._pool is not None
         for start, stop in job.chunks():
             self._pool.submit(job.run, self._produce, start, stop)
         return job
+
+    def _draw(self, epoch: int, indices: np.ndarray) -> dict[str, Any]:
+        """Every stage's random numbers for these samples: a function of (seed, epoch, index) only."""
+        return {stage.name: stage.draw(self.seed, epoch, indices) for stage in self._stages}
+
+    def _retire(self, block: SharedBlock) -> None:
+        if isinstance(self._pool, ProcessPool):
+            self._pool.retire(block)
 
     def _produce(self, job: BatchJob, j: int) -> None:
         values = self._reader.read(int(job.positions[j]))
@@ -253,10 +291,11 @@ class Loader:
         """Let the tuner see the batch just delivered, and apply any settings it asks for."""
         if self._tuner is None or self._pool is None:
             return
-        change = self._tuner.after_batch(samples, waited, self._pool.thread_ids)
+        change = self._tuner.after_batch(samples, waited, self._pool.cpu_stat_paths)
         if change is not None:
             self.num_threads, self.prefetch = change
-            self._pool.resize(self.num_threads)
+            if isinstance(self._pool, WorkerPool):
+                self._pool.resize(self.num_threads)
             self._buffers.max_sets = self.prefetch + 2
 
     def _describe_failure(self, job: BatchJob) -> SampleError:

@@ -19,7 +19,7 @@ class Script:
         self.now = 0.0
         self.cpu = 0.0
         monkeypatch.setattr(autotune.time, "perf_counter", lambda: self.now)
-        monkeypatch.setattr(autotune, "_threads_cpu_seconds", lambda ids: self.cpu)
+        monkeypatch.setattr(autotune, "_cpu_seconds", lambda paths: self.cpu)
 
     def window(self) -> tuple[int, int] | None:
         """One full window of 1 s: a batch to start it, then one batch that closes it."""

@@ -18,16 +18,6 @@ from stoke.errors import ConfigError, SampleError
 from stoke.ops import CenterCrop, Normalize, RandomHorizontalFlip, RandomResizedCrop, Resize
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("photos")
-    from helpers import write_image_folder
-
-    write_image_folder(root / "images", classes=3, per_class=7)
-    stoke.pack(root / "images", root / "ds", shard_items=4, progress=False)
-    return stoke.open(root / "ds")
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     size=st.integers(0, 70),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,17 +36,25 @@ RATIO = (3 / 4, 4 / 3)
 class ImageFiles(torch.utils.data.Dataset):
     """Image files (or stored image bytes) with labels, decoded and augmented with Pillow per item."""
 
-    def __init__(self, items: Sequence[Path | bytes], labels: Sequence[int]) -> None:
+    def __init__(
+        self,
+        items: Sequence[Path | bytes],
+        labels: Sequence[int],
+        transform: Callable[[np.ndarray], np.ndarray | None] | None = None,
+    ) -> None:
         self.items = list(items)
         self.labels = list(labels)
+        self.transform = transform  # on the HWC uint8 array after crop and flip (``--user-transform``)
 
     @classmethod
-    def from_folder(cls, folder: Path) -> ImageFiles:
+    def from_folder(
+        cls, folder: Path, transform: Callable[[np.ndarray], np.ndarray | None] | None = None
+    ) -> ImageFiles:
         """Every image below ``folder/CLASS/`` (ImageFolder layout), classes numbered in name order."""
         from stoke.sources import ImageFolderSource
 
         source = ImageFolderSource(folder)
-        return cls([folder / path for path in source.paths], source.labels.tolist())
+        return cls([folder / path for path in source.paths], source.labels.tolist(), transform)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -58,7 +66,11 @@ class ImageFiles(torch.utils.data.Dataset):
         image = image.crop((left, top, left + width, top + height)).resize((SIZE, SIZE), Image.BILINEAR)
         if random.random() < 0.5:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1), self.labels[index]
+        pixels = np.array(image)
+        if self.transform is not None:
+            changed = self.transform(pixels)
+            pixels = pixels if changed is None else changed
+        return torch.from_numpy(pixels).permute(2, 0, 1), self.labels[index]
 
 
 def random_resized_crop_params(height: int, width: int) -> tuple[int, int, int, int]:

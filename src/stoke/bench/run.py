@@ -5,13 +5,18 @@ One run, one machine, the same stored bytes, the same number of cores. Three mea
 1. **baseline**: ``torch.utils.data.DataLoader`` over the image files with a Pillow ``Dataset``
    (``baseline.py``), ``num_workers`` = cores, persistent workers, batch 64, RandomResizedCrop(224) +
    horizontal flip, uint8 NCHW;
-2. **stoke**: ``stoke.Loader`` on the packed dataset with ``num_threads`` = cores, the same output;
+2. **stoke**: ``stoke.Loader`` on the packed dataset with ``num_threads`` = cores, the same output, with
+   thread workers, process workers, or both (``workers=``);
 3. **ceiling**: every stored image decoded in full by the same number of threads, nothing else
    (``ceiling.py``).
 
-The three are interleaved epoch by epoch (ceiling, stoke, baseline, then again), so that a noisy
+With ``user_transform`` a GIL-bound Python function (``user_transform.py``) runs on every image after
+the crop, in the baseline's ``Dataset`` and as ``stoke.ops.Map`` in stoke: the case process workers are for.
+
+The measurements are interleaved epoch by epoch (ceiling, stoke, baseline, then again), so that a noisy
 neighbour slows them alike. The first epoch of each is warm-up and excluded; each figure is the median
-of the other epochs. Speedup is stoke / baseline, and ceiling fraction is stoke / ceiling.
+of the other epochs. ``stoke_images_per_s`` is the faster of the stoke runs (``stoke_workers`` says
+which); speedup is stoke / baseline, and ceiling fraction is stoke / ceiling.
 
 Example (``tests/test_bench.py`` runs a small one)::
 
@@ -37,17 +42,19 @@ from stoke.bench.baseline import SIZE, ImageFiles, baseline_loader
 from stoke.bench.ceiling import decode_all
 from stoke.bench.images import bench_images
 from stoke.bench.meter import Meter
+from stoke.bench.user_transform import stretch_rows
 from stoke.engines.local import available_cores
 from stoke.errors import ConfigError
 from stoke.format.manifest import MANIFEST_NAME
 from stoke.home import default_home
 from stoke.loader import Loader
-from stoke.ops import RandomHorizontalFlip, RandomResizedCrop
+from stoke.ops import Map, RandomHorizontalFlip, RandomResizedCrop
 from stoke.pack import pack
 from stoke.read import Dataset
 from stoke.read import open as open_dataset
 
 BATCH_SIZE = 64
+WORKERS = ("thread", "process", "both")
 
 
 def run_bench(
@@ -59,12 +66,23 @@ def run_bench(
     image_mode: str = "keep",
     max_side: int | None = None,
     baseline: bool = True,
+    user_transform: bool = False,
+    workers: str | None = None,
     cache: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Measure and return the figures ``stoke bench`` prints; see the module docstring."""
+    """Measure and return the figures ``stoke bench`` prints; see the module docstring.
+
+    ``user_transform`` adds a GIL-bound Python transform (``stoke.bench.user_transform``) to the baseline
+    and to stoke; ``workers`` is ``"thread"``, ``"process"`` or ``"both"`` (the default with
+    ``user_transform``, else ``"thread"``).
+    """
     if epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
+    workers = workers or ("both" if user_transform else "thread")
+    if workers not in WORKERS:
+        raise ConfigError(f"workers must be one of {', '.join(WORKERS)}, got {workers!r}")
+    kinds = ["thread", "process"] if workers == "both" else [workers]
     cores = threads or available_cores()
     cache = cache or default_home() / "bench"
     folder, dataset = _resolve(source, images, image_mode, max_side, cache, log)
@@ -76,14 +94,27 @@ def run_bench(
         f"({epochs} epochs + warm-up)"
     )
 
-    transforms = {image_name: [RandomResizedCrop(SIZE), RandomHorizontalFlip()]}
-    created = time.perf_counter()
-    loader = Loader(
-        dataset, BATCH_SIZE, shuffle=True, seed=0, transforms=transforms, fields=[image_name], num_threads=cores
-    )
-    stoke_batches = iter(loader)
-    next(stoke_batches)
-    first_batch_s = time.perf_counter() - created
+    extra = [Map(stretch_rows)] if user_transform else []
+    transforms = {image_name: [RandomResizedCrop(SIZE), RandomHorizontalFlip(), *extra]}
+    loaders: dict[str, Loader] = {}
+    first_batches: dict[str, Any] = {}
+    first_batch_s = 0.0
+    for kind in kinds:
+        created = time.perf_counter()
+        loaders[kind] = Loader(
+            dataset,
+            BATCH_SIZE,
+            shuffle=True,
+            seed=0,
+            transforms=transforms,
+            fields=[image_name],
+            num_threads=cores,
+            workers=kind,
+        )
+        first_batches[kind] = iter(loaders[kind])
+        next(first_batches[kind])
+        if kind == kinds[0]:
+            first_batch_s = time.perf_counter() - created
 
     if folder is None and dataset.fields[image_name].encoding == "raw":  # type: ignore[attr-defined]
         log("no baseline: a raw-pixel dataset has no image files for Pillow to open")
@@ -91,29 +122,40 @@ def run_bench(
     baseline_batches = None
     if baseline:
         files = ImageFiles.from_folder(folder) if folder is not None else _stored_bytes(dataset, image_name)
+        files.transform = stretch_rows if user_transform else None
         baseline_batches = baseline_loader(files, cores)
 
-    rates: dict[str, list[float]] = {"ceiling": [], "stoke": [], "baseline": []}
-    meters: dict[str, list[Meter]] = {"ceiling": [], "stoke": [], "baseline": []}
+    names = ["ceiling", *(f"stoke_{kind}" for kind in kinds), "baseline"]
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    meters: dict[str, list[Meter]] = {name: [] for name in names}
     for epoch in range(epochs + 1):
         first = epoch == 0  # epoch 0 goes on from the batch taken for the first-batch latency
-        phases: list[tuple[str, Callable[[], int]]] = [
-            ("ceiling", lambda: decode_all(dataset, image_name, cores)),
+        phases: list[tuple[str, Callable[[], int]]] = [("ceiling", lambda: decode_all(dataset, image_name, cores))]
+        for kind in kinds:
             # iter(loader) inside the phase: an epoch starts prefetching as soon as it is created
-            ("stoke", lambda first=first: _drain(stoke_batches if first else iter(loader), first_taken=first)),
-        ]
+            phases.append(
+                (
+                    f"stoke_{kind}",
+                    lambda kind=kind, first=first: _drain(
+                        first_batches[kind] if first else iter(loaders[kind]), first_taken=first
+                    ),
+                )
+            )
         if baseline_batches is not None:
             phases.append(("baseline", lambda: _drain(iter(baseline_batches))))
         for name, run in phases:
-            with Meter(children=name == "baseline") as meter:
+            with Meter(children=name in ("baseline", "stoke_process")) as meter:
                 count = run()
             if epoch > 0:  # epoch 0 warms caches, threads and worker processes
                 rates[name].append(count / meter.seconds)
                 meters[name].append(meter)
             log(
-                f"  epoch {epoch}{' (warm-up)' if epoch == 0 else ''} {name:<8} {count / meter.seconds:>9,.0f} images/s"
+                f"  epoch {epoch}{' (warm-up)' if epoch == 0 else ''} {name:<14} "
+                f"{count / meter.seconds:>9,.0f} images/s"
             )
-    loader.close()
+    stats = {kind: loader.stats() for kind, loader in loaders.items()}
+    for loader in loaders.values():
+        loader.close()
 
     def median(name: str) -> float | None:
         return statistics.median(rates[name]) if rates[name] else None
@@ -124,11 +166,13 @@ def run_bench(
     def cpu(name: str) -> float | None:
         return statistics.median(m.cpu_percent for m in meters[name]) if meters[name] else None
 
-    stoke_rate, ceiling_rate, baseline_rate = median("stoke"), median("ceiling"), median("baseline")
+    by_kind = {kind: median(f"stoke_{kind}") for kind in kinds}
+    best = max(kinds, key=lambda kind: by_kind[kind] or 0.0)
+    stoke_rate, ceiling_rate, baseline_rate = by_kind[best], median("ceiling"), median("baseline")
     assert stoke_rate is not None and ceiling_rate is not None
     stored_bytes = dataset.manifest.total_bytes / max(len(dataset), 1)
     memcpy = memcpy_bandwidth()
-    epoch_rss = [meter.peak_rss_mb for meter in meters["stoke"]]
+    epoch_rss = [meter.peak_rss_mb for meter in meters[f"stoke_{best}"]]
     return {
         "machine": _machine(cores),
         "source": str(folder or dataset.root),
@@ -139,13 +183,17 @@ def run_bench(
         "threads": cores,
         "batch_size": BATCH_SIZE,
         "epochs": epochs,
+        "user_transform": user_transform,
         "baseline_images_per_s": baseline_rate,
         "stoke_images_per_s": stoke_rate,
+        "stoke_workers": best,
+        "stoke_thread_images_per_s": by_kind.get("thread"),
+        "stoke_process_images_per_s": by_kind.get("process"),
         "ceiling_images_per_s": ceiling_rate,
         "speedup": stoke_rate / baseline_rate if baseline_rate else None,
         "ceiling_fraction": stoke_rate / ceiling_rate,
         "first_batch_s": first_batch_s,
-        "peak_rss_mb": peak("stoke"),
+        "peak_rss_mb": peak(f"stoke_{best}"),
         "stoke_rss_growth": epoch_rss[-1] / epoch_rss[0] - 1.0,  # last measured epoch against the first
         "stoke_rss_mb_per_epoch": epoch_rss,
         "stored_bytes_per_image": stored_bytes,
@@ -153,9 +201,10 @@ def run_bench(
         "memcpy_gb_per_s": memcpy,
         "memcpy_fraction": stoke_rate * stored_bytes / 1e9 / memcpy,
         "baseline_peak_rss_mb": peak("baseline"),
-        "cpu_percent": {"stoke": cpu("stoke"), "baseline": cpu("baseline"), "ceiling": cpu("ceiling")},
+        "cpu_percent": {name: cpu(name) for name in names},
+        "peak_rss_by_run_mb": {name: peak(name) for name in names},
         "per_epoch_images_per_s": rates,
-        "loader": loader.stats(),
+        "loader": stats[best],
     }
 
 
@@ -164,14 +213,16 @@ def format_report(result: dict[str, Any]) -> str:
     baseline = result["baseline_images_per_s"]
     ceiling = result["ceiling_images_per_s"]
     raw = result["image_mode"] == "raw"  # nothing to decode: memory bandwidth is the yardstick
-    rows = [
-        ("DataLoader + Pillow (baseline)", baseline, result["cpu_percent"]["baseline"], result["baseline_peak_rss_mb"]),
-        ("stoke Loader", result["stoke_images_per_s"], result["cpu_percent"]["stoke"], result["peak_rss_mb"]),
-        ("decode only (ceiling)", None if raw else ceiling, result["cpu_percent"]["ceiling"], None),
-    ]
+    cpu, rss = result["cpu_percent"], result["peak_rss_by_run_mb"]
+    rows = [("DataLoader + Pillow (baseline)", baseline, cpu["baseline"], rss["baseline"])]
+    for kind, label in (("thread", "stoke Loader (threads)"), ("process", "stoke Loader (processes)")):
+        rate = result[f"stoke_{kind}_images_per_s"]
+        rows.append((label, rate, cpu.get(f"stoke_{kind}"), rss.get(f"stoke_{kind}")))
+    rows.append(("decode only (ceiling)", None if raw else ceiling, cpu["ceiling"], None))
     lines = [
         f"{result['images']:,} images ({result['image_mode']}, max side {result['max_side'] or 'none'}), "
-        f"{result['threads']} cores, batch {result['batch_size']}, median of {result['epochs']} epochs",
+        f"{result['threads']} cores, batch {result['batch_size']}, median of {result['epochs']} epochs"
+        + (", with a GIL-bound Python transform" if result["user_transform"] else ""),
         f"{'':32} {'images/s':>10} {'vs baseline':>12} {'of ceiling':>11} {'CPU %':>7} {'peak RSS':>10}",
     ]
     for name, rate, cpu_percent, rss in rows:

@@ -97,7 +97,7 @@ def _run_in_processes(tasks: Sequence[int], work: Task[T], workers: int, bar: tq
 def _initialize(work: Task[Any], counter: Any) -> None:
     global _task, _counter
     _task, _counter = work, counter
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and stops the pool
 
 
@@ -111,7 +111,7 @@ def _advance(count: int) -> None:
         _counter.value += count
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to SIGKILL this worker when the driver process dies (no-op elsewhere)."""
     if not sys.platform.startswith("linux"):
         return

@@ -1,12 +1,15 @@
-"""What an op is: sample ops plan geometry per image, batch ops transform whole tensors.
+"""What an op is: sample ops plan geometry per image, pixel ops change each image, batch ops whole tensors.
 
-Two kinds, because they run in different places:
+Three kinds, because they run in different places:
 
 * :class:`SampleOp` — crop, resize, flip. It does not touch pixels: it maps a :class:`Geometry` (which
   source pixels each output pixel comes from) to a new one, using random numbers drawn for it from
   (seed, epoch, sample index, op position). The pipeline then decodes, crops, resizes and flips each
   image in one pass, straight into the batch buffer, whatever the order of the ops, and can pick a
   reduced JPEG decoding scale because it knows the final crop before decoding.
+* :class:`PixelOp` — runs on each image's pixels (uint8, height x width x channels) once the geometry
+  has been rendered, in the worker, before the image joins its batch: ``stoke.ops.Map`` wraps the
+  user's own function.
 * :class:`BatchOp` — normalize, move to a device. It runs on the assembled batch tensor, on the device
   the batch is on.
 
@@ -102,6 +105,17 @@ class SampleOp(Op, ABC):
     def output_size(self, size: tuple[int, int] | None) -> tuple[int, int] | None:
         """The output (height, width) for an input of ``size`` (None: varies per image)."""
         return size
+
+
+class PixelOp(Op, ABC):
+    """An op on one image's pixels after the geometric ops, drawing ``draws`` uniforms per sample."""
+
+    draws: int = 0
+
+    @abstractmethod
+    def apply_pixels(self, image: np.ndarray, uniforms: np.ndarray) -> np.ndarray | None:
+        """Change ``image`` (uint8, H x W x C, writable) in place and return None, or return a new uint8
+        array of the same shape."""
 
 
 @dataclass(frozen=True)

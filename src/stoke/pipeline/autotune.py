@@ -81,32 +81,32 @@ class AutoTuner:
     def settings(self) -> tuple[int, int]:
         return self.threads, self.prefetch
 
-    def after_batch(self, samples: int, waited: float, thread_ids: list[int]) -> tuple[int, int] | None:
+    def after_batch(self, samples: int, waited: float, stat_paths: list[str]) -> tuple[int, int] | None:
         """Account one delivered batch; at the end of a window, maybe move. Returns settings to apply."""
         if self.state == "settled":
             return None
         now = time.perf_counter()
         if self._skip:  # the batches in flight when settings changed were made under the old ones
             self._skip -= 1
-            self._start_window(now, thread_ids)
+            self._start_window(now, stat_paths)
             return None
         self._samples += samples
         self._waited += waited
         elapsed = now - self._started
         if elapsed < self.window or self._samples == 0:
             return None
-        cpu = _threads_cpu_seconds(thread_ids)
+        cpu = _cpu_seconds(stat_paths)
         cpu_share = None
         if cpu is not None and self._cpu_start is not None:
             cpu_share = (cpu - self._cpu_start) / elapsed / self.cpu_budget
         measured = Window(self.threads, self.prefetch, self._samples / elapsed, self._waited / elapsed, cpu_share)
         self.history.append(measured)
-        self._start_window(now, thread_ids)
+        self._start_window(now, stat_paths)
         return self._decide(measured)
 
-    def _start_window(self, now: float, thread_ids: list[int]) -> None:
+    def _start_window(self, now: float, stat_paths: list[str]) -> None:
         self._started, self._samples, self._waited = now, 0, 0.0
-        self._cpu_start = _threads_cpu_seconds(thread_ids)
+        self._cpu_start = _cpu_seconds(stat_paths)
 
     def _decide(self, measured: Window) -> tuple[int, int] | None:
         if self._trial is not None:  # judge the move just tried
@@ -153,12 +153,13 @@ class AutoTuner:
         }
 
 
-def _threads_cpu_seconds(thread_ids: list[int]) -> float | None:
-    """User + system CPU seconds of the given native thread ids (Linux ``/proc``); None elsewhere."""
+def _cpu_seconds(stat_paths: list[str]) -> float | None:
+    """User + system CPU seconds of the threads or processes whose ``/proc`` stat files are given; None
+    where there is no ``/proc``."""
     total = 0
-    for thread_id in thread_ids:
+    for path in stat_paths:
         try:
-            with open(f"/proc/self/task/{thread_id}/stat", "rb") as stream:
+            with open(path, "rb") as stream:
                 fields = stream.read().rsplit(b")", 1)[1].split()
         except OSError:
             return None

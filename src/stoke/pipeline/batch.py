@@ -34,8 +34,10 @@ class BatchJob:
         buffers: Any,
         params: dict[str, Any],
         chunk: int,
+        epoch: int = 0,
     ) -> None:
         self.number = number
+        self.epoch = epoch
         self.positions = positions
         self.indices = indices
         self.buffers = buffers
@@ -57,18 +59,24 @@ class BatchJob:
 
     def run(self, produce: Callable[[BatchJob, int], None], start: int, stop: int) -> None:
         """Produce samples ``start..stop-1``; never raises (errors are kept on the job)."""
+        error: BaseException | None = None
+        position = start
         try:
             for position in range(start, stop):
                 if self.cancelled or self.error is not None:
                     break
                 produce(self, position)
-        except BaseException as error:
-            with self._lock:
-                if self.error is None:
-                    self.error, self.error_position = error, position
+        except BaseException as raised:
+            error = raised
         finally:
-            with self._lock:
-                self._pending -= 1
-                finished = self._pending == 0
-            if finished:
-                self.done.set()
+            self.finish_chunk(error, position)
+
+    def finish_chunk(self, error: BaseException | None = None, position: int | None = None) -> None:
+        """Record that one chunk has ended (with the error it raised at ``position``, if any)."""
+        with self._lock:
+            if error is not None and self.error is None:
+                self.error, self.error_position = error, position
+            self._pending -= 1
+            finished = self._pending == 0
+        if finished:
+            self.done.set()

@@ -9,7 +9,9 @@ batch); a caller that keeps batches (a list of them, one label tensor for later 
 array for exactly what it kept. Nothing is ever overwritten under a live tensor.
 
 A set whose batch was copied to a CUDA device asynchronously carries the copy's event, and is refilled
-only after the copy has finished.
+only after the copy has finished. For process workers the arrays live in shared blocks
+(``stoke.pipeline.shared``) that the workers map; a block replaced because the user holds its array is
+handed to ``on_retire`` so the workers can unmap it.
 
 Example:
     >>> import numpy as np, torch
@@ -23,10 +25,13 @@ Example:
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from stoke.pipeline.shared import SharedBlock, shared_array
 
 
 @dataclass
@@ -37,6 +42,7 @@ class BufferSet:
     lists: dict[str, list[Any]] = field(default_factory=dict)
     baselines: dict[str, int] = field(default_factory=dict)
     copy_done: Any = None  # a CUDA event recorded after the batch's device copy, or None
+    blocks: dict[str, SharedBlock] = field(default_factory=dict)  # with shared=True: each array's block
 
     def is_free(self, name: str) -> bool:
         return sys.getrefcount(self.arrays[name]) <= self.baselines[name]
@@ -58,8 +64,12 @@ class BufferPool:
         pin: bool,
         max_sets: int = 2,
         list_names: tuple[str, ...] = (),
+        shared: bool = False,
+        on_retire: Callable[[SharedBlock], None] | None = None,
     ) -> None:
         self.specs = specs
+        self.shared = shared
+        self.on_retire = on_retire
         self.list_names = list_names
         self.batch_size = batch_size
         self.pin = pin
@@ -97,7 +107,15 @@ class BufferPool:
 
     def _allocate(self, buffers: BufferSet, name: str) -> None:
         shape, dtype = self.specs[name]
-        buffers.arrays[name] = allocate((self.batch_size, *shape), dtype, self.pin)
+        if self.shared:
+            retired = buffers.blocks.pop(name, None)
+            if retired is not None:
+                if self.on_retire is not None:
+                    self.on_retire(retired)
+                retired.close()
+            buffers.arrays[name], buffers.blocks[name] = shared_array((self.batch_size, *shape), dtype)
+        else:
+            buffers.arrays[name] = allocate((self.batch_size, *shape), dtype, self.pin)
         buffers.baselines[name] = sys.getrefcount(buffers.arrays[name])
         self.allocations += 1
 

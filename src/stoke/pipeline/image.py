@@ -4,7 +4,8 @@ Per sample: read the 12-byte header (displayed size), run the sample ops' plans 
 with this sample's random numbers, then decode at the smallest JPEG DCT scale that still covers the crop
 at the output size, cut the crop out of the decoded pixels (zero-padded where it extends past the image),
 resize it once (area interpolation when shrinking, bilinear when enlarging), mirror it if a flip was
-drawn, and copy it into row ``j`` of the preallocated uint8 batch (NCHW, or NHWC for channels_last).
+drawn, run the pixel ops (``stoke.ops.Map``) on it, and copy it into row ``j`` of the preallocated uint8
+batch (NCHW, or NHWC for channels_last).
 
 Example:
     >>> import numpy as np
@@ -18,9 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
@@ -29,7 +31,7 @@ import torch
 
 from stoke.errors import ConfigError, SampleError
 from stoke.format.fields import ImageField
-from stoke.ops.base import BatchOp, Geometry, Op, SampleOp
+from stoke.ops.base import BatchOp, Geometry, Op, PixelOp, SampleOp
 from stoke.pipeline.buffers import BufferSet
 from stoke.rng import sample_uniforms, stream_id
 
@@ -54,7 +56,7 @@ class ImageStage:
         self.packed = packed
         self.channels_last = channels_last
         self.fast_decode = fast_decode
-        self.sample_ops, self.batch_ops = split_ops(name, ops)
+        self.sample_ops, self.pixel_ops, self.batch_ops = split_ops(name, ops)
         size: tuple[int, int] | None = None
         if stats and stats["min_height"] == stats["max_height"] and stats["min_width"] == stats["max_width"]:
             size = (stats["min_height"], stats["min_width"])
@@ -75,7 +77,8 @@ class ImageStage:
         # One decode buffer per worker thread, as large as the largest stored image.
         self._scratch_bytes = stats["max_height"] * stats["max_width"] * field.channels if packed and stats else 0
         self._local = threading.local()
-        self.streams = [stream_id(name, position) for position in range(len(self.sample_ops))]
+        self._per_sample: list[SampleOp | PixelOp] = [*self.sample_ops, *self.pixel_ops]
+        self.streams = [stream_id(name, position) for position in range(len(self._per_sample))]
 
     def buffer_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         height, width = self.size
@@ -93,7 +96,7 @@ class ImageStage:
     def draw(self, seed: int, epoch: int, indices: np.ndarray) -> list[np.ndarray | None]:
         return [
             sample_uniforms(seed, epoch, stream, indices, op.draws) if op.draws else None
-            for op, stream in zip(self.sample_ops, self.streams)
+            for op, stream in zip(self._per_sample, self.streams)
         ]
 
     def run(self, value: Any, params: list[np.ndarray | None], j: int, buffers: BufferSet) -> None:
@@ -117,7 +120,23 @@ class ImageStage:
             pixels = self.field.decode_pixels(
                 value, min_height, min_width, self._scratch(), self.fast_decode, header=header
             )
-        render(pixels, height, width, geometry, buffers.arrays[self.name][j], self.channels_last, self._work())
+        finish = None
+        if self.pixel_ops:
+            finish = functools.partial(self._apply_pixel_ops, params=params[len(self.sample_ops) :], j=j)
+        render(pixels, height, width, geometry, buffers.arrays[self.name][j], self.channels_last, self._work(), finish)
+
+    def _apply_pixel_ops(self, image: np.ndarray, params: list[np.ndarray | None], j: int) -> None:
+        for op, uniforms in zip(self.pixel_ops, params):
+            result = op.apply_pixels(image, _NO_DRAWS if uniforms is None else uniforms[j])
+            if result is None or result is image:
+                continue
+            if not isinstance(result, np.ndarray) or result.shape != image.shape or result.dtype != np.uint8:
+                got = f"{result.dtype} {result.shape}" if isinstance(result, np.ndarray) else type(result).__name__
+                raise SampleError(
+                    f"{op!r} on image {self.name!r} returned {got}; it must return a uint8 array of shape "
+                    f"{image.shape} or change the image in place and return None"
+                )
+            np.copyto(image, result)
 
     def _scratch(self) -> np.ndarray | None:
         if not self._scratch_bytes:
@@ -140,22 +159,30 @@ class ImageStage:
         return {self.name: batch.permute(0, 3, 1, 2) if self.channels_last else batch}
 
 
-def split_ops(name: str, ops: Sequence[Op]) -> tuple[list[SampleOp], list[BatchOp]]:
-    """Sample ops (which must all come first) and batch ops of a field's transform list."""
+def split_ops(name: str, ops: Sequence[Op]) -> tuple[list[SampleOp], list[PixelOp], list[BatchOp]]:
+    """Sample ops, then pixel ops, then batch ops of a field's transform list, in that order."""
     sample_ops: list[SampleOp] = []
+    pixel_ops: list[PixelOp] = []
     batch_ops: list[BatchOp] = []
     for op in ops:
+        if isinstance(op, (SampleOp, PixelOp)) and batch_ops:
+            raise ConfigError(
+                f"transforms[{name!r}] puts {op!r} after the batch op {batch_ops[-1]!r}; per-image ops come first"
+            )
         if isinstance(op, SampleOp):
-            if batch_ops:
+            if pixel_ops:
                 raise ConfigError(
-                    f"transforms[{name!r}] puts {op!r} after the batch op {batch_ops[-1]!r}; per-image ops come first"
+                    f"transforms[{name!r}] puts the geometric op {op!r} after {pixel_ops[-1]!r}; "
+                    f"crops, resizes and flips come first"
                 )
             sample_ops.append(op)
+        elif isinstance(op, PixelOp):
+            pixel_ops.append(op)
         elif isinstance(op, BatchOp):
             batch_ops.append(op)
         else:
             raise ConfigError(f"transforms[{name!r}] holds {op!r}, which is not a stoke op")
-    return sample_ops, batch_ops
+    return sample_ops, pixel_ops, batch_ops
 
 
 def decode_scale_hint(height: int, width: int, geometry: Geometry) -> tuple[int, int]:
@@ -181,12 +208,14 @@ def render(
     out: np.ndarray,
     channels_last: bool,
     work: np.ndarray | None = None,
+    finish: Callable[[np.ndarray], None] | None = None,
 ) -> None:
     """Resample ``pixels`` (decoded from a ``full_height`` x ``full_width`` image) through ``geometry`` into ``out``.
 
     ``out`` is one batch row: HWC when ``channels_last``, else CHW. ``work`` is an HWC buffer of the output
     size that a thread reuses for the CHW case. OpenCV resizes straight into the row (or ``work``), flips
-    in place and splits channels into the CHW planes: no temporary image per sample.
+    in place and splits channels into the CHW planes: no temporary image per sample. ``finish`` (the pixel
+    ops) gets the HWC image just before the split.
     """
     scale_y, scale_x = pixels.shape[0] / full_height, pixels.shape[1] / full_width
     top, left, bottom, right, flip_y, flip_x = geometry.source_box()
@@ -207,6 +236,8 @@ def render(
         np.copyto(target, region)
     if flip_x or flip_y:
         cv2.flip(flat, -1 if flip_x and flip_y else 1 if flip_x else 0, dst=flat)
+    if finish is not None:
+        finish(target)
     if not channels_last:
         if channels == 3:
             planes = cv2.split(target, [out[0], out[1], out[2]])

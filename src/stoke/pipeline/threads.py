@@ -41,8 +41,13 @@ class WorkerPool:
 
     @property
     def thread_ids(self) -> list[int]:
-        """Native ids of the running threads (for measuring their CPU time)."""
+        """Native ids of the running threads."""
         return [thread.native_id for thread in self._threads if thread.native_id is not None]
+
+    @property
+    def cpu_stat_paths(self) -> list[str]:
+        """``/proc`` stat files of the running threads (for measuring their CPU time)."""
+        return [f"/proc/self/task/{thread_id}/stat" for thread_id in self.thread_ids]
 
     def submit(self, function: Callable[..., Any], *args: Any) -> None:
         self._tasks.put((function, args))
