@@ -67,6 +67,10 @@ def _sample_error(message: str, index: int | None, shard: str | None) -> SampleE
     return SampleError(message, index=index, shard=shard)
 
 
+class ErrorBudgetExceeded(SampleError):  # noqa: N818 - names the condition
+    """More samples failed in an epoch than the Loader's ``max_bad_fraction`` allows; names the first."""
+
+
 class InvalidItem(StokeError):  # noqa: N818 - it names the item, not the failure
     """One source item that cannot be packed; the packer quarantines it with ``code`` and the message.
 

@@ -35,17 +35,27 @@ from stoke.errors import ConfigError, SampleError
 from stoke.format.fields import ImageField
 from stoke.ops.base import BatchContext, Op
 from stoke.ops.device import ToDevice
-from stoke.order import Order, RandomOrder, SequentialOrder
+from stoke.order import (
+    Order,
+    RandomOrder,
+    SequentialOrder,
+    WeightedOrder,
+    batches_in_share,
+    class_balance,
+    rank_share,
+)
 from stoke.pipeline.autotune import AutoTuner
 from stoke.pipeline.batch import BatchJob
 from stoke.pipeline.buffers import BufferPool, BufferSet
 from stoke.pipeline.image import ImageStage
 from stoke.pipeline.processes import ProcessPool
+from stoke.pipeline.quarantine import MAX_REPLACEMENT_ATTEMPTS, LoadQuarantine
 from stoke.pipeline.reader import reader_for
 from stoke.pipeline.shared import SharedBlock
 from stoke.pipeline.threads import WorkerPool
 from stoke.pipeline.values import ValueStage
 
+STATE_FORMAT = "stoke.loader.v1"
 DEFAULT_PREFETCH = 3
 MAX_PREFETCH = 32
 MAX_CHUNK = 16  # images per task: fewer, larger tasks measured best (stoke bench, 2 cores)
@@ -73,6 +83,18 @@ class Loader:
         cpu_budget: cores the worker threads may keep busy when tuning (default: the cores available).
         ram_budget: bytes the batch buffers may take when tuning prefetch (default: a quarter of the
             available memory).
+        rank: this process's rank (default: ``torch.distributed``'s when it is initialized, else 0).
+        world_size: the number of ranks (default: ``torch.distributed``'s when initialized, else 1). Each
+            rank gets a disjoint part of every epoch and the same number of batches
+            (``stoke.order.partition``); unless ``drop_last``, the epoch is padded to a multiple of the
+            world size with duplicates flagged in the batch's ``is_padding``.
+        weights: sample with replacement in proportion to these per-sample weights (``stoke.order.weighted``).
+        balance_by: an int field (such as ``"label"``): weights that give each of its values the same share.
+        on_error: what a batch does with a sample that fails (damaged, undecodable, or a transform raised):
+            ``"skip"`` (a shorter batch), ``"replace"`` (a deterministic stand-in) or ``"raise"``; every
+            failure is listed in ``loader.quarantine`` (``stoke.pipeline.quarantine``).
+        max_bad_fraction: the error budget: more failures than this fraction of an epoch stop it with one
+            error naming the first causes.
         workers: ``"thread"`` (default: decoding and resizing release the GIL, and threads share
             everything) or ``"process"``, for transforms or datasets written in pure Python that hold the
             GIL: the same pipeline in forked processes writing into shared-memory batches
@@ -104,6 +126,12 @@ class Loader:
         cpu_budget: int | None = None,
         ram_budget: int | None = None,
         workers: str = "thread",
+        rank: int | None = None,
+        world_size: int | None = None,
+        weights: Sequence[float] | np.ndarray | None = None,
+        balance_by: str | None = None,
+        on_error: str = "skip",
+        max_bad_fraction: float = 0.001,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -139,7 +167,17 @@ class Loader:
                 f"rename the field or leave it out with fields="
             )
         size = len(self._reader)
+        self.rank, self.world_size = _distributed(rank, world_size)
+        self.quarantine_log = LoadQuarantine(on_error, max_bad_fraction)
         self.order: Order = RandomOrder(size, self.seed) if shuffle else SequentialOrder(size)
+        if weights is not None and balance_by is not None:
+            raise ConfigError("give weights= or balance_by=, not both")
+        if balance_by is not None:
+            weights = class_balance(self._column(balance_by))
+        if weights is not None:
+            if len(weights) != size:
+                raise ConfigError(f"weights has {len(weights)} values for {size} samples; give one per sample")
+            self.order = WeightedOrder(np.asarray(weights, dtype=np.float64), self.seed)
         specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {"index": ((), np.dtype(np.int64))}
         lists: list[str] = []
         for stage in self._stages:
@@ -173,15 +211,56 @@ class Loader:
         self._pool: WorkerPool | ProcessPool | None = None
         self._active: _EpochIterator | None = None
         self.epoch = 0
+        self._resume_start = 0  # samples of epoch ``self.epoch`` the job had consumed (load_state_dict)
         self._stats = {"batches": 0, "samples": 0, "wait_seconds": 0.0}
 
     # ---- public -----------------------------------------------------------------------------------
     def __len__(self) -> int:
-        size = len(self._reader)
-        return size // self.batch_size if self.drop_last else -(-size // self.batch_size)
+        """Batches per epoch on this rank."""
+        return batches_in_share(self.order.length, 0, self.batch_size, self.world_size, self.drop_last)
+
+    @property
+    def quarantine(self) -> list[dict[str, Any]]:
+        """The samples that failed while loading: index, epoch, shard, reason (one record per sample)."""
+        return self.quarantine_log.records
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the job is: small, JSON-serialisable, the same on every rank; save it with the model.
+
+        Batches prefetched but not yet handed to the loop are not counted. ``load_state_dict`` on a new
+        Loader (in a new process, with any world size) continues with exactly the samples not yet
+        consumed, with the same augmentations.
+        """
+        active = self._active
+        if active is not None and not active.finished:
+            epoch, consumed = active.epoch, active.consumed
+        else:
+            epoch, consumed = self.epoch, self._resume_start
+        return {
+            "format": STATE_FORMAT,
+            "epoch": epoch,
+            "samples_consumed": consumed,
+            "seed": self.seed,
+            "epoch_length": self.order.length,
+            "order": type(self.order).__name__,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state`` (from :meth:`state_dict`): the next ``iter()`` resumes its epoch."""
+        problem = _state_problem(state, self)
+        if problem:
+            raise ConfigError(f"cannot resume from this loader state: {problem}")
+        if self._active is not None:
+            self._active.cancel()
+            self._active = None
+        self.epoch = int(state["epoch"])
+        self._resume_start = int(state["samples_consumed"])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        """Start the next epoch (the first iteration is epoch 0); an unfinished epoch is abandoned."""
+        """Start the next epoch (the first iteration is epoch 0, or the one a loaded state names); an
+        unfinished epoch is abandoned."""
         if self._active is not None:
             self._active.cancel()
         if isinstance(self._pool, ProcessPool) and self._pool.broken:
@@ -193,7 +272,8 @@ class Loader:
                 if self.workers == "process"
                 else WorkerPool(self.num_threads)
             )
-        self._active = _EpochIterator(self, self.epoch)
+        self._active = _EpochIterator(self, self.epoch, self._resume_start)
+        self._resume_start = 0
         self.epoch += 1
         return self._active
 
@@ -207,6 +287,7 @@ class Loader:
             "epoch": self.epoch,
             "buffer_sets": self._buffers.sets,
             "buffer_allocations": self._buffers.allocations,
+            "quarantined": len(self.quarantine),
             "autotune": self._tuner.as_dict() if self._tuner is not None else None,
             **self._stats,
         }
@@ -237,6 +318,16 @@ class Loader:
             return ImageStage(name, field, ops, self._reader.packed, stats, self.channels_last, self.fast_decode)
         return ValueStage(name, field, ops, self._reader.packed)
 
+    def _column(self, name: str) -> np.ndarray:
+        """Every sample's value of an int field (for ``balance_by``)."""
+        field = self._reader.fields.get(name)
+        if field is None or field.type_name != "int":
+            raise ConfigError(f"balance_by names {name!r}, which is not an int field of the loaded fields")
+        if self._reader.packed:
+            return self._reader.dataset.column(name)  # type: ignore[union-attr]
+        position = list(self._reader.fields).index(name)
+        return np.array([int(self._reader.read(i)[position]) for i in range(len(self._reader))], dtype=np.int64)
+
     def _start(self, epoch: int, number: int, positions: np.ndarray) -> BatchJob:
         buffers = self._buffers.acquire()
         indices = self._reader.dataset_index(positions)
@@ -264,11 +355,11 @@ class Loader:
         for stage, value in zip(self._stages, values):
             stage.run(value, job.params[stage.name], j, job.buffers)
 
-    def _finish(self, job: BatchJob, epoch: int) -> dict[str, Any]:
+    def _finish(self, job: BatchJob, epoch: int, epoch_size: int) -> dict[str, Any]:
         buffers: BufferSet = job.buffers
-        count = job.size
+        count = self._settle_failures(job, epoch, epoch_size) if job.failures else job.size
         batch: dict[str, Any] = {}
-        context = BatchContext(self.seed, epoch, job.indices)
+        context = BatchContext(self.seed, epoch, buffers.arrays["index"][:count].copy())
         for stage in self._stages:
             outputs = stage.collect(buffers, count)
             if self.device is not None:
@@ -283,6 +374,8 @@ class Loader:
                 outputs[stage.name] = op.apply(outputs[stage.name], context)
             batch.update(outputs)
         batch["index"] = torch.from_numpy(buffers.arrays["index"][:count])
+        if job.padding is not None:
+            batch["is_padding"] = torch.from_numpy(job.padding[:count].copy())
         if self._buffers.pin and any(isinstance(v, torch.Tensor) and v.is_cuda for v in batch.values()):
             buffers.copy_done = torch.cuda.current_stream().record_event()
         return batch
@@ -298,29 +391,84 @@ class Loader:
                 self._pool.resize(self.num_threads)
             self._buffers.max_sets = self.prefetch + 2
 
-    def _describe_failure(self, job: BatchJob) -> SampleError:
-        position = job.error_position if job.error_position is not None else 0
-        error = job.error
-        assert error is not None
+    def _settle_failures(self, job: BatchJob, epoch: int, epoch_size: int) -> int:
+        """Quarantine the batch's failed samples and apply the policy; returns the rows left."""
+        failures = sorted(job.failures, key=lambda failure: failure[0])
+        for row, error in failures:
+            self.quarantine_log.admit(self._describe(job, row, error), epoch, epoch_size)
+        buffers = job.buffers
+        if self.quarantine_log.policy == "replace":
+            for row, _ in failures:
+                self._replace(job, row, epoch, epoch_size)
+            return job.size
+        failed = {row for row, _ in failures}
+        keep = np.array([row for row in range(job.size) if row not in failed], dtype=np.int64)
+        for array in buffers.arrays.values():
+            array[: len(keep)] = array[keep]
+        for values in buffers.lists.values():
+            values[: len(keep)] = [values[row] for row in keep]
+        if job.padding is not None:
+            job.padding = job.padding[keep]
+        return len(keep)
+
+    def _replace(self, job: BatchJob, row: int, epoch: int, epoch_size: int) -> None:
+        """Fill ``row`` with the failed sample's deterministic stand-in (produced here, in this thread)."""
+        failed_index = int(job.indices[row])
+        buffers = job.buffers
+        for attempt in range(MAX_REPLACEMENT_ATTEMPTS):
+            position = self.quarantine_log.replacement(self.seed, epoch, failed_index, attempt, len(self._reader))
+            index = self._reader.dataset_index(np.array([position]))
+            rows = BufferSet(
+                {name: array[row : row + 1] for name, array in buffers.arrays.items()},
+                {name: [None] for name in buffers.lists},
+            )
+            single = BatchJob(0, np.array([position]), index, rows, self._draw(epoch, index), 1, epoch)
+            single.run(self._produce, 0, 1)
+            if single.error is not None:
+                raise single.error
+            if not single.failures:
+                buffers.arrays["index"][row] = index[0]
+                for name, values in rows.lists.items():
+                    buffers.lists[name][row] = values[0]
+                return
+            self.quarantine_log.admit(self._describe(single, 0, single.failures[0][1]), epoch, epoch_size)
+        raise SampleError(
+            f"no stand-in for sample {failed_index} loaded in {MAX_REPLACEMENT_ATTEMPTS} attempts; "
+            f"the dataset looks mostly damaged: run stoke verify",
+            index=failed_index,
+        )
+
+    def _describe(self, job: BatchJob, row: int, error: BaseException) -> SampleError:
+        """``error`` as a SampleError naming the sample in ``row`` (index, shard), chained to the original."""
         if isinstance(error, SampleError) and error.index is not None:
             return error  # already names its sample
-        index = int(job.indices[position])
-        where = self._reader.describe(int(job.positions[position]))
+        index = int(job.indices[row])
+        where = self._reader.describe(int(job.positions[row]))
         failure = SampleError(f"{where} failed: {type(error).__name__}: {error}", index=index)
         failure.__cause__ = error
         return failure
+
+    def _describe_failure(self, job: BatchJob) -> SampleError:
+        """The job's fatal error (not one sample's fault), named by the first sample it held."""
+        error = job.error
+        assert error is not None
+        return self._describe(job, job.error_position or 0, error)
 
 
 class _EpochIterator:
     """One epoch's batches, with a bounded number in flight; see the Loader docstring."""
 
-    def __init__(self, loader: Loader, epoch: int) -> None:
+    def __init__(self, loader: Loader, epoch: int, start: int = 0) -> None:
         self.loader = loader
         self.epoch = epoch
         order = loader.order.indices(epoch)
-        usable = len(loader) * loader.batch_size
-        self._positions = order[:usable] if loader.drop_last else order
-        self._count = len(loader)
+        self._order_length = len(order)
+        self._start = min(start, len(order))
+        self._positions, padding = rank_share(
+            order, self._start, loader.batch_size, loader.rank, loader.world_size, loader.drop_last
+        )
+        self._padding = padding if loader.world_size > 1 and not loader.drop_last else None
+        self._count = -(-len(self._positions) // loader.batch_size)
         self._next_start = 0
         self._next_yield = 0
         self._in_flight: collections.deque[BatchJob] = collections.deque()
@@ -330,6 +478,16 @@ class _EpochIterator:
 
     def __len__(self) -> int:
         return self._count - self._next_yield
+
+    @property
+    def finished(self) -> bool:
+        return self._next_yield >= self._count
+
+    @property
+    def consumed(self) -> int:
+        """Samples of the epoch's order the whole job has consumed (every rank has had as many batches)."""
+        global_batch = self.loader.batch_size * self.loader.world_size
+        return min(self._start + self._next_yield * global_batch, self._order_length)
 
     def __next__(self) -> dict[str, Any]:
         if self._next_yield >= self._count:
@@ -346,7 +504,12 @@ class _EpochIterator:
             self.loader._buffers.release(job.buffers)
             self.cancel()
             raise failure
-        batch = self.loader._finish(job, self.epoch)
+        try:
+            batch = self.loader._finish(job, self.epoch, len(self._positions))
+        except BaseException:
+            self.loader._buffers.release(job.buffers)
+            self.cancel()
+            raise
         self.loader._buffers.release(job.buffers)
         self._next_yield += 1
         self._fill()
@@ -360,7 +523,10 @@ class _EpochIterator:
         while self._next_start < self._count and len(self._in_flight) < self.loader.prefetch:
             number = self._next_start
             positions = self._positions[number * size : (number + 1) * size]
-            self._in_flight.append(self.loader._start(self.epoch, number, positions))
+            job = self.loader._start(self.epoch, number, positions)
+            if self._padding is not None:
+                job.padding = self._padding[number * size : (number + 1) * size]
+            self._in_flight.append(job)
             self._next_start += 1
 
     def cancel(self) -> None:
@@ -372,6 +538,38 @@ class _EpochIterator:
             job.done.wait()
             self.loader._buffers.release(job.buffers)
         self._next_yield = self._next_start = self._count
+
+
+def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """(rank, world size): as given, else from an initialized ``torch.distributed``, else (0, 1)."""
+    if rank is None and world_size is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    world_size = 1 if world_size is None else world_size
+    rank = 0 if rank is None else rank
+    if not isinstance(world_size, int) or world_size < 1:
+        raise ConfigError(f"world_size must be a positive integer, got {world_size!r}")
+    if not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ConfigError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+    return rank, world_size
+
+
+def _state_problem(state: Mapping[str, Any], loader: Loader) -> str | None:
+    """Why ``state`` cannot resume ``loader``, or None."""
+    if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+        return f"it is not a stoke loader state (expected format {STATE_FORMAT!r})"
+    for key in ("epoch", "samples_consumed", "seed", "epoch_length"):
+        if not isinstance(state.get(key), int) or isinstance(state.get(key), bool) or state[key] < 0:
+            return f"{key!r} must be a non-negative integer, got {state.get(key)!r}"
+    if state["seed"] != loader.seed:
+        return f"it was saved with seed {state['seed']}, this Loader has seed {loader.seed}"
+    if state["order"] != type(loader.order).__name__ or state["epoch_length"] != loader.order.length:
+        return (
+            f"it was saved for a {state['order']} of {state['epoch_length']} samples per epoch, this Loader "
+            f"has a {type(loader.order).__name__} of {loader.order.length} (a different dataset, view or sampling)"
+        )
+    if state["samples_consumed"] > state["epoch_length"]:
+        return f"samples_consumed {state['samples_consumed']} exceeds the epoch's {state['epoch_length']} samples"
+    return None
 
 
 def _resolve_count(value: int | str, automatic: int, name: str) -> int:

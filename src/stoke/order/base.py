@@ -1,8 +1,9 @@
 """The order protocol: which positions an epoch visits, and in what sequence.
 
-An order is a pure function of the epoch number: ``order.indices(epoch)`` returns every position of
-the dataset exactly once, so an epoch can be recomputed (to resume it, or to split it across ranks)
-without remembering anything but the epoch number.
+An order is a pure function of the epoch number: ``order.indices(epoch)`` returns the positions an epoch
+visits (every position exactly once, except for a weighted order, which draws with replacement), so an
+epoch can be recomputed (to resume it, or to split it across ranks) without remembering anything but
+the epoch number.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ class Order(ABC):
         if size < 0:
             raise ValueError(f"an order needs a non-negative size, got {size}")
         self.size = size
+
+    @property
+    def length(self) -> int:
+        """How many positions each epoch visits."""
+        return self.size
 
     @abstractmethod
     def indices(self, epoch: int) -> np.ndarray:

@@ -1,9 +1,11 @@
 """One batch in flight: its samples, its buffers, and the chunks of work that fill them.
 
 The Loader creates a :class:`BatchJob` per batch, splits its samples into chunks for the worker pool and
-waits on ``done``. Each chunk calls ``produce(job, j)`` for its samples; the first exception is kept with
-the position that raised it and its traceback, the other chunks stop early, and ``done`` is set when the
-last chunk returns, so a failing sample never leaves the Loader waiting.
+waits on ``done``. Each chunk calls ``produce(job, j)`` for its samples. A sample that raises is kept in
+``failures`` with its row and exception (and traceback), and the chunk goes on with the next sample: the
+Loader's error policy decides afterwards (``stoke.pipeline.quarantine``). ``error`` is for what is not
+one sample's fault (a worker process that died). ``done`` is set when the last chunk returns, so a
+failing sample never leaves the Loader waiting.
 
 Example:
     >>> import numpy as np
@@ -49,6 +51,8 @@ class BatchJob:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.error_position: int | None = None
+        self.failures: list[tuple[int, BaseException]] = []  # (row, exception) of samples that raised
+        self.padding: np.ndarray | None = None  # per row: a duplicate that pads the epoch (distributed)
         self.cancelled = False
         if self._pending == 0:
             self.done.set()
@@ -65,11 +69,19 @@ class BatchJob:
             for position in range(start, stop):
                 if self.cancelled or self.error is not None:
                     break
-                produce(self, position)
-        except BaseException as raised:
+                try:
+                    produce(self, position)
+                except Exception as failure:
+                    self.fail(position, failure)
+        except BaseException as raised:  # KeyboardInterrupt and the like: not the sample's fault
             error = raised
         finally:
             self.finish_chunk(error, position)
+
+    def fail(self, position: int, error: BaseException) -> None:
+        """Record that the sample in row ``position`` raised ``error``."""
+        with self._lock:
+            self.failures.append((position, error))
 
     def finish_chunk(self, error: BaseException | None = None, position: int | None = None) -> None:
         """Record that one chunk has ended (with the error it raised at ``position``, if any)."""

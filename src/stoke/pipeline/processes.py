@@ -13,9 +13,10 @@ forked processes instead:
 * **Same batches.** Workers run the same ``produce`` on the same positions and draw their random numbers
   from the same (seed, epoch, sample index, op) counters, so a batch is identical whether threads or
   processes built it, with the same ``index`` tensor.
-* **Nothing is lost silently.** An exception in a worker comes back with the sample index and the
-  worker's formatted traceback; a worker that dies (OOM killer, segfault, ``kill -9``) fails the batches
-  it held with one error naming its pid and signal instead of leaving the loop waiting. Workers are forked
+* **Nothing is lost silently.** An exception in a worker comes back with the sample's row and the
+  worker's formatted traceback, for the Loader's error policy; a worker that dies (OOM killer,
+  segfault, ``kill -9``) fails the batches it held with one error naming its pid and signal instead of
+  leaving the loop waiting. Workers are forked
   (they inherit the dataset mapping and the user's transforms without pickling them) and die with the
   parent (``PR_SET_PDEATHSIG``).
 
@@ -218,6 +219,8 @@ class ProcessPool:
         if kind == "done":
             for name, values in (message[2] or {}).items():
                 job.buffers.lists[name][start:stop] = values
+            for position, payload in message[3]:
+                job.fail(position, _rebuild(*payload))
             job.finish_chunk()
         else:
             _, _, position, payload = message
@@ -282,7 +285,8 @@ def _run_chunk(message: tuple[Any, ...], maps: dict[int, Any], produce: Produce,
     if job.error is not None:
         position = start + (job.error_position or 0)
         return ("error", chunk_id, position, _payload(job.error))
-    return ("done", chunk_id, rows.lists or None)
+    failures = [(start + row, _payload(error)) for row, error in job.failures]
+    return ("done", chunk_id, rows.lists or None, failures)
 
 
 def _payload(error: BaseException) -> tuple[bytes | None, str, str]:
