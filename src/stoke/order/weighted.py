@@ -15,8 +15,8 @@ Example:
     >>> drawn = order.indices(0)
     >>> len(drawn), 0 in drawn.tolist(), drawn.tolist() == order.indices(0).tolist()
     (3, False, True)
-    >>> class_balance(np.array([0, 0, 0, 1])).tolist()
-    [0.5, 0.5, 0.5, 1.5]
+    >>> class_balance(np.array([0, 0, 0, 1])).round(3).tolist()
+    [0.667, 0.667, 0.667, 2.0]
 """
 
 from __future__ import annotations
