@@ -95,6 +95,8 @@ class Loader:
             failure is listed in ``loader.quarantine`` (``stoke.pipeline.quarantine``).
         max_bad_fraction: the error budget: more failures than this fraction of an epoch stop it with one
             error naming the first causes.
+        timeout: seconds the loop may wait for one batch before the Loader reports the samples still in
+            work as stuck (a transform or read that hangs) instead of waiting forever; None waits forever.
         workers: ``"thread"`` (default: decoding and resizing release the GIL, and threads share
             everything) or ``"process"``, for transforms or datasets written in pure Python that hold the
             GIL: the same pipeline in forked processes writing into shared-memory batches
@@ -132,6 +134,7 @@ class Loader:
         balance_by: str | None = None,
         on_error: str = "skip",
         max_bad_fraction: float = 0.001,
+        timeout: float | None = 600.0,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -168,6 +171,9 @@ class Loader:
             )
         size = len(self._reader)
         self.rank, self.world_size = _distributed(rank, world_size)
+        if timeout is not None and not timeout > 0:
+            raise ConfigError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        self.timeout = timeout
         self.quarantine_log = LoadQuarantine(on_error, max_bad_fraction)
         self.order: Order = RandomOrder(size, self.seed) if shuffle else SequentialOrder(size)
         if weights is not None and balance_by is not None:
@@ -346,6 +352,14 @@ class Loader:
         """Every stage's random numbers for these samples: a function of (seed, epoch, index) only."""
         return {stage.name: stage.draw(self.seed, epoch, indices) for stage in self._stages}
 
+    def _abandon_pool(self) -> None:
+        """Drop a pool with stuck work: stuck processes are killed, stuck threads are left to finish alone."""
+        pool, self._pool = self._pool, None
+        if isinstance(pool, ProcessPool):
+            pool.shutdown(timeout=0.5)
+        elif pool is not None:
+            pool.resize(0)  # idle threads leave; a stuck one leaves once its task returns
+
     def _retire(self, block: SharedBlock) -> None:
         if isinstance(self._pool, ProcessPool):
             self._pool.retire(block)
@@ -496,7 +510,8 @@ class _EpochIterator:
         job = self._in_flight.popleft()
         started = time.perf_counter()
         while not job.done.wait(_WAIT_SLICE):
-            pass
+            if self.loader.timeout is not None and time.perf_counter() - started > self.loader.timeout:
+                raise self._stuck(job)
         waited = time.perf_counter() - started
         self.loader._stats["wait_seconds"] += waited
         if job.error is not None:
@@ -528,6 +543,24 @@ class _EpochIterator:
                 job.padding = self._padding[number * size : (number + 1) * size]
             self._in_flight.append(job)
             self._next_start += 1
+
+    def _stuck(self, job: BatchJob) -> SampleError:
+        """Give up on a batch that has not finished in time: name its samples still in work, leave the
+        workers behind (a stuck thread cannot be stopped; stuck processes are killed) and end the epoch."""
+        rows = sorted(job.running.values()) or [row for row in range(job.size)]
+        indices = [int(job.indices[row]) for row in rows]
+        for pending in [job, *self._in_flight]:
+            pending.cancelled = True
+        self._in_flight.clear()  # their buffers may still be written: they are not reused
+        self._next_yield = self._next_start = self._count
+        self.loader._abandon_pool()
+        shown = ", ".join(map(str, indices[:8])) + (", ..." if len(indices) > 8 else "")
+        return SampleError(
+            f"batch {job.number} of epoch {self.epoch} did not finish in {self.loader.timeout:g} s; samples still "
+            f"in work: {shown}; a transform or the dataset's read is stuck or far too slow (pass a larger "
+            f"timeout= if it is just slow)",
+            index=indices[0] if indices else None,
+        )
 
     def cancel(self) -> None:
         """Stop the batches in flight and give their buffers back; the epoch ends here."""

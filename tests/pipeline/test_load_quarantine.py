@@ -118,3 +118,27 @@ def check_flips(copy, values, flips):
     for index, row in delivered.items():  # and every undamaged sample loads unchanged
         np.testing.assert_array_equal(row, values[index])
     loader.close()
+
+
+@pytest.mark.parametrize("workers", ["thread", "process"])
+def test_a_stuck_transform_is_reported_after_the_timeout(photos, workers):
+    import time
+
+    from stoke.ops import Map, RandomResizedCrop
+
+    def hang_sometimes(image, rng):
+        if rng.random() < 0.3:
+            time.sleep(30)
+
+    loader = stoke.Loader(
+        photos,
+        batch_size=21,
+        transforms={"image": [RandomResizedCrop(8), Map(hang_sometimes, random=True)]},
+        workers=workers,
+        timeout=1.0,
+    )
+    started = time.monotonic()
+    with pytest.raises(SampleError, match=r"did not finish in 1 s; samples still in work: \d+"):
+        next(iter(loader))
+    assert time.monotonic() - started < 10  # reported, not hung
+    loader.close()

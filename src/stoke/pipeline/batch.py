@@ -53,6 +53,7 @@ class BatchJob:
         self.error_position: int | None = None
         self.failures: list[tuple[int, BaseException]] = []  # (row, exception) of samples that raised
         self.padding: np.ndarray | None = None  # per row: a duplicate that pads the epoch (distributed)
+        self.running: dict[int, int] = {}  # chunk start -> the row it is producing now (to name a stuck one)
         self.cancelled = False
         if self._pending == 0:
             self.done.set()
@@ -69,6 +70,7 @@ class BatchJob:
             for position in range(start, stop):
                 if self.cancelled or self.error is not None:
                     break
+                self.running[start] = position
                 try:
                     produce(self, position)
                 except Exception as failure:
@@ -76,6 +78,7 @@ class BatchJob:
         except BaseException as raised:  # KeyboardInterrupt and the like: not the sample's fault
             error = raised
         finally:
+            self.running.pop(start, None)
             self.finish_chunk(error, position)
 
     def fail(self, position: int, error: BaseException) -> None:
