@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
-import time
 
 import stoke
 from stoke.bench.images import bench_images
+from stoke.bench.interleave import median_rates
 from stoke.home import default_home
 from stoke.ops import RandomHorizontalFlip, RandomResizedCrop
 
@@ -39,14 +38,7 @@ def main() -> None:
         key: stoke.Loader(dataset, 64, transforms=transforms, fields=["image"], num_threads=key[0], prefetch=key[1])
         for key in settings
     }
-    rates: dict[tuple, list[float]] = {key: [] for key in settings}
-    for epoch in range(args.epochs + 1):
-        for key, loader in loaders.items():
-            started = time.perf_counter()
-            count = sum(len(batch["image"]) for batch in loader)
-            if epoch:
-                rates[key].append(count / (time.perf_counter() - started))
-    medians = {key: statistics.median(values) for key, values in rates.items()}
+    medians = median_rates(loaders, args.epochs)
     best = max((key for key in settings if key != ("auto", "auto")), key=medians.get)
     for key in settings:
         print(f"threads {key[0]!s:>4} prefetch {key[1]!s:>4}: {medians[key]:7,.0f} images/s")
