@@ -547,7 +547,7 @@ class _EpochIterator:
     def _stuck(self, job: BatchJob) -> SampleError:
         """Give up on a batch that has not finished in time: name its samples still in work, leave the
         workers behind (a stuck thread cannot be stopped; stuck processes are killed) and end the epoch."""
-        rows = sorted(job.running.values()) or [row for row in range(job.size)]
+        rows = sorted(job.running.values()) or list(range(job.size))  # processes: the whole batch
         indices = [int(job.indices[row]) for row in rows]
         for pending in [job, *self._in_flight]:
             pending.cancelled = True
