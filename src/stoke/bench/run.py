@@ -45,6 +45,7 @@ from stoke.bench.meter import Meter
 from stoke.bench.user_transform import stretch_rows
 from stoke.engines.local import available_cores
 from stoke.errors import ConfigError
+from stoke.format.fields import jpeg_region
 from stoke.format.manifest import MANIFEST_NAME
 from stoke.home import default_home
 from stoke.loader import Loader
@@ -184,6 +185,7 @@ def run_bench(
         "batch_size": BATCH_SIZE,
         "epochs": epochs,
         "user_transform": user_transform,
+        "jpeg_regions": jpeg_region.library_path(),  # None: whole images decoded (no libturbojpeg 3 found)
         "baseline_images_per_s": baseline_rate,
         "stoke_images_per_s": stoke_rate,
         "stoke_workers": best,
@@ -222,7 +224,8 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [
         f"{result['images']:,} images ({result['image_mode']}, max side {result['max_side'] or 'none'}), "
         f"{result['threads']} cores, batch {result['batch_size']}, median of {result['epochs']} epochs"
-        + (", with a GIL-bound Python transform" if result["user_transform"] else ""),
+        + (", with a GIL-bound Python transform" if result["user_transform"] else "")
+        + ("" if raw else ", JPEG regions" if result.get("jpeg_regions") else ", whole JPEGs (no libturbojpeg 3)"),
         f"{'':32} {'images/s':>10} {'vs baseline':>12} {'of ceiling':>11} {'CPU %':>7} {'peak RSS':>10}",
     ]
     for name, rate, cpu_percent, rss in rows:

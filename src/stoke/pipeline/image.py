@@ -50,12 +50,14 @@ class ImageStage:
         stats: dict[str, int] | None,
         channels_last: bool,
         fast_decode: bool = True,
+        region_decode: bool = True,
     ) -> None:
         self.name = name
         self.field = field
         self.packed = packed
         self.channels_last = channels_last
         self.fast_decode = fast_decode
+        self.region_decode = region_decode
         self.sample_ops, self.pixel_ops, self.batch_ops = split_ops(name, ops)
         size: tuple[int, int] | None = None
         if stats and stats["min_height"] == stats["max_height"] and stats["min_width"] == stats["max_width"]:
@@ -115,15 +117,26 @@ class ImageStage:
                 f"{self.size[0]}x{self.size[1]}; add a size-fixing op such as stoke.ops.Resize({self.size}) "
                 f"to transforms[{self.name!r}]"
             )
+        origin, decoded = (0, 0), None
         if self.packed:
-            min_height, min_width = decode_scale_hint(height, width, geometry)
-            pixels = self.field.decode_pixels(
-                value, min_height, min_width, self._scratch(), self.fast_decode, header=header
-            )
+            factor = decode_factor(height, width, geometry)
+            window = None
+            if self.region_decode:
+                scaled = (-(-height // factor), -(-width // factor))
+                box = crop_box(geometry, height, width, scaled)
+                window = self.field.decode_window(value, header, factor, box, self._scratch(), self.fast_decode)
+            if window is not None:
+                pixels, origin, decoded = window.pixels, window.origin, window.scaled
+            else:
+                min_height, min_width = (0, 0) if factor == 1 else (-(-height // factor), -(-width // factor))
+                pixels = self.field.decode_pixels(
+                    value, min_height, min_width, self._scratch(), self.fast_decode, header=header
+                )
         finish = None
         if self.pixel_ops:
             finish = functools.partial(self._apply_pixel_ops, params=params[len(self.sample_ops) :], j=j)
-        render(pixels, height, width, geometry, buffers.arrays[self.name][j], self.channels_last, self._work(), finish)
+        out = buffers.arrays[self.name][j]
+        render(pixels, height, width, geometry, out, self.channels_last, self._work(), finish, origin, decoded)
 
     def _apply_pixel_ops(self, image: np.ndarray, params: list[np.ndarray | None], j: int) -> None:
         for op, uniforms in zip(self.pixel_ops, params):
@@ -185,8 +198,8 @@ def split_ops(name: str, ops: Sequence[Op]) -> tuple[list[SampleOp], list[PixelO
     return sample_ops, pixel_ops, batch_ops
 
 
-def decode_scale_hint(height: int, width: int, geometry: Geometry) -> tuple[int, int]:
-    """The decoded (height, width) to ask a JPEG decoder for: 0, 0 for full size, else 1/2, 1/4 or 1/8 of it.
+def decode_factor(height: int, width: int, geometry: Geometry) -> int:
+    """The JPEG DCT scale to decode at, as a divisor: 8, 4, 2 or 1 (full size).
 
     The largest power-of-two reduction whose crop still has at least the output's pixels. Only those
     scales: libjpeg-turbo's SIMD inverse DCTs cover 1/1, 1/2, 1/4 and 1/8, and the scales between (5/8,
@@ -196,8 +209,19 @@ def decode_scale_hint(height: int, width: int, geometry: Geometry) -> tuple[int,
     room = min((bottom - top) / geometry.height, (right - left) / geometry.width)
     for factor in (8, 4, 2):
         if room >= factor:
-            return -(-height // factor), -(-width // factor)
-    return 0, 0
+            return factor
+    return 1
+
+
+def crop_box(
+    geometry: Geometry, full_height: int, full_width: int, decoded: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """The pixels (top, left, bottom, right) of an image decoded at ``decoded`` size that ``geometry``
+    resamples, out of a ``full_height`` x ``full_width`` image; may reach past the image's edges."""
+    scale_y, scale_x = decoded[0] / full_height, decoded[1] / full_width
+    top, left, bottom, right, _, _ = geometry.source_box()
+    y0, x0 = _round(top * scale_y), _round(left * scale_x)
+    return y0, x0, max(y0 + 1, _round(bottom * scale_y)), max(x0 + 1, _round(right * scale_x))
 
 
 def render(
@@ -209,19 +233,21 @@ def render(
     channels_last: bool,
     work: np.ndarray | None = None,
     finish: Callable[[np.ndarray], None] | None = None,
+    origin: tuple[int, int] = (0, 0),
+    decoded: tuple[int, int] | None = None,
 ) -> None:
     """Resample ``pixels`` (decoded from a ``full_height`` x ``full_width`` image) through ``geometry`` into ``out``.
 
     ``out`` is one batch row: HWC when ``channels_last``, else CHW. ``work`` is an HWC buffer of the output
     size that a thread reuses for the CHW case. OpenCV resizes straight into the row (or ``work``), flips
     in place and splits channels into the CHW planes: no temporary image per sample. ``finish`` (the pixel
-    ops) gets the HWC image just before the split.
+    ops) gets the HWC image just before the split. When ``pixels`` is only a window of the decoded image,
+    ``origin`` is its top-left corner in that image and ``decoded`` the image's whole (height, width).
     """
-    scale_y, scale_x = pixels.shape[0] / full_height, pixels.shape[1] / full_width
-    top, left, bottom, right, flip_y, flip_x = geometry.source_box()
-    y0, x0 = _round(top * scale_y), _round(left * scale_x)
-    y1, x1 = max(y0 + 1, _round(bottom * scale_y)), max(x0 + 1, _round(right * scale_x))
-    region = _crop_padded(pixels, y0, x0, y1, x1)
+    decoded = decoded or pixels.shape[:2]
+    y0, x0, y1, x1 = crop_box(geometry, full_height, full_width, decoded)
+    _, _, _, _, flip_y, flip_x = geometry.source_box()
+    region = _crop_padded(pixels, y0 - origin[0], x0 - origin[1], y1 - origin[0], x1 - origin[1], decoded, origin)
     height, width, channels = geometry.height, geometry.width, pixels.shape[2]
     target = out if channels_last else work
     if target is None:
@@ -257,12 +283,34 @@ def _round(value: float) -> int:
     return math.floor(value + 0.5)
 
 
-def _crop_padded(pixels: np.ndarray, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+def _crop_padded(
+    pixels: np.ndarray,
+    y0: int,
+    x0: int,
+    y1: int,
+    x1: int,
+    decoded: tuple[int, int] | None = None,
+    origin: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """Rows ``y0:y1`` and columns ``x0:x1`` of ``pixels``, zeros where they reach past the image.
+
+    ``pixels`` is the window at ``origin`` of an image of size ``decoded``; the window must hold every
+    pixel of the box that lies inside the image.
+    """
     height, width = pixels.shape[:2]
     if y0 >= 0 and x0 >= 0 and y1 <= height and x1 <= width:
         return pixels[y0:y1, x0:x1]
+    full_height, full_width = decoded or (height, width)
+    inside = (
+        max(y0, -origin[0]),
+        max(x0, -origin[1]),
+        min(y1, full_height - origin[0]),
+        min(x1, full_width - origin[1]),
+    )
+    top, left, bottom, right = inside
+    if top < bottom and left < right and (top < 0 or left < 0 or bottom > height or right > width):
+        raise ValueError(f"the decoded window {pixels.shape[:2]} at {origin} misses part of the crop {inside}")
     region = np.zeros((y1 - y0, x1 - x0, pixels.shape[2]), np.uint8)
-    top, bottom, left, right = max(y0, 0), min(y1, height), max(x0, 0), min(x1, width)
     if top < bottom and left < right:
         region[top - y0 : bottom - y0, left - x0 : right - x0] = pixels[top:bottom, left:right]
     return region

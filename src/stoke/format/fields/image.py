@@ -35,6 +35,7 @@ from PIL import Image
 
 from stoke.errors import FormatError, InvalidItem
 from stoke.format.fields import image_codec as codec
+from stoke.format.fields import jpeg_region
 from stoke.format.fields.base import Field, ValueSpec, is_int, require
 from stoke.format.fields.ndarray import as_numpy
 
@@ -207,6 +208,42 @@ class ImageField(Field):
             fast,
         )
         return codec.orient(pixels, header.orientation)
+
+    def decode_window(
+        self,
+        data: memoryview,
+        header: ImageHeader,
+        factor: int,
+        box: tuple[int, int, int, int],
+        scratch: np.ndarray | None = None,
+        fast: bool = False,
+    ) -> jpeg_region.Window | None:
+        """Displayed pixels covering ``box`` of the image decoded at ``1/factor`` scale, or None.
+
+        Only the part of a JPEG that ``box`` (top, left, bottom, right in displayed pixels at that scale)
+        needs is decoded (:mod:`~stoke.format.fields.jpeg_region`); the window's ``origin`` and ``scaled``
+        size are displayed coordinates too. None when the record is not a JPEG stoke decodes itself or no
+        libturbojpeg 3 is available: then use :meth:`decode_pixels`, which gives the same pixels.
+        """
+        if header.codec != codec.CODEC_JPEG or not jpeg_region.available():
+            return None
+        stored_height, stored_width = header.stored_size
+        scaled = (-(-stored_height // factor), -(-stored_width // factor))
+        window = jpeg_region.decode_region(
+            data[HEADER.size :],
+            self.mode,
+            stored_height,
+            stored_width,
+            factor,
+            codec.stored_box(header.orientation, *scaled, box),
+            fast,
+            scratch,
+        )
+        rows, columns = window.pixels.shape[:2]
+        top, left = window.origin
+        shown = codec.displayed_box(header.orientation, *scaled, (top, left, top + rows, left + columns))
+        size = (scaled[1], scaled[0]) if codec.swaps_axes(header.orientation) else scaled
+        return jpeg_region.Window(codec.orient(window.pixels, header.orientation), shown[:2], size)
 
     def decode(self, data: memoryview) -> np.ndarray:
         return np.array(self.decode_pixels(data), copy=True, order="C")

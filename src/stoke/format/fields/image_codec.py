@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -216,6 +217,70 @@ def orient(array: np.ndarray, orientation: int) -> np.ndarray:
     if orientation == 8:
         return array.transpose(1, 0, 2)[::-1]
     raise FormatError(f"EXIF orientation {orientation} is not between 1 and 8")
+
+
+def stored_box(orientation: int, height: int, width: int, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The (top, left, bottom, right) box of the stored ``height`` x ``width`` pixels that :func:`orient`
+    turns into ``box`` of the displayed image.
+
+    >>> stored_box(6, 4, 6, (0, 0, 2, 1))  # rotated 90 degrees: the displayed top-left is stored bottom-left
+    (3, 0, 4, 2)
+    """
+    top, left, bottom, right = box
+    return _box(_to_stored, orientation, height, width, (top, left), (bottom, right))
+
+
+def displayed_box(
+    orientation: int, height: int, width: int, box: tuple[int, int, int, int]
+) -> tuple[int, int, int, int]:
+    """The inverse of :func:`stored_box`: where ``box`` of the stored pixels lands in the displayed image.
+
+    >>> displayed_box(6, 4, 6, stored_box(6, 4, 6, (1, 2, 3, 4)))
+    (1, 2, 3, 4)
+    """
+    top, left, bottom, right = box
+    return _box(_to_displayed, orientation, height, width, (top, left), (bottom, right))
+
+
+def _box(
+    transform: Callable[[int, int, int, int, int], tuple[int, int]],
+    orientation: int,
+    height: int,
+    width: int,
+    corner: tuple[int, int],
+    other: tuple[int, int],
+) -> tuple[int, int, int, int]:
+    y0, x0 = transform(orientation, height, width, *corner)
+    y1, x1 = transform(orientation, height, width, *other)
+    return min(y0, y1), min(x0, x1), max(y0, y1), max(x0, x1)
+
+
+def _to_stored(orientation: int, height: int, width: int, y: int, x: int) -> tuple[int, int]:
+    """A displayed edge coordinate as a stored one; ``height``/``width`` are the stored size."""
+    return {
+        1: (y, x),
+        2: (y, width - x),
+        3: (height - y, width - x),
+        4: (height - y, x),
+        5: (x, y),
+        6: (height - x, y),
+        7: (height - x, width - y),
+        8: (x, width - y),
+    }[orientation]
+
+
+def _to_displayed(orientation: int, height: int, width: int, y: int, x: int) -> tuple[int, int]:
+    """A stored edge coordinate as a displayed one; ``height``/``width`` are the stored size."""
+    return {
+        1: (y, x),
+        2: (y, width - x),
+        3: (height - y, width - x),
+        4: (height - y, x),
+        5: (x, y),
+        6: (x, height - y),
+        7: (width - x, height - y),
+        8: (width - x, y),
+    }[orientation]
 
 
 def swaps_axes(orientation: int) -> bool:
