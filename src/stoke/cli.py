@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import click
 
 from stoke._version import __version__
-from stoke.errors import StokeError
+from stoke.errors import ConfigError, StokeError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -184,6 +184,49 @@ def inspect_command(dataset: Path, as_json: bool) -> None:
 
     summary = summarize(open_dataset(dataset))
     click.echo(json.dumps(summary) if as_json else format_summary(summary))
+
+
+@main.command("split")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--train", type=click.FloatRange(0, 1), default=0.8, show_default=True, help="Training share.")
+@click.option("--val", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Validation share.")
+@click.option("--test", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Test share.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives the same splits.")
+@click.option("--stratify", default=None, help="An int field (the label) whose class shares each split keeps.")
+@click.option("--dedupe", is_flag=True, help="Split one of each group of identical samples; leave the rest out.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_one_line_errors
+def split_command(
+    dataset: Path, train: float, val: float, test: float, seed: int, stratify: str | None, dedupe: bool, as_json: bool
+) -> None:
+    """Store train/val/test index views inside DATASET (no copy) and report content leaking across them."""
+    from stoke.prepare.split import make_splits
+    from stoke.read import open as open_dataset
+
+    fractions = {name: share for name, share in (("train", train), ("val", val), ("test", test)) if share > 0}
+    if abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise ConfigError(f"--train, --val and --test must add up to 1, not {sum(fractions.values()):g}")
+    opened = open_dataset(dataset)
+    if stratify is not None and stratify not in opened.fields:
+        raise ConfigError(
+            f"--stratify names {stratify!r}, which is not a field of {dataset}; its fields are {list(opened.fields)}"
+        )
+    report = make_splits(opened, fractions, seed=seed, stratify=stratify, dedupe=dedupe)
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+        return
+    for name, count in report.counts.items():
+        classes = report.balance.get(name)
+        detail = "  [" + ", ".join(f"{k}: {v:,}" for k, v in classes.items()) + "]" if classes else ""
+        click.echo(f"{name:<8} {count:>10,} samples{detail}")
+    if report.dropped:
+        click.echo(f"left out {len(report.dropped):,} duplicate samples (--dedupe): {report.dropped[:20]}")
+    if report.leaks:
+        click.echo(f"leakage: {len(report.leaks):,} groups of identical samples span splits; run with --dedupe to fix")
+        for leak in report.leaks[:20]:
+            click.echo(f"  content {leak['content']}: {leak['samples']}")
+    else:
+        click.echo("leakage: no identical samples in different splits")
 
 
 @main.command("verify")

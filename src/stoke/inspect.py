@@ -1,4 +1,4 @@
-"""``stoke inspect``: what a dataset holds, from its manifest alone (no shard is read).
+"""``stoke inspect``: what a dataset holds, from its manifest (and its splits, with their class balance).
 
 Example:
     >>> import numpy as np, stoke, tempfile
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from stoke.format.splits import has_splits
+from stoke.prepare.split import class_balance
 from stoke.read import Dataset
 
 
@@ -30,6 +32,26 @@ def summarize(dataset: Dataset) -> dict[str, Any]:
         "fields": [entry.to_json() for entry in manifest.fields],
         "source": manifest.source,
         "pack": manifest.pack,
+        "splits": _splits(dataset),
+    }
+
+
+def _splits(dataset: Dataset) -> dict[str, Any] | None:
+    """Each stored split's size and, when it was stratified, its samples per class (the label column only)."""
+    if not has_splits(dataset.root):
+        return None
+    splits = dataset.splits()
+    stratify = splits.info.get("stratify")
+    labels = dataset.column(stratify) if isinstance(stratify, str) and stratify in dataset.fields else None
+    balance = class_balance(splits.parts, labels)
+    return {
+        "seed": splits.info.get("seed"),
+        "stratify": stratify,
+        "dropped_duplicates": splits.info.get("dropped", 0),
+        "parts": {
+            name: {"count": int(part.size), "classes": {str(k): v for k, v in balance.get(name, {}).items()}}
+            for name, part in splits.parts.items()
+        },
     }
 
 
@@ -60,4 +82,16 @@ def format_summary(summary: dict[str, Any]) -> str:
     if source:
         where = source.get("path") or source.get("type") or ""
         lines.append(f"  source       {source.get('kind', '?')} {where}".rstrip())
+    splits = summary.get("splits")
+    if splits:
+        by = f", stratified by {splits['stratify']}" if splits["stratify"] else ""
+        dropped = f", {splits['dropped_duplicates']:,} duplicates left out" if splits["dropped_duplicates"] else ""
+        lines.append(f"  splits       seed {splits['seed']}{by}{dropped}")
+        total = sum(part["count"] for part in splits["parts"].values()) or 1
+        for name, part in splits["parts"].items():
+            classes = ", ".join(f"{label}: {count:,}" for label, count in part["classes"].items())
+            lines.append(
+                f"    {name:<12} {part['count']:>10,}  ({part['count'] / total:.1%})"
+                + (f"  [{classes}]" if classes else "")
+            )
     return "\n".join(lines)

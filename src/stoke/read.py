@@ -28,19 +28,29 @@ from typing import Any
 import numpy as np
 
 from stoke.errors import FormatError, SampleError
+from stoke.format.checksum import file_checksum
 from stoke.format.fields import Field, FloatField, IntField
-from stoke.format.manifest import Manifest, ShardEntry
+from stoke.format.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from stoke.format.shard import DATA_START, ShardReader
+from stoke.format.splits import Splits, read_splits
 
 
-def open(path: str | os.PathLike[str]) -> Dataset:
+def open(path: str | os.PathLike[str], split: str | None = None) -> Dataset | DatasetView:
     """Open the packed dataset at ``path``; reads the manifest only.
 
-    Raises :class:`~stoke.errors.NotADatasetError` for a directory that is not (yet) a dataset and
-    :class:`~stoke.errors.FormatError` for a damaged manifest.
+    With ``split``, only that stored split (made by ``stoke split``) is returned, as an index view of the
+    dataset: no data is copied. Raises :class:`~stoke.errors.NotADatasetError` for a directory that is
+    not (yet) a dataset and :class:`~stoke.errors.FormatError` for a damaged manifest or splits file, or
+    a split that does not exist.
     """
     root = Path(path)
-    return Dataset(root, Manifest.read(root))
+    dataset = Dataset(root, Manifest.read(root))
+    if split is None:
+        return dataset
+    parts = dataset.splits().parts
+    if split not in parts:
+        raise FormatError(f"{root} has no split {split!r}; its splits are {sorted(parts)}")
+    return dataset.select(parts[split])
 
 
 class Dataset:
@@ -82,6 +92,16 @@ class Dataset:
     def __repr__(self) -> str:
         schema = ", ".join(f"{name}: {field.type_name}" for name, field in self.fields.items())
         return f"stoke.Dataset({str(self.root)!r}, {len(self):,} samples, {{{schema}}})"
+
+    # ---- splits ----------------------------------------------------------------------------------
+    @property
+    def packing_id(self) -> str:
+        """The xxh3 digest of the manifest: what stored splits are tied to (a re-pack changes it)."""
+        return file_checksum(self.root / MANIFEST_NAME)
+
+    def splits(self) -> Splits:
+        """The stored splits (``stoke split``), validated; raises FormatError when there are none."""
+        return read_splits(self.root, len(self), self.packing_id)
 
     # ---- what the Loader and verify use -------------------------------------------------------------
     def dataset_index(self, positions: np.ndarray) -> np.ndarray:
