@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import simplejpeg
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -89,6 +90,8 @@ def test_damaged_and_mismatched_jpegs_are_refused():
     data = encode(photo(200, 160), quality=90)
     with pytest.raises(FormatError, match="record header says 100x160"):
         jpeg_region.decode_region(data, "RGB", 100, 160, 1, (0, 0, 50, 50), False)
+    whole = jpeg_region.decode_region(data, "RGB", 200, 160, 1, (0, 0, 200, 160), False)  # the handle still works
+    np.testing.assert_array_equal(whole.pixels, simplejpeg.decode_jpeg(data))
     truncated = data[: len(data) // 2]
     with pytest.raises(FormatError, match="damaged"):
         jpeg_region.decode_region(truncated, "RGB", 200, 160, 1, (0, 0, 200, 160), False)
@@ -137,15 +140,26 @@ def test_loader_batches_are_identical_with_and_without_region_decoding(tmp_path,
     whole = epoch_batches()
     assert len(decoded_regions) == 3 * len(dataset)
     for got, want in zip(with_regions, whole, strict=True):
-        torch_equal = bool((got == want).all())
-        assert torch_equal
+        assert torch.equal(got, want)
 
 
-def test_a_resize_to_a_larger_size_decodes_the_whole_image(tmp_path):
+def test_an_enlarging_resize_asks_for_the_whole_image(tmp_path, monkeypatch):
     dataset = _pack_orientations(tmp_path / "ds")
+    windows = []
+    real = jpeg_region.decode_region
+
+    def recording(*args, **kwargs):
+        window = real(*args, **kwargs)
+        windows.append((args[2], args[3], window))
+        return window
+
+    monkeypatch.setattr(jpeg_region, "decode_region", recording)
     loader = stoke.Loader(dataset, batch_size=4, transforms={"image": [Resize((300, 300))]}, shuffle=False)
-    first = next(iter(loader))["image"]
-    assert first.shape == (4, 3, 300, 300)
+    assert next(iter(loader))["image"].shape == (4, 3, 300, 300)
+    assert len(windows) >= 4
+    for height, width, window in windows:  # nothing to crop away: full scale, every pixel
+        assert window.origin == (0, 0) and window.scaled == (height, width)
+        assert window.pixels.shape[:2] == (height, width)
 
 
 @pytest.mark.parametrize(

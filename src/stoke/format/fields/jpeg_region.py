@@ -118,38 +118,17 @@ def decode_region(
         raise RuntimeError("region decoding needs libturbojpeg 3; check stoke.format.fields.jpeg_region.available()")
     lib = found[0]
     handle = _handle(lib)
-    try:
-        return _decode(lib, handle, data, mode, height, width, factor, box, fast, scratch)
-    except FormatError:
-        # A failed call can leave a decompressor unusable (libjpeg-turbo 3.0 keeps failing on every later
-        # header after a damaged one): start the next image on a fresh one.
-        _local.handle = None
-        raise
-
-
-def _decode(
-    lib: ctypes.CDLL,
-    handle: int,
-    data: bytes | memoryview,
-    mode: str,
-    height: int,
-    width: int,
-    factor: int,
-    box: tuple[int, int, int, int],
-    fast: bool,
-    scratch: np.ndarray | None,
-) -> Window:
     pixel_format, channels = _PIXEL_FORMAT[mode]
     encoded = np.frombuffer(data, np.uint8)  # no copy; keeps the bytes alive through the calls
     buffer, size = encoded.ctypes.data, encoded.size
     if lib.tj3DecompressHeader(handle, buffer, size) != 0:
-        raise FormatError(f"the JPEG header does not decode ({_error(lib, handle)})")
+        raise _failure(lib, handle, "the JPEG header does not decode")
     stored = (lib.tj3Get(handle, _TJPARAM_JPEGHEIGHT), lib.tj3Get(handle, _TJPARAM_JPEGWIDTH))
     if stored != (height, width):
         raise FormatError(f"the JPEG is {stored[0]}x{stored[1]}, its record header says {height}x{width}")
     subsampling = lib.tj3Get(handle, _TJPARAM_SUBSAMP)
     if lib.tj3SetScalingFactor(handle, _Scaling(1, factor)) != 0:
-        raise FormatError(f"libjpeg-turbo cannot decode at 1/{factor} scale ({_error(lib, handle)})")
+        raise _failure(lib, handle, f"libjpeg-turbo cannot decode at 1/{factor} scale")
     scaled = (-(-height // factor), -(-width // factor))
     top, left, bottom, right = box
     top = min(max(top, 0), scaled[0] - 1)
@@ -164,9 +143,9 @@ def _decode(
         left, right = 0, scaled[1]
     region = _Region(left, top, right - left, bottom - top)
     if lib.tj3SetCroppingRegion(handle, region) != 0:
-        raise FormatError(f"libjpeg-turbo refuses the crop {region.w}x{region.h} ({_error(lib, handle)})")
+        raise _failure(lib, handle, f"libjpeg-turbo refuses the crop {region.w}x{region.h}")
     if lib.tj3Set(handle, _TJPARAM_FASTDCT, int(fast)) or lib.tj3Set(handle, _TJPARAM_FASTUPSAMPLE, int(fast)):
-        raise FormatError(f"libturbojpeg refuses the decoding settings ({_error(lib, handle)})")
+        raise _failure(lib, handle, "libturbojpeg refuses the decoding settings")
     shape = (bottom - top, right - left, channels)
     need = shape[0] * shape[1] * channels
     if scratch is not None and scratch.size >= need:
@@ -175,13 +154,20 @@ def _decode(
         out = np.empty(shape, np.uint8)
     status = lib.tj3Decompress8(handle, buffer, size, out.ctypes.data, shape[1] * channels, pixel_format)
     if status != 0:
-        raise FormatError(f"the JPEG data is damaged ({_error(lib, handle)})")
+        raise _failure(lib, handle, "the JPEG data is damaged")
     return Window(out, (top, left), scaled)
 
 
-def _error(lib: ctypes.CDLL, handle: int) -> str:
+def _failure(lib: ctypes.CDLL, handle: int, what: str) -> FormatError:
+    """The error to raise for a failed call, with libjpeg-turbo's reason; the thread's handle is dropped.
+
+    A failed call can leave a decompressor unusable (libjpeg-turbo 3.0 keeps failing on every later
+    header after a damaged one), so the next image starts on a fresh one.
+    """
     message = lib.tj3GetErrorStr(handle)
-    return message.decode("utf-8", "replace") if message else "no reason given"
+    reason = message.decode("utf-8", "replace") if message else "no reason given"
+    _local.handle = None
+    return FormatError(f"{what} ({reason})")
 
 
 class _Handle:
