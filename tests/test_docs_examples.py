@@ -16,7 +16,7 @@ import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "sources"
 PAGES = sorted(DOCS.glob("*.md"))
-EXPECTED_PAGES = {"arrays.md", "dataset.md", "imagefolder.md", "listing.md"}
+EXPECTED_PAGES = {"arrays.md", "dataset.md", "imagefolder.md", "listing.md", "multimodal.md", "table.md", "text.md"}
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 

@@ -1,7 +1,8 @@
 """stoke: pack a dataset once, then feed PyTorch training at the speed of the hardware.
 
 The public API: ``stoke.pack`` (source → dataset directory), ``stoke.open`` (directory → map-style
-dataset), ``stoke.Loader`` (dataset → batches of tensors), ``stoke.ops`` (what happens to samples and
+dataset), ``stoke.TokenBlocks`` (token fields → fixed-length blocks for language models),
+``stoke.Loader`` (dataset → batches of tensors), ``stoke.ops`` (what happens to samples and
 batches) and the field types for declaring a schema. ``Loader`` and ``ops`` import torch, so they are
 loaded on first use: the CLI's pack, inspect and verify start without it.
 
@@ -28,6 +29,7 @@ from stoke.format.fields import (
     TextField,
 )
 from stoke.pack import PackResult, pack
+from stoke.pipeline.blocks import TokenBlocks
 from stoke.read import Dataset, DatasetView, open
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ __all__ = [
     "NDArrayField",
     "PackResult",
     "TextField",
+    "TokenBlocks",
     "__version__",
     "open",
     "ops",

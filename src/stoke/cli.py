@@ -140,19 +140,68 @@ def main() -> None:
 @click.option("--shard-items", type=click.IntRange(min=1), default=None, help="Exact source items per shard.")
 @click.option("--path-column", default=None, help="Listing column holding image paths (default: path, image, file...).")
 @click.option("--label-column", default="label", show_default=True, help="Listing column of class names.")
+@click.option("--text-field", default=None, help="Pack text: the JSONL key holding each document (default: text).")
+@click.option(
+    "--tokenizer",
+    type=click.Choice(["byte", "bpe"]),
+    default=None,
+    help="Pack text tokenized byte-level or with a BPE trained on it (default for .txt and --text-field: byte).",
+)
+@click.option(
+    "--vocab-size", type=click.IntRange(min=258), default=8000, show_default=True, help="BPE vocabulary size."
+)
+@click.option(
+    "--missing",
+    default=None,
+    help="Tables: every column's missing-value policy: drop (default), mean, median, mode, knn or constant=VALUE.",
+)
+@click.option(
+    "--missing-col", "missing_col", multiple=True, metavar="COL=POLICY", help="Tables: one column's policy (repeat)."
+)
+@click.option(
+    "--type",
+    "column_types",
+    multiple=True,
+    metavar="COL=TYPE",
+    help="Tables: a column's type: numeric, int, categorical or text (repeat).",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted pack without redoing finished shards.")
 @click.option("--overwrite", is_flag=True, help="Replace the dataset (or unfinished pack) in OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @_one_line_errors
-def pack_command(source: Path, out: Path, as_json: bool, no_progress: bool, **options: Any) -> None:
-    """Pack SOURCE (an image folder, a .csv/.jsonl listing) into the dataset directory OUT."""
+def pack_command(
+    source: Path,
+    out: Path,
+    as_json: bool,
+    no_progress: bool,
+    text_field: str | None,
+    tokenizer: str | None,
+    vocab_size: int,
+    **options: Any,
+) -> None:
+    """Pack SOURCE (an image folder, a .csv/.jsonl listing, text: .txt, a folder of .txt with --tokenizer,
+    .jsonl with --text-field) into the dataset directory OUT."""
     from stoke.format.fields.image_codec import DEFAULT_MAX_PIXELS
     from stoke.pack import pack
 
     if options["max_pixels"] is None:
         options["max_pixels"] = DEFAULT_MAX_PIXELS
-    result = pack(source, out, progress=not no_progress and not as_json, **options)
+    packed: Any = source
+    if text_field is not None or tokenizer is not None or source.suffix.lower() == ".txt":
+        from stoke.sources import TextSource
+
+        packed = TextSource(
+            source,
+            text_field=text_field or "text",
+            tokenizer=tokenizer or "byte",
+            vocab_size=vocab_size,
+            label_column=options["label_column"],
+        )
+    packed = _table_source(
+        packed, options.pop("missing"), options.pop("missing_col"), options.pop("column_types"), options
+    )
+    result = pack(packed, out, progress=not no_progress and not as_json, **options)
     if as_json:
         click.echo(
             json.dumps(
@@ -171,6 +220,34 @@ def pack_command(source: Path, out: Path, as_json: bool, no_progress: bool, **op
         )
     else:
         click.echo(str(result))
+
+
+def _table_source(
+    source: Any, missing: str | None, missing_col: tuple[str, ...], column_types: tuple[str, ...], options: dict
+) -> Any:
+    """A TableSource when table options are given; refuses them for sources that are not tables."""
+    if missing is None and not missing_col and not column_types:
+        return source
+    from stoke.sources.table import TableSource, is_table
+
+    if not isinstance(source, Path) or not source.is_file() or not is_table(source, options["path_column"]):
+        raise ConfigError(
+            "--missing, --missing-col and --type apply to tables (.csv/.tsv without image paths, .parquet)"
+        )
+
+    def pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+        parsed = dict(value.split("=", 1) for value in values if "=" in value)
+        if len(parsed) != len(values):
+            raise ConfigError(f"{option} takes COLUMN=VALUE, got {list(values)}")
+        return parsed
+
+    return TableSource(
+        source,
+        types=pairs(column_types, "--type"),
+        missing=missing or "drop",
+        missing_columns=pairs(missing_col, "--missing-col"),
+        label=options["label_column"],
+    )
 
 
 @main.command("inspect")
@@ -314,14 +391,24 @@ def bench_command(
     default=None,
     help="Where to write (default: ~/.cache/stoke/demo).",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=12, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="[default: 12; 30 with --tabular]")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--tabular", is_flag=True, help="Clean breast-cancer data with each missing-value policy; compare accuracy."
+)
 @_one_line_errors
-def demo_command(as_json: bool, out: Path | None, epochs: int, seed: int) -> None:
+def demo_command(as_json: bool, out: Path | None, epochs: int | None, seed: int, tabular: bool) -> None:
     """Pack scikit-learn's digits, train a small CNN with the Loader, report speed and accuracy."""
+    if tabular:
+        from stoke.demo_tabular import run_tabular_demo
+
+        report = run_tabular_demo(out, epochs=epochs or 30, seed=seed, log=lambda line: click.echo(line, err=as_json))
+        if as_json:
+            click.echo(json.dumps(report))
+        return
     from stoke.demo import run_demo
 
-    summary = run_demo(out, epochs=epochs, seed=seed, log=click.echo)
+    summary = run_demo(out, epochs=epochs or 12, seed=seed, log=click.echo)
     if as_json:
         click.echo(json.dumps(summary))
 

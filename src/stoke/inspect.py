@@ -33,6 +33,7 @@ def summarize(dataset: Dataset) -> dict[str, Any]:
         "source": manifest.source,
         "pack": manifest.pack,
         "splits": _splits(dataset),
+        "attachments": [attachment.to_json() for attachment in manifest.attachments],
     }
 
 
@@ -82,6 +83,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if source:
         where = source.get("path") or source.get("type") or ""
         lines.append(f"  source       {source.get('kind', '?')} {where}".rstrip())
+    for attachment in summary.get("attachments", []):
+        lines.append(f"  attached     {attachment['file']} ({attachment['bytes']:,} bytes)")
     splits = summary.get("splits")
     if splits:
         by = f", stratified by {splits['stratify']}" if splits["stratify"] else ""

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from stoke.errors import FormatError, SampleError
-from stoke.format.checksum import file_checksum
+from stoke.errors import ConfigError, FormatError, SampleError
+from stoke.format.checksum import file_checksum, format_digest, sample_checksum
 from stoke.format.fields import Field, FloatField, IntField
 from stoke.format.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from stoke.format.shard import DATA_START, ShardReader
@@ -102,6 +102,43 @@ class Dataset:
     def splits(self) -> Splits:
         """The stored splits (``stoke split``), validated; raises FormatError when there are none."""
         return read_splits(self.root, len(self), self.packing_id)
+
+    # ---- attachments -----------------------------------------------------------------------------
+    def attachment(self, name: str) -> bytes:
+        """The bytes of a file the manifest attaches (such as ``tokenizer.json``), checked before use.
+
+        Only names the manifest lists are read; each must resolve inside the dataset directory and have
+        the listed size and xxh3 checksum, else :class:`~stoke.errors.FormatError`. An unlisted name is
+        a KeyError.
+        """
+        try:
+            entry = self.manifest.attachment(name)
+        except KeyError:
+            listed = ", ".join(a.file for a in self.manifest.attachments) or "none"
+            raise KeyError(f"{self.root} attaches no file {name!r} (it attaches: {listed})") from None
+        path = self._inside(entry.file, what="attached file")
+        with path.open("rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size != entry.file_size:
+                raise FormatError(
+                    f"{path} is {size:,} bytes but the manifest lists {entry.file_size:,}; restore it or re-pack"
+                )
+            data = stream.read(entry.file_size)
+        if format_digest(sample_checksum(data)) != entry.checksum:
+            raise FormatError(f"{path} does not match its checksum in the manifest; restore it or re-pack")
+        return data
+
+    def tokenizer(self) -> Any:
+        """The ``tokenizers.Tokenizer`` the text was tokenized with at pack time (from ``tokenizer.json``).
+
+        Byte-level datasets get a tokenizer whose ids are the UTF-8 bytes, so ``decode`` works for both.
+        """
+        from stoke.prepare.tokenize import TOKENIZER_FILE, tokenizer_from_json
+
+        names = [a.file for a in self.manifest.attachments]
+        if TOKENIZER_FILE not in names:
+            raise ConfigError(f"{self.root} has no {TOKENIZER_FILE}; only datasets packed from text carry a tokenizer")
+        return tokenizer_from_json(self.attachment(TOKENIZER_FILE), str(self.root / TOKENIZER_FILE)).hf
 
     # ---- what the Loader and verify use -------------------------------------------------------------
     def dataset_index(self, positions: np.ndarray) -> np.ndarray:
@@ -237,7 +274,7 @@ class Dataset:
                 self._readers[shard] = reader
         return reader
 
-    def _inside(self, name: str) -> Path:
+    def _inside(self, name: str, what: str = "shard") -> Path:
         """The resolved path of a file the manifest names; refuses any that resolves outside the dataset."""
         if self._real_root is None:
             self._real_root = os.path.realpath(self.root)
@@ -248,7 +285,7 @@ class Dataset:
                 f"{path} links to {real}, outside the dataset directory; stoke reads only files inside {self.root}"
             )
         if not os.path.isfile(real):
-            raise FormatError(f"shard {name} is missing from {self.root}; restore it or re-pack the dataset")
+            raise FormatError(f"{what} {name} is missing from {self.root}; restore it or re-pack the dataset")
         return Path(real)  # what was checked is what is opened
 
     def _sample_error(self, index: int, reason: str) -> SampleError:
@@ -303,6 +340,12 @@ class DatasetView:
 
     def column(self, name: str) -> np.ndarray:
         return self.base.column(name)[self.indices]
+
+    def attachment(self, name: str) -> bytes:
+        return self.base.attachment(name)
+
+    def tokenizer(self) -> Any:
+        return self.base.tokenizer()
 
     def close(self) -> None:
         self.base.close()

@@ -4,7 +4,9 @@ For each shard: its file must exist with the manifest's size and checksum, and i
 layout; then every sample must match its own checksum and every field must decode (every image in
 full). A problem with a shard as a whole (missing, wrong size) makes all its samples damaged; damage the
 per-sample checksums do not localise (a flipped byte in a header or in padding) is reported for the
-shard. Shards are checked by a pool of threads: hashing and decoding release the GIL.
+shard. Attached files (``tokenizer.json``) must have their listed size and checksum; a damaged one is
+reported as a problem of that file. Shards are checked by a pool of threads: hashing and decoding
+release the GIL.
 
 Example:
     >>> import numpy as np, stoke, tempfile
@@ -81,6 +83,11 @@ def verify(path: str | os.PathLike[str], threads: int | None = None) -> VerifyRe
         for problems, damaged in results:
             report.shard_problems.extend(problems)
             report.damaged.extend(damaged)
+    for attachment in dataset.manifest.attachments:
+        try:
+            dataset.attachment(attachment.file)
+        except (FormatError, OSError) as error:
+            report.shard_problems.append({"shard": attachment.file, "reason": str(error)})
     dataset.close()
     report.damaged.sort(key=lambda entry: entry["index"])
     return report

@@ -2,8 +2,9 @@
 
 ``manifest.json`` holds the format version, the schema (named, typed fields with their settings and
 pack-time statistics), the sample count, the shard list (file name, sample count, byte size, checksum),
-the pack settings and a description of the source. It holds nothing per sample, so it stays small: the
-per-sample index lives in the shards and is mapped lazily.
+the pack settings, a description of the source and, when the source provides any, its attachments
+(whole-dataset files such as ``tokenizer.json``: name, byte size, checksum). It holds nothing per
+sample, so it stays small: the per-sample index lives in the shards and is mapped lazily.
 
 Everything read from a manifest is validated before it is trusted: types, counts that must add up, and
 shard names that can only name plain files inside the dataset directory. Unknown newer versions are
@@ -41,6 +42,8 @@ QUARANTINE_NAME = "quarantine.jsonl"
 PACK_STATE_DIR = ".stoke-pack"
 RESERVED_FIELD_NAMES = frozenset({"index"})
 MAX_MANIFEST_BYTES = 1 << 30
+MAX_ATTACHMENT_BYTES = 1 << 30
+MAX_ATTACHMENTS = 256
 _SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 
@@ -81,6 +84,18 @@ class ShardEntry:
         }
 
 
+@dataclass(frozen=True)
+class AttachmentEntry:
+    """A whole-dataset file beside the shards (such as ``tokenizer.json``), as the manifest lists it."""
+
+    file: str
+    file_size: int
+    checksum: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "bytes": self.file_size, ALGORITHM: self.checksum}
+
+
 @dataclass
 class Manifest:
     """The parsed, validated content of ``manifest.json``."""
@@ -91,6 +106,7 @@ class Manifest:
     num_quarantined: int = 0
     source: dict[str, Any] = field(default_factory=dict)
     pack: dict[str, Any] = field(default_factory=dict)
+    attachments: list[AttachmentEntry] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
     created_by: str = f"stoke {__version__}"
 
@@ -105,7 +121,7 @@ class Manifest:
         raise KeyError(name)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document = {
             "format": FORMAT_NAME,
             "format_version": self.format_version,
             "created_by": self.created_by,
@@ -117,6 +133,16 @@ class Manifest:
             "source": self.source,
             "pack": self.pack,
         }
+        if self.attachments:  # only when used, so datasets without attachments stay byte-identical
+            document["attachments"] = [attachment.to_json() for attachment in self.attachments]
+        return document
+
+    def attachment(self, name: str) -> AttachmentEntry:
+        """The attachment named ``name``; KeyError when the manifest lists none by that name."""
+        for attachment in self.attachments:
+            if attachment.file == name:
+                return attachment
+        raise KeyError(name)
 
     def write(self, directory: str | Path) -> Path:
         """Write ``manifest.json`` atomically (temporary file, fsync, rename, fsync the directory)."""
@@ -197,6 +223,7 @@ class Manifest:
             where,
             "is damaged: 'source' and 'pack' must be objects",
         )
+        attachments = _read_attachments(document.get("attachments", []), {shard.file for shard in shards}, where)
         created_by = document.get("created_by", "")
         return cls(
             fields=fields,
@@ -205,6 +232,7 @@ class Manifest:
             num_quarantined=num_quarantined,
             source=source,
             pack=pack,
+            attachments=attachments,
             format_version=version,
             created_by=created_by if isinstance(created_by, str) else "",
         )
@@ -292,3 +320,36 @@ def _read_shards(entries: Any, where: str) -> list[ShardEntry]:
         )
         shards.append(ShardEntry(name, count, size, checksum))
     return shards
+
+
+def _read_attachments(entries: Any, shard_names: set[str], where: str) -> list[AttachmentEntry]:
+    require(
+        isinstance(entries, list) and len(entries) <= MAX_ATTACHMENTS,
+        where,
+        f"is damaged: 'attachments' must be a list of at most {MAX_ATTACHMENTS} entries",
+    )
+    attachments: list[AttachmentEntry] = []
+    seen: set[str] = set()
+    for position, entry in enumerate(entries):
+        place = f"{where} attachments[{position}]"
+        require(isinstance(entry, dict), place, "is damaged: not an object")
+        name, size, checksum = entry.get("file"), entry.get("bytes"), entry.get(ALGORITHM)
+        require(
+            is_safe_file_name(name),
+            place,
+            f"names the file {name!r}, which is not a plain file name inside the dataset directory; stoke refuses it",
+        )
+        require(
+            name not in seen and name not in shard_names and name not in (MANIFEST_NAME, QUARANTINE_NAME),
+            place,
+            f"repeats the name {name!r} of another file of the dataset",
+        )
+        seen.add(name)
+        require(is_int(size) and 0 <= size <= MAX_ATTACHMENT_BYTES, place, "is damaged: bytes is invalid")
+        require(
+            isinstance(checksum, str) and bool(_HEX16.fullmatch(checksum)),
+            place,
+            "is damaged: checksum is invalid",
+        )
+        attachments.append(AttachmentEntry(name, size, checksum))
+    return attachments

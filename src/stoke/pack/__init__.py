@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -27,16 +28,20 @@ from typing import Any
 import xxhash
 
 from stoke.engines.local import available_cores, run_tasks
-from stoke.errors import ConfigError, PackError
+from stoke.errors import ConfigError, PackError, StokeError
+from stoke.format.atomic import fsync_directory, temporary_name
+from stoke.format.checksum import format_digest, sample_checksum
 from stoke.format.fields import Field, ImageField
 from stoke.format.fields.image_codec import DEFAULT_MAX_PIXELS
 from stoke.format.manifest import (
     MANIFEST_NAME,
     PACK_STATE_DIR,
     QUARANTINE_NAME,
+    AttachmentEntry,
     FieldEntry,
     Manifest,
     ShardEntry,
+    is_safe_file_name,
 )
 from stoke.pack.plan import DEFAULT_SHARD_BYTES, PackPlan, estimate_shard_items
 from stoke.pack.quarantine import read_quarantine, write_quarantine
@@ -127,7 +132,10 @@ def pack(
         source, image=image, names=names, fields=fields, path_column=path_column, label_column=label_column
     )
     entries = resolved.schema()
+    attachments = _checked_attachments(resolved.attachments())
     settings = {"shard_bytes": shard_bytes, "shard_items": shard_items}
+    if attachments:  # a re-trained tokenizer that differs must not meet shards encoded with the old one
+        settings["attachments"] = {name: format_digest(sample_checksum(data)) for name, data in attachments.items()}
     fingerprint = _fingerprint(resolved, entries, settings)
     state_dir = out / PACK_STATE_DIR
     plan = PackPlan.read(state_dir) if resume else None
@@ -156,6 +164,7 @@ def pack(
     ordered = [results[shard] for shard in range(plan.num_shards)]
     quarantine = [entry for result in ordered for entry in result.quarantine]
     num_quarantined = write_quarantine(out / QUARANTINE_NAME, quarantine)
+    attached = [_write_attachment(out, name, data) for name, data in attachments.items()]
     manifest = Manifest(
         fields=_with_stats(entries, ordered),
         shards=[ShardEntry(r.file, r.num_samples, r.file_size, r.checksum) for r in ordered if r.file is not None],
@@ -163,6 +172,7 @@ def pack(
         num_quarantined=num_quarantined,
         source=resolved.describe(),
         pack={"shard_items": plan.shard_items, "shard_bytes": shard_bytes},
+        attachments=attached,
     )
     manifest.write(out)
     shutil.rmtree(state_dir, ignore_errors=True)
@@ -207,6 +217,12 @@ def _remove_dataset_files(out: Path) -> None:
     """Remove only what stoke writes: the manifest, quarantine list, shards and pack state."""
     _remove_temporaries(out)
     shutil.rmtree(out / PACK_STATE_DIR, ignore_errors=True)
+    try:
+        attached = [entry.file for entry in Manifest.read(out).attachments]
+    except StokeError:
+        attached = []  # no readable manifest: nothing stoke attached can be named safely
+    for name in attached:
+        (out / name).unlink(missing_ok=True)
     for path in out.iterdir():
         name = path.name
         if name in (MANIFEST_NAME, QUARANTINE_NAME) or (name.startswith("shard-") and name.endswith(".stk")):
@@ -219,6 +235,33 @@ def _remove_temporaries(out: Path) -> None:
         if directory.is_dir():
             for path in directory.glob(".*.tmp-*"):
                 path.unlink(missing_ok=True)
+
+
+def _checked_attachments(attachments: Mapping[str, bytes]) -> dict[str, bytes]:
+    """The source's attachments, refusing names that are not plain file names or that a dataset uses."""
+    for name, data in attachments.items():
+        reserved = name in (MANIFEST_NAME, QUARANTINE_NAME) or (name.startswith("shard-") and name.endswith(".stk"))
+        if not is_safe_file_name(name) or reserved:
+            raise PackError(
+                f"the source attaches a file named {name!r}, which is not a plain file name stoke may write into a "
+                f"dataset (letters, digits, '.', '_', '-'; not manifest.json, quarantine.jsonl or shard-*.stk)"
+            )
+        if not isinstance(data, (bytes, bytearray)):
+            raise PackError(f"the source's attachment {name!r} is a {type(data).__name__}; attachments are bytes")
+    return dict(attachments)
+
+
+def _write_attachment(out: Path, name: str, data: bytes) -> AttachmentEntry:
+    """Write one attachment atomically (temporary file, fsync, rename) and describe it for the manifest."""
+    path = out / name
+    temporary = temporary_name(path)
+    with open(temporary, "wb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temporary, path)
+    fsync_directory(out)
+    return AttachmentEntry(name, len(data), format_digest(sample_checksum(data)))
 
 
 def _existing_result(out: Path) -> PackResult:

@@ -173,11 +173,30 @@ class ImageStage:
 
 
 def split_ops(name: str, ops: Sequence[Op]) -> tuple[list[SampleOp], list[PixelOp], list[BatchOp]]:
-    """Sample ops, then pixel ops, then batch ops of a field's transform list, in that order."""
+    """Sample ops, then pixel ops, then batch ops of a field's transform list, in that order.
+
+    A pixel op with a batched form (``stoke.ops.batched``) placed after a batch op (``ToDevice``, say)
+    becomes a batch op that runs it on the whole batch where the batch is, drawing the uniforms of the
+    random stream it would have had as the next per-image op: moving it after ``ToDevice`` changes where
+    it runs, not what it draws.
+    """
+    from stoke.ops.batched import BatchablePixelOp, OnBatch
+    from stoke.ops.normalize import Normalize
+
     sample_ops: list[SampleOp] = []
     pixel_ops: list[PixelOp] = []
     batch_ops: list[BatchOp] = []
     for op in ops:
+        if isinstance(op, BatchablePixelOp) and batch_ops:
+            normalized = [earlier for earlier in batch_ops if isinstance(earlier, Normalize)]
+            if normalized:
+                raise ConfigError(
+                    f"transforms[{name!r}] puts {op!r} after {normalized[0]!r}; pixel ops take images on the "
+                    f"0-255 (uint8) or 0-1 (float) scale, so put it before Normalize"
+                )
+            position = len(sample_ops) + len(pixel_ops) + sum(isinstance(b, OnBatch) for b in batch_ops)
+            batch_ops.append(OnBatch(op, stream_id(name, position)))
+            continue
         if isinstance(op, (SampleOp, PixelOp)) and batch_ops:
             raise ConfigError(
                 f"transforms[{name!r}] puts {op!r} after the batch op {batch_ops[-1]!r}; per-image ops come first"

@@ -1,7 +1,8 @@
 """How the Loader reads one sample's fields, from a packed dataset or from a user's own dataset.
 
 :class:`PackedReader` hands out each field's stored bytes as zero-copy views of the mapped shard,
-optionally checked against the sample's checksum; the stages decode them. :class:`LiveReader` calls the
+checked against the sample's checksum (``verify``: the first time this Loader reads each sample, on every
+read, or never); the stages decode them. :class:`LiveReader` calls the
 user's ``dataset[i]`` and hands out the values it returns, with fields inferred from the first items
 (see ``stoke.sources.dataset``); the stages coerce them. Both name samples the same way in errors.
 
@@ -13,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,13 +26,43 @@ from stoke.read import Dataset, DatasetView
 from stoke.sources import ArraysSource, DatasetSource, Source, is_arrays
 from stoke.sources.dataset import PROBE_ITEMS
 
+VERIFY_MODES = ("once", "always", "never")
+
+
+def verify_mode(verify: bool | str) -> str:
+    """The checksum policy for ``verify``: ``"once"``, ``"always"`` or ``"never"`` (True and False are the
+    last two)."""
+    if verify is True or verify is False:
+        return "always" if verify else "never"
+    if verify not in VERIFY_MODES:
+        raise ConfigError(f"verify must be 'once', 'always', 'never', True or False, got {verify!r}")
+    return str(verify)
+
+
+class CheckedSamples:
+    """Which samples have passed their checksum, one bit each, in memory that forked workers share.
+
+    An anonymous shared mapping made before the process workers fork, so a sample a worker has checked
+    is not checked again by another. Bits are only ever set after a check succeeded; two threads setting
+    bits of one byte at once may lose one of them, which costs a second check, never a missed one.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._bits = mmap.mmap(-1, max(1, (size + 7) // 8))
+
+    def __contains__(self, position: int) -> bool:
+        return bool(self._bits[position >> 3] >> (position & 7) & 1)
+
+    def add(self, position: int) -> None:
+        self._bits[position >> 3] |= 1 << (position & 7)
+
 
 class PackedReader:
     """Fields of a packed :class:`~stoke.read.Dataset` (or a view of one), as stored bytes."""
 
     packed = True
 
-    def __init__(self, dataset: Dataset | DatasetView, names: Sequence[str] | None, verify: bool) -> None:
+    def __init__(self, dataset: Dataset | DatasetView, names: Sequence[str] | None, verify: bool | str) -> None:
         self.dataset = dataset
         chosen = list(dataset.fields) if names is None else list(names)
         unknown = [name for name in chosen if name not in dataset.fields]
@@ -38,13 +70,21 @@ class PackedReader:
             raise ConfigError(f"the dataset has no field {unknown[0]!r}; its fields are {', '.join(dataset.fields)}")
         self.fields: dict[str, Field] = {name: dataset.fields[name] for name in chosen}
         self._positions = dataset.field_positions(chosen)
-        self._verify = verify
+        self.verify = verify_mode(verify)
+        self._checked = CheckedSamples(len(dataset)) if self.verify == "once" else None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def read(self, position: int) -> list[Any]:
-        return self.dataset.read_fields(position, self._positions, self._verify)
+        checked = self._checked
+        if checked is None:
+            return self.dataset.read_fields(position, self._positions, self.verify == "always")
+        if position in checked:
+            return self.dataset.read_fields(position, self._positions, False)
+        fields = self.dataset.read_fields(position, self._positions, True)
+        checked.add(position)
+        return fields
 
     def dataset_index(self, positions: np.ndarray) -> np.ndarray:
         return self.dataset.dataset_index(positions)
@@ -104,7 +144,7 @@ class LiveReader:
         return None
 
 
-def reader_for(dataset: Any, names: Sequence[str] | None, verify: bool) -> PackedReader | LiveReader:
+def reader_for(dataset: Any, names: Sequence[str] | None, verify: bool | str) -> PackedReader | LiveReader:
     """The reader for a packed dataset, a view of one, numpy arrays, or any map-style dataset."""
     if isinstance(dataset, (Dataset, DatasetView)):
         return PackedReader(dataset, names, verify)

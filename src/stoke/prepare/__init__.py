@@ -1,4 +1,5 @@
-"""Once, before training: splits now; cleaning, statistics and tokenization beside it."""
+"""Once, before training: split.py (splits), impute.py (missing values), stats.py (column statistics),
+tokenize.py (byte-level or BPE tokenizers)."""
 
 from stoke.prepare.split import split_indices
 

@@ -1,4 +1,4 @@
-"""Where data comes from: image folders, CSV/JSONL listings, map-style datasets, numpy arrays.
+"""Where data comes from: image folders, CSV/JSONL listings, text, map-style datasets, numpy arrays.
 
 ``resolve_source`` picks the source for what the user passed to ``stoke.pack``.
 
@@ -24,6 +24,8 @@ from stoke.sources.base import Source
 from stoke.sources.dataset import DatasetSource
 from stoke.sources.imagefolder import ImageFolderSource
 from stoke.sources.listing import ListingSource
+from stoke.sources.table import TableSource, encode_categories, is_table
+from stoke.sources.text import TextSource
 
 
 def resolve_source(
@@ -42,6 +44,10 @@ def resolve_source(
         path = Path(source)
         if path.is_dir():
             return ImageFolderSource(path, image)
+        if path.is_file() and path.suffix.lower() == ".txt":
+            return TextSource(path)
+        if path.is_file() and is_table(path, path_column):  # Parquet, or CSV/TSV without image paths
+            return TableSource(path, label=label_column)
         if path.is_file():
             return ListingSource(path, image, path_column, label_column)
         raise SourceError(f"{path} does not exist; give an image folder, a .csv/.jsonl listing, or a dataset")
@@ -72,6 +78,9 @@ __all__ = [
     "ImageFolderSource",
     "ListingSource",
     "Source",
+    "TableSource",
+    "TextSource",
+    "encode_categories",
     "is_arrays",
     "resolve_source",
 ]

@@ -51,6 +51,14 @@ class Source(ABC):
         """Files the source saw and chose not to pack (not images, outside class folders), for the summary."""
         return []
 
+    def attachments(self) -> dict[str, bytes]:
+        """Whole-dataset files to store beside the shards (name → bytes), e.g. a trained ``tokenizer.json``.
+
+        Names must be plain safe file names; the packer writes each one and lists it in the manifest with
+        its size and checksum (``docs/format.md``). Data only: JSON or numbers, never code.
+        """
+        return {}
+
 
 def read_file(path: Path) -> bytes:
     """The bytes of ``path``; every way a file can fail to be read becomes an InvalidItem with its reason."""

@@ -3,9 +3,12 @@
 The path column (``path_column``, or the first of ``path``, ``image``, ``image_path``, ``file``,
 ``filename``) becomes an ``image`` field read from that path (relative to the listing's folder) plus a
 ``path`` text field; every other column becomes a field of its inferred type: ``int`` when every value
-is an integer, ``float`` when every value is a number, ``text`` otherwise (JSONL lists and objects become
-``json``). A text label column (``label_column``, default ``label``) becomes integer class ids, the class
-names kept in the manifest.
+is an integer, ``float`` when every value is a number, ``text`` otherwise. In JSONL, a column whose
+values are all numeric lists of one depth (nested lists of one rank, such as embeddings or boxes)
+becomes an ``ndarray`` field (``int64`` or ``float64``; a dimension that varies between rows is
+variable); other lists and objects become ``json``. A text label column (``label_column``, default
+``label``) becomes integer class ids, the class names kept in the manifest. ``images=False`` reads no
+image column at all (``stoke.sources.TextSource`` reads JSONL documents this way).
 
 Rows that cannot be packed are quarantined with their line number: a CSV row with the wrong number of
 columns, an invalid JSON line, a missing value, a missing or broken image file. A listing with no path
@@ -28,10 +31,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xxhash
 
 from stoke.errors import InvalidItem, SourceError
-from stoke.format.fields import Field, FloatField, ImageField, IntField, JsonField, TextField
+from stoke.format.fields import Field, FloatField, ImageField, IntField, JsonField, NDArrayField, TextField
 from stoke.format.manifest import RESERVED_FIELD_NAMES, FieldEntry
 from stoke.sources.base import Source, read_file
 
@@ -49,7 +53,8 @@ class ListingSource(Source):
         listing: str | Path,
         image: ImageField | None = None,
         path_column: str | None = None,
-        label_column: str = "label",
+        label_column: str | None = "label",
+        images: bool = True,
     ) -> None:
         self.listing = Path(listing)
         self.image = image or ImageField()
@@ -62,7 +67,7 @@ class ListingSource(Source):
             self.columns, rows = _read_jsonl(self.listing)
         else:
             raise SourceError(f"{self.listing} is not a listing stoke reads (.csv, .tsv, .jsonl or .ndjson)")
-        self.path_column = _choose_path_column(self.columns, path_column, self.listing)
+        self.path_column = _choose_path_column(self.columns, path_column, self.listing) if images else None
         self._lines = [line for line, _ in rows]
         self._rows = [values for _, values in rows]
         self._value_columns = [c for c in self.columns if c != self.path_column]
@@ -150,6 +155,8 @@ class ListingSource(Source):
             return int(value)  # inference checked that every value of the column spells one
         if isinstance(value, str) and isinstance(field, FloatField):
             return float(value)
+        if isinstance(field, NDArrayField):
+            return _as_array(value, field, name)
         return value
 
 
@@ -238,4 +245,44 @@ def _infer_column(values: list[Any], text_numbers: bool) -> Field:
         return IntField()
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return FloatField()
-    return JsonField()
+    return _infer_array(values) or JsonField()
+
+
+def _infer_array(values: list[Any]) -> NDArrayField | None:
+    """An ndarray field when every value is a numeric list of one rank, else None (the column stays json).
+
+    Integers (and booleans) give ``int64``, any float ``float64``; a dimension that differs between rows
+    is variable. Empty lists fit any dtype; a column of only empty lists stays json.
+    """
+    if not all(isinstance(v, list) for v in values):
+        return None
+    shapes: set[tuple[int, ...]] = set()
+    kinds: set[str] = set()
+    for value in values:
+        array = _numeric(value)
+        if array is None:
+            return None
+        shapes.add(array.shape)
+        if array.size:
+            kinds.add(array.dtype.kind)
+    if not kinds or len({len(shape) for shape in shapes}) != 1:
+        return None
+    first = next(iter(shapes))
+    shape = [dim if all(other[axis] == dim for other in shapes) else None for axis, dim in enumerate(first)]
+    return NDArrayField(np.float64 if "f" in kinds else np.int64, shape)
+
+
+def _numeric(value: list[Any]) -> np.ndarray | None:
+    """``value`` as a numeric numpy array, or None when it is ragged or holds anything but numbers."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, OverflowError):  # ragged nesting
+        return None
+    return array if array.dtype.kind in "biuf" else None
+
+
+def _as_array(value: Any, field: NDArrayField, name: str) -> np.ndarray:
+    array = _numeric(value) if isinstance(value, list) else None
+    if array is None:
+        raise InvalidItem("invalid_value", f"column {name!r} holds {value!r}, not a list of numbers")
+    return array.astype(field.dtype) if array.size == 0 else array
