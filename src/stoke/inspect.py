@@ -56,6 +56,34 @@ def _splits(dataset: Dataset) -> dict[str, Any] | None:
     }
 
 
+def _column_lines(columns: Any) -> list[str]:
+    """A table source's cleaning and statistics, one line per column (nothing for other sources)."""
+    if not isinstance(columns, list):
+        return []
+    lines = ["  columns      (cleaning at pack time; statistics after it)"]
+    for column in columns:
+        if not isinstance(column, dict):
+            continue
+        missing = column.get("missing") or {}
+        policy = missing.get("policy")
+        policy = f"constant {policy[1]!r}" if isinstance(policy, list) and len(policy) == 2 else policy
+        cleaning = f"missing: {policy}"
+        if missing.get("filled"):
+            cleaning += f", {missing['filled']:,} filled"
+        if missing.get("dropped"):
+            cleaning += f", {missing['dropped']:,} rows dropped"
+        stats = column.get("stats") or {}
+        if "mean" in stats:
+            figures = f"mean {stats['mean']:.4g} std {stats['std']:.4g} range {stats['min']:.4g}..{stats['max']:.4g}"
+        elif column.get("categories"):
+            figures = f"{len(column['categories'])} categories, unknown id {column.get('unknown_id')}"
+        else:
+            figures = ""
+        name, kind = column.get("name", "?"), column.get("type", "?")
+        lines.append(f"    {name:<12} {kind:<11} {cleaning}; {figures}".rstrip("; "))
+    return lines
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as the lines ``stoke inspect`` prints."""
     lines = [
@@ -83,6 +111,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     if source:
         where = source.get("path") or source.get("type") or ""
         lines.append(f"  source       {source.get('kind', '?')} {where}".rstrip())
+        lines.extend(_column_lines(source.get("columns")))
     for attachment in summary.get("attachments", []):
         lines.append(f"  attached     {attachment['file']} ({attachment['bytes']:,} bytes)")
     splits = summary.get("splits")

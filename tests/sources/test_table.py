@@ -16,6 +16,7 @@ import stoke
 from stoke.cli import main
 from stoke.errors import ConfigError, InvalidItem, SourceError
 from stoke.format.manifest import Manifest
+from stoke.inspect import format_summary, summarize
 from stoke.sources import ListingSource, TableSource, encode_categories, resolve_source
 from stoke.sources.table import _record_lines
 
@@ -103,6 +104,11 @@ def test_pack_records_policies_fills_counts_and_statistics_in_the_manifest(tmp_p
     assert columns["city"]["categories"] == {"Oslo": 2, "Rome": 1} and columns["city"]["unknown_id"] == 2
     assert columns["label"]["missing"]["policy"] == "drop"
     assert stoke.open(tmp_path / "ds")[2] == {"age": 40, "city": 0, "score": 6.0, "note": "b", "label": 1}
+    shown = format_summary(summarize(stoke.open(tmp_path / "ds"))).splitlines()  # stoke inspect shows them
+    age = next(line for line in shown if line.split()[:1] == ["age"] and "missing:" in line)
+    assert f"mean {ages.mean():.4g} std {ages.std():.4g} range 30..61" in age and "missing: mean" in age
+    city = next(line for line in shown if line.split()[:1] == ["city"] and "missing:" in line)
+    assert "2 categories, unknown id 2" in city
 
 
 @pytest.mark.parametrize(
