@@ -3,8 +3,9 @@
 The public API: ``stoke.pack`` (source → dataset directory), ``stoke.open`` (directory → map-style
 dataset), ``stoke.TokenBlocks`` (token fields → fixed-length blocks for language models),
 ``stoke.Loader`` (dataset → batches of tensors), ``stoke.ops`` (what happens to samples and
-batches) and the field types for declaring a schema. ``Loader`` and ``ops`` import torch, so they are
-loaded on first use: the CLI's pack, inspect and verify start without it.
+batches), ``stoke.profile`` (is training waiting for data, and what to change) and the field types
+for declaring a schema. ``Loader``, ``ops`` and ``profile`` import torch, so they are loaded on first
+use: the CLI's pack, inspect and verify start without it.
 
 Example:
     >>> import numpy as np, stoke, tempfile
@@ -33,7 +34,7 @@ from stoke.pipeline.blocks import TokenBlocks
 from stoke.read import Dataset, DatasetView, open
 
 if TYPE_CHECKING:
-    from stoke import ops
+    from stoke import ops, profile
     from stoke.loader import Loader
 
 
@@ -46,6 +47,10 @@ def __getattr__(name: str) -> Any:
         import stoke.ops
 
         return stoke.ops
+    if name == "profile":  # a callable package: stoke.profile(loader) attaches a profiler
+        import stoke.profile
+
+        return stoke.profile
     raise AttributeError(f"module 'stoke' has no attribute {name!r}")
 
 
@@ -66,4 +71,5 @@ __all__ = [
     "open",
     "ops",
     "pack",
+    "profile",
 ]

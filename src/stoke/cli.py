@@ -107,6 +107,19 @@ def main() -> None:
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Processes (default: all cores).")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help="Where shard tasks run: processes on this machine, or a Dask cluster.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="With --engine dask: the scheduler's address (default: a LocalCluster of --workers processes).",
+)
 @IMAGE_MODE
 @click.option(
     "--color-mode",
@@ -348,6 +361,13 @@ def verify_command(dataset: Path, as_json: bool, threads: int | None) -> None:
     default=None,
     help="stoke's workers to measure [default: both with --user-transform, else thread].",
 )
+@click.option(
+    "--dataset",
+    "remote",
+    default=None,
+    metavar="URL",
+    help="Measure a remote dataset (s3://, gs://, https://): cold cache, warm cache and a local copy.",
+)
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON object of the results.")
 @_one_line_errors
 def bench_command(
@@ -360,10 +380,16 @@ def bench_command(
     no_baseline: bool,
     user_transform: bool,
     workers: str | None,
+    remote: str | None,
     as_json: bool,
 ) -> None:
     """Measure stoke against the DataLoader baseline and the decode-only ceiling, on SOURCE or generated JPEGs."""
-    from stoke.bench.run import format_report, run_bench
+    from stoke.bench.run import format_remote_report, format_report, run_bench, run_remote_bench
+
+    if remote is not None:
+        report = run_remote_bench(remote, threads=threads, log=lambda line: click.echo(line, err=as_json))
+        click.echo(json.dumps(report) if as_json else format_remote_report(report))
+        return
 
     result = run_bench(
         source,
@@ -381,6 +407,86 @@ def bench_command(
         click.echo(json.dumps(result))
     else:
         click.echo(format_report(result))
+
+
+@main.command("train")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--model", default="resnet18", show_default=True, help="small-cnn, resnet18 or resnet50.")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True, help="Peak LR.")
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "bf16", "fp16", "off"]),
+    default="auto",
+    show_default=True,
+    help="Mixed precision; auto: bf16 (fp16 on older GPUs) on CUDA, off on the CPU.",
+)
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True, help="On CUDA.")
+@click.option("--compile", "compile_model", is_flag=True, help="Run the model through torch.compile.")
+@click.option("--logdir", type=click.Path(path_type=Path), default=None, help="Write TensorBoard scalars here.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Checkpoint directory (last.pt).")
+@click.option(
+    "--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True, help="Steps; 0: epoch ends only."
+)
+@click.option("--resume", is_flag=True, help="Continue exactly from the checkpoint in --checkpoint, if there is one.")
+@click.option("--val-split", default="val", show_default=True, help="The split to validate on, or none.")
+@click.option("--image-size", type=click.IntRange(min=1), default=224, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: the GPU when there is one).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the results.")
+@_one_line_errors
+def train_command(dataset: Path, as_json: bool, no_progress: bool, **options: Any) -> None:
+    """Train a model on DATASET (its train split, validating on --val-split; docs/training.md)."""
+    from stoke.train.job import run_training
+
+    progress = not no_progress and not as_json and sys.stderr.isatty()
+    summary = run_training(dataset, progress=progress, log=lambda line: click.echo(line, err=as_json), **options)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        accuracy = f"{summary['val_accuracy']:.2%}" if summary["val_accuracy"] is not None else "n/a"
+        click.echo(
+            f"trained {summary['model']} for {summary['steps']:,} steps on {summary['device']} (amp {summary['amp']}) "
+            f"in {summary['seconds']:.1f} s: val accuracy {accuracy}, {summary['samples_per_s']:,.0f} samples/s, "
+            f"waited for data {summary['data_wait_fraction']:.1%} of the time"
+        )
+
+
+@main.command("profile", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("stoke-profile"),
+    show_default=True,
+    help="Where each Loader writes report.json, profile.png and TensorBoard events.",
+)
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Steps to profile.")
+@click.option(
+    "--headspace",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Steps then fed from a cached batch, to measure the loop with free input (they repeat one batch).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as one JSON list.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+@_one_line_errors
+def profile_command(out: Path, steps: int, headspace: int, as_json: bool, command: tuple[str, ...]) -> None:
+    """Run COMMAND (after --) with every stoke Loader profiled; print where the time goes and what to change."""
+    from stoke.profile.report import format_table
+    from stoke.profile.run import run_script
+
+    code, reports = run_script(command, out, steps, headspace)
+    if as_json:
+        click.echo(json.dumps([{"directory": str(where), **report.to_dict()} for where, report in reports]))
+    elif not reports:
+        click.echo("stoke profile: the command delivered no batch from a stoke Loader; nothing to report", err=True)
+    for where, report in [] if as_json else reports:
+        click.echo(f"stoke profile: {where}")
+        click.echo(format_table(report))
+    sys.exit(code)
 
 
 @main.command("demo")

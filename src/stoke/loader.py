@@ -57,6 +57,7 @@ from stoke.pipeline.reader import reader_for, verify_mode
 from stoke.pipeline.shared import SharedBlock
 from stoke.pipeline.threads import WorkerPool
 from stoke.pipeline.values import ValueStage
+from stoke.profile.profiler import Profiler, from_setting
 
 STATE_FORMAT = "stoke.loader.v1"
 # Loaders whose workers may be running: closed at interpreter exit, because a script that breaks out of an
@@ -115,6 +116,9 @@ class Loader:
             everything) or ``"process"``, for transforms or datasets written in pure Python that hold the
             GIL: the same pipeline in forked processes writing into shared-memory batches
             (``stoke.pipeline.processes``), with the same batches. Auto-tuning then tunes prefetch only.
+        profile: measure where the time goes (``stoke.profile``, docs/profiling.md): True, a directory to
+            write the report into, or a ``stoke.profile.Profiler``; ``$STOKE_PROFILE`` (set by ``stoke
+            profile``) turns it on for every Loader. Off, it costs one None check per step and stage.
 
     With ``"auto"`` settings the Loader hill-climbs on its measured delivery rate while the training
     loop waits for data (``stoke.pipeline.autotune``); ``stats()["autotune"]`` shows what it chose.
@@ -150,6 +154,7 @@ class Loader:
         max_bad_fraction: float = 0.001,
         timeout: float | None = 600.0,
         batch_transforms: Sequence[BatchTransform] | None = None,
+        profile: bool | str | Profiler = False,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -247,6 +252,11 @@ class Loader:
         self.epoch = 0
         self._resume_start = 0  # samples of epoch ``self.epoch`` the job had consumed (load_state_dict)
         self._stats = {"batches": 0, "samples": 0, "wait_seconds": 0.0}
+        self._profiler: Profiler | None = None
+        self._clock: Any = None  # the profiler's StageClock while profiled
+        profiler = from_setting(profile)
+        if profiler is not None:
+            profiler.attach(self)
         _LIVE_LOADERS.add(self)
 
     # ---- public -----------------------------------------------------------------------------------
@@ -394,18 +404,31 @@ class Loader:
             self._pool.retire(block)
 
     def _produce(self, job: BatchJob, j: int) -> None:
-        values = self._reader.read(int(job.positions[j]))
-        for stage, value in zip(self._stages, values):
-            stage.run(value, job.params[stage.name], j, job.buffers)
+        clock = self._clock
+        if clock is not None:
+            started, cpu = time.perf_counter_ns(), time.thread_time_ns()
+        try:
+            values = self._reader.read(int(job.positions[j]))
+            for stage, value in zip(self._stages, values):
+                stage.run(value, job.params[stage.name], j, job.buffers)
+        finally:
+            if clock is not None:
+                clock.add(clock.busy, time.perf_counter_ns() - started)
+                clock.add(clock.cpu, time.thread_time_ns() - cpu)
 
     def _finish(self, job: BatchJob, epoch: int, epoch_size: int) -> dict[str, Any]:
         buffers: BufferSet = job.buffers
         count = self._settle_failures(job, epoch, epoch_size) if job.failures else job.size
         batch: dict[str, Any] = {}
         context = BatchContext(self.seed, epoch, buffers.arrays["index"][:count].copy())
-        for stage in self._stages:
+        profiler, clock = self._profiler, self._clock
+        lap = time.perf_counter_ns() if clock is not None else 0
+        for position, stage in enumerate(self._stages):
             outputs = stage.collect(buffers, count)
+            if clock is not None:
+                lap = clock.lap(profiler.slots["collate"], lap)
             if self.device is not None:
+                copy = profiler.copy_started() if profiler is not None else None
                 moves_itself = any(isinstance(op, ToDevice) for op in stage.batch_ops)
                 outputs = {
                     key: value.to(self.device, non_blocking=True)
@@ -413,16 +436,22 @@ class Loader:
                     else value
                     for key, value in outputs.items()
                 }
-            for op in stage.batch_ops:
+                if copy is not None:
+                    lap = profiler.copy_ended(copy)
+            for index, op in enumerate(stage.batch_ops):
                 outputs[stage.name] = op.apply(outputs[stage.name], context)
+                if clock is not None:
+                    lap = clock.lap(profiler.slots[("batch_op", position, index)], lap)
             batch.update(outputs)
         batch["index"] = torch.from_numpy(buffers.arrays["index"][:count])
         if job.padding is not None:
             batch["is_padding"] = torch.from_numpy(job.padding[:count].copy())
         if self._buffers.pin and any(isinstance(v, torch.Tensor) and v.is_cuda for v in batch.values()):
             buffers.copy_done = torch.cuda.current_stream().record_event()
-        for transform in self.batch_transforms:
+        for index, transform in enumerate(self.batch_transforms):
             batch = transform.apply(batch, context)
+            if clock is not None:
+                lap = clock.lap(profiler.slots[("batch_transform", index)], lap)
         return batch
 
     def _after_batch(self, samples: int, waited: float) -> None:
@@ -513,6 +542,7 @@ class _EpochIterator:
             order, self._start, loader.batch_size, loader.rank, loader.world_size, loader.drop_last
         )
         self._padding = padding if loader.world_size > 1 and not loader.drop_last else None
+        loader._reader.will_read(self._positions)  # a remote dataset fetches its shards ahead, in this order
         self._count = -(-len(self._positions) // loader.batch_size)
         self._next_start = 0
         self._next_yield = 0
@@ -535,8 +565,13 @@ class _EpochIterator:
         return min(self._start + self._next_yield * global_batch, self._order_length)
 
     def __next__(self) -> dict[str, Any]:
+        profiler = self.loader._profiler
+        if profiler is not None:
+            profiler.requested(self._in_flight)
         if self._next_yield >= self._count:
             raise StopIteration
+        if profiler is not None and profiler.serving_headspace:
+            return profiler.serve_headspace()  # a repeated batch, for profiling only: the epoch does not advance
         self._fill()
         job = self._in_flight.popleft()
         started = time.perf_counter()
@@ -562,6 +597,8 @@ class _EpochIterator:
         self.loader._stats["batches"] += 1
         self.loader._stats["samples"] += job.size
         self.loader._after_batch(job.size, waited)
+        if profiler is not None:
+            profiler.handed_out(batch, waited)
         return batch
 
     def _fill(self) -> None:

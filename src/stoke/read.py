@@ -33,16 +33,25 @@ from stoke.format.fields import Field, FloatField, IntField
 from stoke.format.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from stoke.format.shard import DATA_START, ShardReader
 from stoke.format.splits import Splits, read_splits
+from stoke.storage.remote import is_remote_url
 
 
-def open(path: str | os.PathLike[str], split: str | None = None) -> Dataset | DatasetView:
+def open(path: str | os.PathLike[str], split: str | None = None, **remote_options: Any) -> Dataset | DatasetView:
     """Open the packed dataset at ``path``; reads the manifest only.
+
+    A URL (``s3://``, ``gs://``, ``https://``, any fsspec protocol) opens a remote dataset whose shards are
+    fetched into a bounded, verified local cache; ``remote_options`` (``cache_dir``, ``cache_bytes``,
+    ``storage_options``, ``retry``, ``ahead``) go to :func:`stoke.storage.open_remote` (docs/remote.md).
 
     With ``split``, only that stored split (made by ``stoke split``) is returned, as an index view of the
     dataset: no data is copied. Raises :class:`~stoke.errors.NotADatasetError` for a directory that is
     not (yet) a dataset and :class:`~stoke.errors.FormatError` for a damaged manifest or splits file, or
     a split that does not exist.
     """
+    if remote_options or is_remote_url(path):
+        from stoke.storage.dataset import open_remote
+
+        return open_remote(str(path), split, **remote_options)
     root = Path(path)
     dataset = Dataset(root, Manifest.read(root))
     if split is None:
@@ -145,6 +154,9 @@ class Dataset:
         """The dataset indices of positions of this dataset (the identity; views map through their indices)."""
         return np.asarray(positions, dtype=np.int64)
 
+    def will_read(self, indices: np.ndarray) -> None:
+        """The Loader announces the dataset indices an epoch will read, in order (remote datasets prefetch)."""
+
     def locate(self, index: int) -> tuple[int, int]:
         """(shard number, sample number inside the shard) of dataset index ``index``."""
         shard = bisect.bisect_right(self._starts, index) - 1  # a Python list: faster than numpy for one value
@@ -187,21 +199,10 @@ class Dataset:
         if not isinstance(field, (IntField, FloatField)):
             raise TypeError(f"column() reads int and float fields; {name!r} is a {field.type_name} field")
         position = self.field_positions([name])[0]
-        width = len(self.fields)
-        parts = []
-        for shard in range(len(self.manifest.shards)):
-            reader = self._reader(shard)
-            starts = reader.offsets[position : reader.num_samples * width : width].astype(np.int64)
-            stops = reader.offsets[position + 1 : reader.num_samples * width + 1 : width].astype(np.int64)
-            if np.any(stops - starts != 8) or (
-                starts.size and starts.max() + 8 > reader.layout.offsets_start - DATA_START
-            ):
-                raise FormatError(
-                    f"shard {reader.path.name} has damaged offsets for field {name!r}; run `stoke verify`"
-                )
-            data = np.frombuffer(reader.mapping, np.uint8, reader.layout.offsets_start - DATA_START, DATA_START)
-            gathered = data[starts[:, None] + np.arange(8)]
-            parts.append(gathered.view(field.spec.dtype).reshape(-1))
+        parts = [
+            column_of_shard(self._reader(shard), name, field, position, len(self.fields))
+            for shard in range(len(self.manifest.shards))
+        ]
         return np.concatenate(parts) if parts else np.empty(0, field.spec.dtype)
 
     def shard_reader(self, shard: int) -> ShardReader:
@@ -293,6 +294,17 @@ class Dataset:
         return SampleError(f"sample {index} in {self.root / shard} is damaged: {reason}", index=index, shard=shard)
 
 
+def column_of_shard(reader: ShardReader, name: str, field: Field, position: int, width: int) -> np.ndarray:
+    """The values of int or float field ``name`` (schema ``position`` of ``width``) of one shard, copied out."""
+    starts = reader.offsets[position : reader.num_samples * width : width].astype(np.int64)
+    stops = reader.offsets[position + 1 : reader.num_samples * width + 1 : width].astype(np.int64)
+    if np.any(stops - starts != 8) or (starts.size and starts.max() + 8 > reader.layout.offsets_start - DATA_START):
+        raise FormatError(f"shard {reader.path.name} has damaged offsets for field {name!r}; run `stoke verify`")
+    data = np.frombuffer(reader.mapping, np.uint8, reader.layout.offsets_start - DATA_START, DATA_START)
+    gathered = data[starts[:, None] + np.arange(8)]
+    return gathered.view(field.spec.dtype).reshape(-1)
+
+
 class DatasetView:
     """Some samples of a :class:`Dataset`, by index, in a given order; ``ds[i]`` reads ``base[indices[i]]``."""
 
@@ -323,6 +335,9 @@ class DatasetView:
 
     def dataset_index(self, positions: np.ndarray) -> np.ndarray:
         return self.indices[np.asarray(positions, dtype=np.int64)]
+
+    def will_read(self, positions: np.ndarray) -> None:
+        self.base.will_read(self.dataset_index(positions))
 
     def read_fields(
         self, position: int, positions: Sequence[int] | None = None, verify: bool = False

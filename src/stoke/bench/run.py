@@ -320,3 +320,89 @@ def _machine(cores: int) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
     }
+
+
+def run_remote_bench(
+    url: str,
+    *,
+    threads: int | None = None,
+    cache_dir: Path | None = None,
+    storage_options: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Remote against local throughput of one dataset: an epoch with a cold cache, one with the warm cache,
+    and one from a local copy of the same shards (``stoke bench --dataset URL``).
+
+    Each epoch is shuffled (seed 0) with the main benchmark's crop and flip on image fields. The caches and
+    the local copy live in a temporary directory (under ``cache_dir`` if given) removed at the end.
+    """
+    import shutil
+    import tempfile
+
+    from stoke.format.manifest import MAX_MANIFEST_BYTES
+    from stoke.storage import open_remote
+
+    cores = threads or available_cores()
+    scratch = Path(tempfile.mkdtemp(prefix="stoke-remote-bench-", dir=cache_dir))
+    options = {"cache_dir": scratch / "cache", "storage_options": storage_options}
+    try:
+        rates: dict[str, float] = {}
+        downloads: dict[str, int] = {}
+        for run in ("cold", "warm"):
+            with open_remote(url, **options) as dataset:  # type: ignore[union-attr]
+                if run == "cold":
+                    log(f"benchmarking {len(dataset):,} samples of {url} on {cores} cores: cold cache, warm, local")
+                rates[run] = _epoch_rate(dataset, cores)
+                downloads[run] = dataset.cache.stats()["downloads"]
+                if run == "warm":
+                    local = scratch / "local"
+                    local.mkdir()
+                    (local / MANIFEST_NAME).write_bytes(dataset.store.read_small(MANIFEST_NAME, MAX_MANIFEST_BYTES))
+                    for shard in range(len(dataset.manifest.shards)):
+                        entry = dataset.manifest.shards[shard]
+                        shutil.copyfile(dataset.shard_reader(shard).path, local / entry.file)
+                    samples, total_bytes = len(dataset), dataset.manifest.total_bytes
+        with open_dataset(local) as copy:  # type: ignore[union-attr]
+            rates["local"] = _epoch_rate(copy, cores)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {
+        "url": url,
+        "samples": samples,
+        "bytes": total_bytes,
+        "cores": cores,
+        **{f"{run}_samples_per_s": round(rate, 1) for run, rate in rates.items()},
+        "cold_vs_local": round(rates["cold"] / rates["local"], 3),
+        "warm_vs_local": round(rates["warm"] / rates["local"], 3),
+        "downloads_cold": downloads["cold"],
+        "downloads_warm": downloads["warm"],
+    }
+
+
+def format_remote_report(result: dict[str, Any]) -> str:
+    """The human-readable summary of :func:`run_remote_bench`."""
+    megabytes = result["bytes"] / 1e6
+    return "\n".join(
+        [
+            f"{result['url']}: {result['samples']:,} samples, {megabytes:,.1f} MB, {result['cores']} cores",
+            f"  cold cache  {result['cold_samples_per_s']:>12,.1f} samples/s  ({result['cold_vs_local']:.2f}x local, "
+            f"{result['downloads_cold']} shards downloaded)",
+            f"  warm cache  {result['warm_samples_per_s']:>12,.1f} samples/s  ({result['warm_vs_local']:.2f}x local, "
+            f"{result['downloads_warm']} shards downloaded)",
+            f"  local copy  {result['local_samples_per_s']:>12,.1f} samples/s",
+        ]
+    )
+
+
+def _epoch_rate(dataset: Any, cores: int) -> float:
+    """Samples per second of one shuffled epoch, crop and flip on image fields."""
+    transforms = {
+        name: [RandomResizedCrop(SIZE), RandomHorizontalFlip()]
+        for name, field in dataset.fields.items()
+        if field.type_name == "image"
+    }
+    loader = Loader(dataset, BATCH_SIZE, shuffle=True, seed=0, transforms=transforms, num_threads=cores)
+    started = time.perf_counter()
+    count = sum(len(batch["index"]) for batch in loader)
+    loader.close()
+    return count / max(time.perf_counter() - started, 1e-9)

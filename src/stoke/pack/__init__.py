@@ -42,6 +42,7 @@ from stoke.format.manifest import (
     Manifest,
     ShardEntry,
     is_safe_file_name,
+    shard_file_name,
 )
 from stoke.pack.plan import DEFAULT_SHARD_BYTES, PackPlan, estimate_shard_items
 from stoke.pack.quarantine import read_quarantine, write_quarantine
@@ -99,6 +100,8 @@ def pack(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> PackResult:
     """Pack ``source`` into the dataset directory ``out``.
 
@@ -110,6 +113,9 @@ def pack(
     finds (folders, listings, Pillow images in a dataset); ``fields`` declares the type of named fields
     of arrays and datasets, and an ``ImageField`` declared there keeps its own settings. ``workers`` defaults to all
     cores. Bad items are quarantined, never fatal; the returned :class:`PackResult` lists them.
+
+    ``engine="dask"`` runs the shard tasks on a Dask cluster: the scheduler at ``scheduler``, or a
+    ``LocalCluster`` of ``workers`` processes when it is None (``docs/engines.md``). The dataset is the same.
     """
     started = time.perf_counter()
     out = Path(out)
@@ -121,6 +127,10 @@ def pack(
         raise ConfigError(str(error)) from None
     if shard_items is not None and shard_items < 1:
         raise ConfigError(f"shard_items must be at least 1, got {shard_items}")
+    if engine not in ("local", "dask"):
+        raise ConfigError(f"engine must be 'local' or 'dask', got {engine!r}")
+    if scheduler is not None and engine != "dask":
+        raise ConfigError("a scheduler address needs engine='dask' (--engine dask)")
     workers = available_cores() if workers is None else workers
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
@@ -157,9 +167,28 @@ def pack(
             results[shard] = stored
     pending = [shard for shard in range(plan.num_shards) if shard not in results]
     remaining = sum(len(plan.item_range(shard)) for shard in pending)
-    work = functools.partial(pack_shard, resolved, entries, plan, out)
-    for result in run_tasks(pending, work, workers, remaining, progress):
+    if engine == "dask":
+        from stoke.engines.dask import run_tasks_dask
+
+        work = functools.partial(pack_shard, resolved, entries, plan, out.absolute())  # workers have another cwd
+        items = [len(plan.item_range(shard)) for shard in pending]
+        done = run_tasks_dask(
+            pending,
+            work,
+            remaining,
+            progress,
+            scheduler=scheduler,
+            workers=workers,
+            task_items=items,
+            output_dir=out.absolute(),
+            describe=lambda shard: f"shard {shard} ({shard_file_name(shard)})",
+        )
+    else:
+        work = functools.partial(pack_shard, resolved, entries, plan, out)
+        done = run_tasks(pending, work, workers, remaining, progress)
+    for result in done:
         results[result.shard] = result
+    _remove_temporaries(out)  # a retried task (Dask) may have left the failed attempt's temporary file
 
     ordered = [results[shard] for shard in range(plan.num_shards)]
     quarantine = [entry for result in ordered for entry in result.quarantine]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -81,6 +82,8 @@ class ImageStage:
         self._local = threading.local()
         self._per_sample: list[SampleOp | PixelOp] = [*self.sample_ops, *self.pixel_ops]
         self.streams = [stream_id(name, position) for position in range(len(self._per_sample))]
+        self.clock: Any = None  # a stoke.profile StageClock while profiled, adding to ``slots``
+        self.slots: dict[str, Any] = {}
 
     def buffer_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         height, width = self.size
@@ -102,6 +105,8 @@ class ImageStage:
         ]
 
     def run(self, value: Any, params: list[np.ndarray | None], j: int, buffers: BufferSet) -> None:
+        clock = self.clock
+        started = time.perf_counter_ns() if clock is not None else 0
         if self.packed:
             header = self.field.header(value)
             height, width = header.height, header.width
@@ -136,11 +141,20 @@ class ImageStage:
         if self.pixel_ops:
             finish = functools.partial(self._apply_pixel_ops, params=params[len(self.sample_ops) :], j=j)
         out = buffers.arrays[self.name][j]
+        if clock is not None:
+            decoded_at = time.perf_counter_ns()
+            clock.add(self.slots["decode"], decoded_at - started)
         render(pixels, height, width, geometry, out, self.channels_last, self._work(), finish, origin, decoded)
+        if clock is not None:  # includes the pixel ops; the clock reports it without them
+            clock.add(self.slots["render"], time.perf_counter_ns() - decoded_at)
 
     def _apply_pixel_ops(self, image: np.ndarray, params: list[np.ndarray | None], j: int) -> None:
-        for op, uniforms in zip(self.pixel_ops, params):
+        clock = self.clock
+        for position, (op, uniforms) in enumerate(zip(self.pixel_ops, params)):
+            started = time.perf_counter_ns() if clock is not None else 0
             result = op.apply_pixels(image, _NO_DRAWS if uniforms is None else uniforms[j])
+            if clock is not None:
+                clock.add(self.slots["pixel_ops"][position], time.perf_counter_ns() - started)
             if result is None or result is image:
                 continue
             if not isinstance(result, np.ndarray) or result.shape != image.shape or result.dtype != np.uint8:

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,6 +60,8 @@ class ValueStage:
         self._shape = tuple(spec.shape or ())
         self._dtype = spec.dtype
         self.masked = self.kind == "padded" and spec.shape is not None and len(spec.shape) == 1
+        self.clock: Any = None  # a stoke.profile StageClock while profiled, adding to ``slots["decode"]``
+        self.slots: dict[str, Any] = {}
 
     def buffer_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         if self.kind != "fixed":
@@ -80,6 +83,8 @@ class ValueStage:
         ]
 
     def run(self, value: Any, params: list[Any], j: int, buffers: BufferSet) -> None:
+        clock = self.clock
+        started = time.perf_counter_ns() if clock is not None else 0
         if not self.packed:
             decoded = self.field.coerce(value)
         elif isinstance(self.field, NDArrayField):
@@ -94,6 +99,8 @@ class ValueStage:
             buffers.lists[self.name][j] = (
                 np.frombuffer(decoded, np.uint8) if isinstance(self.field, BytesField) else decoded
             )
+        if clock is not None:
+            clock.add(self.slots["decode"], time.perf_counter_ns() - started)
 
     def collect(self, buffers: BufferSet, count: int) -> dict[str, Any]:
         if self.kind == "fixed":

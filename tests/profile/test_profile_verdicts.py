@@ -1,0 +1,135 @@
+"""The profiler's verdicts: a pipeline slowed on purpose is highly input-bound with that op as the
+bottleneck; a fast pipeline feeding a slow step is not input-bound; the thresholds; stage accounting."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import stoke
+from stoke.ops import Map, Normalize, Resize
+from stoke.profile.report import HIGHLY_INPUT_BOUND, NOT_INPUT_BOUND, classify
+from stoke.profile.stages import StageClock
+
+
+def slow(image: np.ndarray) -> None:
+    time.sleep(0.004)  # a transform made slow on purpose
+
+
+def profiled_epochs(loader: stoke.Loader, epochs: int, step_seconds: float = 0.0) -> stoke.profile.Profiler:
+    profiler = stoke.profile(loader)
+    for _ in range(epochs):
+        for _batch in loader:
+            if step_seconds:
+                time.sleep(step_seconds)
+    return profiler
+
+
+def test_a_sleeping_transform_is_reported_highly_input_bound_and_the_bottleneck(photos: stoke.Dataset) -> None:
+    loader = stoke.Loader(photos, 4, num_threads=2, prefetch=2, transforms={"image": [Resize((16, 16)), Map(slow)]})
+    report = profiled_epochs(loader, 2).report()
+    loader.close()
+    assert report.classification == "highly input-bound"
+    assert report.input_share > 0.5
+    assert report.bottleneck == "image: Map(slow)"
+    assert report.recommendations, "an input-bound loop gets something to change"
+    gains = [item.estimated_gain for item in report.recommendations]
+    assert gains == sorted(gains, reverse=True)
+    # the workers sleep, they do not compute: more of them is the first thing to try
+    assert report.recommendations[0].action.startswith("num_threads=4")
+    assert report.workers["cpu_share_of_busy"] < 0.5
+
+
+def test_a_fast_pipeline_feeding_a_slow_step_is_not_input_bound() -> None:
+    loader = stoke.Loader({"x": np.arange(64.0), "y": np.arange(64)}, 8, num_threads=1)
+    report = profiled_epochs(loader, 2, step_seconds=0.02).report()
+    loader.close()
+    assert report.classification == "not input-bound"
+    assert report.input_share < NOT_INPUT_BOUND
+    assert report.recommendations == []
+    assert report.steps == 15  # 16 steps, the first one the warm-up
+    assert report.step_seconds >= 15 * 0.02
+
+
+def test_worker_stages_add_up_to_the_workers_busy_time(photos: stoke.Dataset) -> None:
+    loader = stoke.Loader(
+        photos, 4, num_threads=2, transforms={"image": [Resize((16, 16)), Map(slow)]}, verify="always"
+    )
+    report = profiled_epochs(loader, 1).report()
+    loader.close()
+    worker = {stage.name: stage.seconds for stage in report.stages if stage.where == "workers"}
+    named = sum(seconds for name, seconds in worker.items() if not name.startswith("other"))
+    assert {"read", "checksum", "image: decode", "image: crop/resize/flip", "image: Map(slow)", "label: decode"} <= set(
+        worker
+    )
+    assert 0.9 * report.workers["busy_seconds"] <= named <= report.workers["busy_seconds"] * 1.001
+    # crop/resize/flip is reported without the Map that runs inside it
+    assert worker["image: crop/resize/flip"] < worker["image: Map(slow)"]
+
+
+def test_loop_stages_are_timed_on_the_loops_thread(photos: stoke.Dataset) -> None:
+    loader = stoke.Loader(
+        photos,
+        4,
+        num_threads=1,
+        transforms={"image": [Resize((16, 16)), Normalize((120.0, 120.0, 120.0), (60.0, 60.0, 60.0))]},
+    )
+    report = profiled_epochs(loader, 1).report()
+    loop = {stage.name: stage for stage in report.stages if stage.where == "loop"}
+    assert "collate" in loop and "image: Normalize (batch op)" in loop
+    assert abs(sum(stage.share for stage in loop.values()) - 1.0) < 1e-6
+
+
+@given(st.floats(0.0, 1.0, allow_nan=False))
+def test_classification_follows_the_thresholds(share: float) -> None:
+    verdict = classify(share)
+    if share < NOT_INPUT_BOUND:
+        assert verdict == "not input-bound"
+    elif share > HIGHLY_INPUT_BOUND:
+        assert verdict == "highly input-bound"
+    else:
+        assert verdict == "moderately input-bound"
+
+
+def test_threshold_edges() -> None:
+    assert classify(0.0499) == "not input-bound"
+    assert classify(0.05) == classify(0.2) == "moderately input-bound"
+    assert classify(0.2001) == "highly input-bound"
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.integers(0, 10**9)), max_size=60))
+def test_stage_clock_sums_match_a_plain_reference(additions: list[tuple[int, int, int]]) -> None:
+    clock = StageClock(max_rows=8)
+    slots = [clock.slot(f"stage {k}") for k in range(3)]
+    by_thread: dict[int, list[tuple[int, int]]] = {}
+    for thread, slot, nanoseconds in additions:
+        by_thread.setdefault(thread, []).append((slots[slot], nanoseconds))
+
+    def work(items: list[tuple[int, int]]) -> None:
+        for slot, nanoseconds in items:
+            clock.add(slot, nanoseconds)
+        clock.add(clock.busy, sum(n for _, n in items) + 1)
+
+    threads = [threading.Thread(target=work, args=(items,)) for items in by_thread.values()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    totals = clock.totals()
+    for k in range(3):
+        assert totals[f"stage {k}"] == sum(n for _, slot, n in additions if slot == k)
+    assert sorted(clock.busy_per_worker().tolist()) == sorted(sum(n for _, n in v) + 1 for v in by_thread.values())
+
+
+def test_a_containing_stage_is_reported_without_what_it_contains() -> None:
+    clock = StageClock()
+    inner = clock.slot("inner")
+    outer = clock.slot("outer", contains=(inner,))
+    clock.add(outer, 100)
+    clock.add(inner, 30)
+    assert clock.totals()["outer"] == 70
