@@ -264,11 +264,11 @@ def _table_source(
 
 
 @main.command("inspect")
-@click.argument("dataset", type=click.Path(path_type=Path))
+@click.argument("dataset")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_one_line_errors
-def inspect_command(dataset: Path, as_json: bool) -> None:
-    """Show what DATASET holds: schema, counts, sizes, classes, source."""
+def inspect_command(dataset: str, as_json: bool) -> None:
+    """Show what DATASET (a directory or a URL) holds: schema, counts, sizes, classes, source."""
     from stoke.inspect import format_summary, summarize
     from stoke.read import open as open_dataset
 
@@ -320,12 +320,13 @@ def split_command(
 
 
 @main.command("verify")
-@click.argument("dataset", type=click.Path(path_type=Path))
+@click.argument("dataset")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads (default: all cores).")
 @_one_line_errors
-def verify_command(dataset: Path, as_json: bool, threads: int | None) -> None:
-    """Recompute every checksum and decode every sample; exit 1 listing damaged samples."""
+def verify_command(dataset: str, as_json: bool, threads: int | None) -> None:
+    """Recompute every checksum and decode every sample of DATASET (a directory or a URL); exit 1 listing
+    damaged samples."""
     from stoke.verify import verify
 
     report = verify(dataset, threads)

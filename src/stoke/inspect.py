@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from stoke.format.splits import has_splits
 from stoke.prepare.split import class_balance
 from stoke.read import Dataset
 
@@ -39,7 +38,7 @@ def summarize(dataset: Dataset) -> dict[str, Any]:
 
 def _splits(dataset: Dataset) -> dict[str, Any] | None:
     """Each stored split's size and, when it was stratified, its samples per class (the label column only)."""
-    if not has_splits(dataset.root):
+    if not dataset.has_splits():
         return None
     splits = dataset.splits()
     stratify = splits.info.get("stratify")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from stoke.format.checksum import file_checksum, format_digest, sample_checksum
 from stoke.format.fields import Field, FloatField, IntField
 from stoke.format.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from stoke.format.shard import DATA_START, ShardReader
-from stoke.format.splits import Splits, read_splits
+from stoke.format.splits import Splits, has_splits, read_splits
 from stoke.storage.remote import is_remote_url
 
 
@@ -81,6 +82,7 @@ class Dataset:
         self._readers: list[ShardReader | None] = [None] * len(manifest.shards)
         self._lock = threading.Lock()
         self._real_root: str | None = None
+        _OPEN_DATASETS.add(self)
 
     # ---- the map-style protocol --------------------------------------------------------------------
     def __len__(self) -> int:
@@ -111,6 +113,10 @@ class Dataset:
     def splits(self) -> Splits:
         """The stored splits (``stoke split``), validated; raises FormatError when there are none."""
         return read_splits(self.root, len(self), self.packing_id)
+
+    def has_splits(self) -> bool:
+        """Whether ``stoke split`` has stored splits in the dataset (not whether they are valid)."""
+        return has_splits(self.root)
 
     # ---- attachments -----------------------------------------------------------------------------
     def attachment(self, name: str) -> bytes:
@@ -240,6 +246,7 @@ class Dataset:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        _OPEN_DATASETS.add(self)
 
     # ---- internals --------------------------------------------------------------------------------
     def _check_index(self, index: Any) -> int:
@@ -303,6 +310,20 @@ def column_of_shard(reader: ShardReader, name: str, field: Field, position: int,
     data = np.frombuffer(reader.mapping, np.uint8, reader.layout.offsets_start - DATA_START, DATA_START)
     gathered = data[starts[:, None] + np.arange(8)]
     return gathered.view(field.spec.dtype).reshape(-1)
+
+
+# A forked child (process workers, a pack pool) gets a copy of the parent's memory but only the forking
+# thread: a lock another thread held at that moment (opening a shard for a thread Loader on the same
+# dataset, say) would stay held in the child forever. Each child starts with fresh locks instead.
+_OPEN_DATASETS: weakref.WeakSet[Dataset] = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    for dataset in list(_OPEN_DATASETS):
+        dataset._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 class DatasetView:

@@ -160,3 +160,15 @@ def test_close_stops_the_processes_and_the_collector():
 def test_workers_must_be_thread_or_process():
     with pytest.raises(stoke.errors.ConfigError, match=r"workers must be 'thread' or 'process', got 'fibers'"):
         stoke.Loader({"x": np.arange(3.0)}, batch_size=2, workers="fibers")
+
+
+def test_workers_forked_while_another_thread_holds_the_dataset_lock_still_read(tmp_path):
+    stoke.pack({"x": np.arange(40)}, tmp_path / "ds", shard_items=8, progress=False)
+    dataset = stoke.open(tmp_path / "ds")
+    loader = stoke.Loader(dataset, batch_size=8, shuffle=False, workers="process", num_threads=2, timeout=20)
+    with dataset._lock:  # held, as by a thread Loader's worker opening a shard of the same dataset
+        batches = iter(loader)  # the workers fork now
+        first = next(batches)
+    rest = list(batches)
+    assert torch.cat([first["x"], *(batch["x"] for batch in rest)]).tolist() == list(range(40))
+    loader.close()

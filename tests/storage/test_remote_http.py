@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from remote_servers import HttpDatasetServer
 
 import stoke
 from stoke.errors import ConfigError, FormatError, NotADatasetError, SampleError
+from stoke.inspect import summarize
 from stoke.prepare.split import make_splits
 from stoke.storage import RemoteError, RemoteStore, Retry
 from stoke.storage.dataset import cache_key
@@ -253,3 +256,25 @@ def test_the_example_in_docs_remote_md_runs(capsys):
     code = re.search(r"^```python\n(.*?)^```", page.read_text(encoding="utf-8"), re.S | re.M).group(1)
     exec(compile(code, str(page), "exec"), {"__name__": "docs_remote"})
     assert capsys.readouterr().out.split() == ["1", "20", "4"]
+
+
+def test_stoke_inspect_and_verify_take_a_url(served, tmp_path):
+    server, local_root = served
+    env = {**os.environ, "STOKE_HOME": str(tmp_path / "home")}
+    before = subprocess.run(
+        [sys.executable, "-m", "stoke", "inspect", server.url("ds"), "--json"], capture_output=True, text=True, env=env
+    )
+    assert before.returncode == 0, before.stderr
+    assert json.loads(before.stdout)["splits"] is None
+    make_splits(stoke.open(local_root), {"train": 0.75, "val": 0.25}, seed=1, stratify="y")
+    shown = subprocess.run(
+        [sys.executable, "-m", "stoke", "inspect", server.url("ds"), "--json"], capture_output=True, text=True, env=env
+    )
+    assert shown.returncode == 0, shown.stderr
+    remote, local = json.loads(shown.stdout), summarize(stoke.open(local_root))
+    assert remote["splits"] == json.loads(json.dumps(local["splits"])) and remote["num_samples"] == SAMPLES
+    checked = subprocess.run(
+        [sys.executable, "-m", "stoke", "verify", server.url("ds"), "--json"], capture_output=True, text=True, env=env
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["ok"] is True and json.loads(checked.stdout)["num_samples"] == SAMPLES

@@ -1,7 +1,8 @@
 """Median images/s of several loaders measured epoch by epoch in turn, so that drift hits them alike.
 
 The benchmark scripts in ``benchmarks/`` compare Loader settings this way: one warm-up epoch of each,
-then ``epochs`` measured epochs, the loaders taking turns within each.
+then ``epochs`` measured epochs, the loaders taking turns within each, in reverse order every other epoch
+so that going first or last favours none of them.
 
 Example:
     >>> import numpy as np, stoke
@@ -22,7 +23,8 @@ def median_rates(loaders: Mapping[Hashable, Iterable[dict[str, Any]]], epochs: i
     """``{name: median samples/s}``, counting the rows of each batch's ``key`` tensor."""
     rates: dict[Hashable, list[float]] = {name: [] for name in loaders}
     for epoch in range(epochs + 1):
-        for name, loader in loaders.items():
+        turns = list(loaders.items())
+        for name, loader in turns if epoch % 2 == 0 else reversed(turns):
             started = time.perf_counter()
             count = sum(len(batch[key]) for batch in loader)
             if epoch:

@@ -97,6 +97,10 @@ def open_remote(
     return dataset.select(parts[split])
 
 
+class _NoSplitsError(FormatError):
+    """Raised by ``has_splits`` when the dataset has no ``splits.json``."""
+
+
 class RemoteDataset(Dataset):
     """A :class:`~stoke.read.Dataset` whose shards are fetched from ``store`` into a :class:`ShardCache`.
 
@@ -211,6 +215,14 @@ class RemoteDataset(Dataset):
     @property
     def packing_id(self) -> str:
         return self._packing_id
+
+    def has_splits(self) -> bool:
+        """Whether the remote dataset holds ``splits.json`` (fetches that one small file)."""
+        try:
+            self.store.read_small(SPLITS_NAME, MAX_SPLITS_BYTES, missing=_NoSplitsError())
+        except _NoSplitsError:
+            return False
+        return True
 
     def splits(self) -> Splits:
         """The stored splits, fetched (``splits.json``, ``splits/*.idx``) and validated like local ones."""
