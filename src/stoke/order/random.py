@@ -27,4 +27,4 @@ class RandomOrder(Order):
         self.seed = seed
 
     def indices(self, epoch: int) -> np.ndarray:
-        return epoch_generator(self.seed, epoch).permutation(self.size).astype(np.int64)
+        return epoch_generator(self.seed, epoch).permutation(self.size).astype(np.int64, copy=False)
