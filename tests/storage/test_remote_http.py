@@ -278,3 +278,14 @@ def test_stoke_inspect_and_verify_take_a_url(served, tmp_path):
     )
     assert checked.returncode == 0, checked.stderr
     assert json.loads(checked.stdout)["ok"] is True and json.loads(checked.stdout)["num_samples"] == SAMPLES
+
+
+def test_scaling_fits_on_the_train_split_of_a_remote_dataset(served, tmp_path):
+    from stoke.ops import Standardize
+
+    server, local_root = served
+    make_splits(stoke.open(local_root), {"train": 0.75, "val": 0.25}, seed=1)
+    local = Standardize.fit(stoke.open(local_root), "y", split="train")
+    with stoke.open(server.url("ds"), cache_dir=tmp_path / "cache", retry=FAST) as remote:
+        fitted = Standardize.fit(remote, "y", split="train")
+    assert (fitted.mean, fitted.std) == (local.mean, local.std)

@@ -43,9 +43,7 @@ def training_column(dataset: Dataset | DatasetView, field: str, split: str = "tr
     if dataset.fields[field].type_name not in ("int", "float"):
         raise ConfigError(f"field {field!r} is a {dataset.fields[field].type_name} field; scaling needs int or float")
     if not isinstance(dataset, DatasetView):
-        from stoke.format.splits import SPLITS_NAME
-
-        parts = dataset.splits().parts if (dataset.root / SPLITS_NAME).is_file() else {}
+        parts = dataset.splits().parts if dataset.has_splits() else {}
         if split not in parts:
             raise ConfigError(
                 f"{dataset.root} has no split {split!r} to fit {field!r} on (its splits: {sorted(parts) or 'none'}); "
