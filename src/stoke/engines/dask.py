@@ -102,20 +102,37 @@ def _run(
     # Broadcast, so that a worker that dies does not take the only copy of the work function with it.
     shared_work = client.scatter(work, broadcast=True, hash=False)
     run_id = uuid.uuid4().hex[:8]
-    futures = [
-        client.submit(_run_one, shared_work, task, key=f"stoke-task-{task}-{run_id}", retries=retries, pure=False)
-        for task in tasks
-    ]
+
+    def submit(task: int, attempt: int) -> Any:
+        key = f"stoke-task-{task}-{run_id}-{attempt}"
+        return client.submit(_run_one, shared_work, task, key=key, retries=retries, pure=False)
+
+    futures = [submit(task, 0) for task in tasks]
     task_of = {future.key: task for future, task in zip(futures, tasks)}
+    resubmitted = dict.fromkeys(tasks, 0)
     results: dict[int, T] = {}
     try:
-        for future in as_completed(futures):
+        pending = as_completed(futures)
+        for future in pending:
             task = task_of[future.key]
-            if future.status != "finished":
-                error = future.exception() if future.status == "error" else None
+            if future.status == "finished":
+                results[task] = future.result()
+                bar.update(advances[task])
+                continue
+            if future.status == "error":
+                error = future.exception()
                 raise PackError(_failure_message(describe(task), retries, error)) from error
-            results[task] = future.result()
-            bar.update(advances[task])
+            # Lost, not failed: the cluster lost the worker running it or the data it needed (a busy or
+            # restarting cluster). Shards are written atomically, so running the task again is safe.
+            resubmitted[task] += 1
+            if resubmitted[task] > retries:
+                raise PackError(_failure_message(describe(task), retries, None))
+            if shared_work.status != "finished":
+                shared_work = client.scatter(work, broadcast=True, hash=False)
+            again = submit(task, resubmitted[task])
+            task_of[again.key] = task
+            futures.append(again)
+            pending.add(again)
     finally:
         client.cancel([future for future in futures if not future.done()] + [shared_work])
     return [results[task] for task in tasks]

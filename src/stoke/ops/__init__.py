@@ -4,8 +4,9 @@ Image decoding needs no op: the Loader decodes every image field. Sample ops (cr
 fused into one pass per image; pixel ops (``Map`` of the user's function) then change each image; batch
 ops (normalize, device moves) run on whole tensors. Image augmentations (rotation, colour jitter, grayscale,
 blur, cutout) are pixel ops that also run batched on a device; MixUp and CutMix are batch transforms
-(``Loader(batch_transforms=...)``); docs/augmentation.md. Text ops (deletion, swap, insertion, synonym
-replacement) change the words of a text field, per sample.
+(``Loader(batch_transforms=...)``); docs/augmentation.md. Sample ops placed after ``ToDevice`` crop,
+resize and flip the whole batch there (``GeometryOnBatch``, ``render_batch``). Text ops (deletion, swap,
+insertion, synonym replacement) change the words of a text field, per sample.
 """
 
 from stoke.ops.base import BatchContext, BatchOp, Geometry, Op, PixelOp, SampleOp
@@ -17,6 +18,7 @@ from stoke.ops.crop import CenterCrop, RandomResizedCrop
 from stoke.ops.cutout import Cutout
 from stoke.ops.device import ToDevice
 from stoke.ops.flip import RandomHorizontalFlip
+from stoke.ops.geometry_batch import GeometryOnBatch, render_batch
 from stoke.ops.grayscale import Grayscale, RandomGrayscale
 from stoke.ops.map import Map
 from stoke.ops.mix import CutMix, MixUp
@@ -37,6 +39,7 @@ __all__ = [
     "Cutout",
     "GaussianBlur",
     "Geometry",
+    "GeometryOnBatch",
     "Grayscale",
     "Map",
     "MinMaxScale",
@@ -57,4 +60,5 @@ __all__ = [
     "SynonymReplacement",
     "TextOp",
     "ToDevice",
+    "render_batch",
 ]

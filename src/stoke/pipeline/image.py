@@ -192,15 +192,42 @@ def split_ops(name: str, ops: Sequence[Op]) -> tuple[list[SampleOp], list[PixelO
     A pixel op with a batched form (``stoke.ops.batched``) placed after a batch op (``ToDevice``, say)
     becomes a batch op that runs it on the whole batch where the batch is, drawing the uniforms of the
     random stream it would have had as the next per-image op: moving it after ``ToDevice`` changes where
-    it runs, not what it draws.
+    it runs, not what it draws. Sample ops placed after a batch op likewise become one
+    ``GeometryOnBatch`` (``stoke.ops.geometry_batch``) that crops, resizes and flips the whole batch.
     """
     from stoke.ops.batched import BatchablePixelOp, OnBatch
+    from stoke.ops.geometry_batch import GeometryOnBatch
     from stoke.ops.normalize import Normalize
 
     sample_ops: list[SampleOp] = []
     pixel_ops: list[PixelOp] = []
     batch_ops: list[BatchOp] = []
+
+    def next_position() -> int:  # the op's place among the per-image ops on the CPU path
+        moved = sum(len(b.ops) if isinstance(b, GeometryOnBatch) else isinstance(b, OnBatch) for b in batch_ops)
+        return len(sample_ops) + len(pixel_ops) + moved
+
     for op in ops:
+        if isinstance(op, SampleOp) and batch_ops:
+            normalized = [earlier for earlier in batch_ops if isinstance(earlier, Normalize)]
+            if normalized:  # its output is on neither pixel scale, so the zero padding would not be black
+                raise ConfigError(
+                    f"transforms[{name!r}] puts {op!r} after {normalized[0]!r}; per-image ops come first, and "
+                    f"crops on the batch take images on the 0-255 (uint8) or 0-1 (float) scale"
+                )
+            pixel = pixel_ops[-1:] + [b.op for b in batch_ops if isinstance(b, OnBatch)][-1:]
+            if pixel:
+                raise ConfigError(
+                    f"transforms[{name!r}] puts the geometric op {op!r} after {pixel[-1]!r}; "
+                    f"crops, resizes and flips come first"
+                )
+            stream = stream_id(name, next_position())
+            last = batch_ops[-1]
+            if isinstance(last, GeometryOnBatch):  # consecutive sample ops render in one pass
+                batch_ops[-1] = GeometryOnBatch([*last.ops, op], [*last.streams, stream])
+            else:
+                batch_ops.append(GeometryOnBatch([op], [stream]))
+            continue
         if isinstance(op, BatchablePixelOp) and batch_ops:
             normalized = [earlier for earlier in batch_ops if isinstance(earlier, Normalize)]
             if normalized:
@@ -208,8 +235,7 @@ def split_ops(name: str, ops: Sequence[Op]) -> tuple[list[SampleOp], list[PixelO
                     f"transforms[{name!r}] puts {op!r} after {normalized[0]!r}; pixel ops take images on the "
                     f"0-255 (uint8) or 0-1 (float) scale, so put it before Normalize"
                 )
-            position = len(sample_ops) + len(pixel_ops) + sum(isinstance(b, OnBatch) for b in batch_ops)
-            batch_ops.append(OnBatch(op, stream_id(name, position)))
+            batch_ops.append(OnBatch(op, stream_id(name, next_position())))
             continue
         if isinstance(op, (SampleOp, PixelOp)) and batch_ops:
             raise ConfigError(
