@@ -209,5 +209,5 @@ def test_the_loader_crops_the_same_on_the_cpu_and_after_to_device(fixed_size, ch
 
 
 def test_a_crop_after_to_device_needs_images_of_one_size(photos):
-    with pytest.raises(ConfigError, match=r"different sizes"):
+    with pytest.raises(ConfigError, match=r"different sizes.*before the batch ops.*a crop after ToDevice"):
         stoke.Loader(photos, batch_size=2, transforms={"image": [ToDevice("cpu"), RandomResizedCrop(8)]})

@@ -72,9 +72,16 @@ class ImageStage:
                 if stats
                 else "has no readable image among its first items to take the batch size from"
             )
+            on_device = any(type(op).__name__ == "GeometryOnBatch" for op in self.batch_ops)
+            where = (
+                f"before the batch ops in transforms[{name!r}] (a crop after ToDevice needs images of one size "
+                f"to batch)"
+                if on_device
+                else f"to transforms[{name!r}]"
+            )
             raise ConfigError(
                 f"field {name!r} {what}; add an op that fixes the size, such as "
-                f"stoke.ops.RandomResizedCrop(224) or stoke.ops.Resize((224, 224)), to transforms[{name!r}]"
+                f"stoke.ops.RandomResizedCrop(224) or stoke.ops.Resize((224, 224)), {where}"
             )
         self.size = size
         # One decode buffer per worker thread, as large as the largest stored image.
