@@ -54,12 +54,16 @@ def open(path: str | os.PathLike[str], split: str | None = None, **remote_option
 
         return open_remote(str(path), split, **remote_options)
     root = Path(path)
-    dataset = Dataset(root, Manifest.read(root))
+    return with_split(Dataset(root, Manifest.read(root)), split, str(root))
+
+
+def with_split(dataset: Dataset, split: str | None, where: str) -> Dataset | DatasetView:
+    """``dataset``, or the view of its stored split ``split`` (``where`` names it in the error)."""
     if split is None:
         return dataset
     parts = dataset.splits().parts
     if split not in parts:
-        raise FormatError(f"{root} has no split {split!r}; its splits are {sorted(parts)}")
+        raise FormatError(f"{where} has no split {split!r}; its splits are {sorted(parts)}")
     return dataset.select(parts[split])
 
 
@@ -273,11 +277,14 @@ class Dataset:
         reader = self._readers[shard]
         if reader is not None:
             return reader
+        return self._map_shard(shard, self._inside(self.manifest.shards[shard].file))
+
+    def _map_shard(self, shard: int, path: Path) -> ShardReader:
+        """The reader of shard ``shard``, mapping the file at ``path`` unless another thread already has."""
         with self._lock:
             reader = self._readers[shard]
             if reader is None:
                 entry = self.manifest.shards[shard]
-                path = self._inside(entry.file)
                 reader = ShardReader(path, len(self.fields), entry.num_samples, entry.file_size)
                 self._readers[shard] = reader
         return reader

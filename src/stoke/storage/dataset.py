@@ -40,7 +40,7 @@ from stoke.format.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, S
 from stoke.format.shard import ShardReader
 from stoke.format.splits import SPLITS_DIR, SPLITS_NAME, Splits, check_name, read_splits
 from stoke.home import default_home
-from stoke.read import Dataset, DatasetView, column_of_shard
+from stoke.read import Dataset, DatasetView, column_of_shard, with_split
 from stoke.storage.cache import ShardCache
 from stoke.storage.prefetch import Prefetcher, ReadPlan
 from stoke.storage.remote import RemoteStore
@@ -89,12 +89,7 @@ def open_remote(
         cache_bytes=DEFAULT_CACHE_BYTES if cache_bytes is None else cache_bytes,
         ahead=ahead,
     )
-    if split is None:
-        return dataset
-    parts = dataset.splits().parts
-    if split not in parts:
-        raise FormatError(f"{url} has no split {split!r}; its splits are {sorted(parts)}")
-    return dataset.select(parts[split])
+    return with_split(dataset, split, url)
 
 
 class _NoSplitsError(FormatError):
@@ -326,14 +321,7 @@ class RemoteDataset(Dataset):
             self._damaged[shard] = message
             raise FormatError(message) from None
         try:
-            reader = self._readers[shard]
-            if reader is None:
-                with self._lock:
-                    reader = self._readers[shard]
-                    if reader is None:
-                        reader = ShardReader(path, len(self.fields), entry.num_samples, entry.file_size)
-                        self._readers[shard] = reader
-            return reader
+            return self._readers[shard] or self._map_shard(shard, path)
         except BaseException:
             self._release(shard)
             raise

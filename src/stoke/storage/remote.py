@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Mapping
@@ -80,13 +81,7 @@ class RemoteStore:
         Stops after ``size + 1`` bytes, so a remote file larger than listed is noticed without reading it all.
         """
         with self.fs.open(self._path(name), "rb", **self._open_options()) as stream:
-            left = size + 1
-            while left > 0:
-                chunk = stream.read(min(CHUNK_BYTES, left))
-                if not chunk:
-                    break
-                sink.write(chunk)
-                left -= len(chunk)
+            _copy_up_to(stream, sink, size + 1)
 
     def _path(self, name: str) -> str:
         from stoke.format.manifest import is_safe_file_name
@@ -102,16 +97,21 @@ class RemoteStore:
         return {"block_size": 0} if self._streaming else {"block_size": CHUNK_BYTES, "cache_type": "none"}
 
 
-def _read_up_to(stream: Any, limit: int) -> bytes:
-    parts: list[bytes] = []
+def _copy_up_to(stream: Any, sink: Any, limit: int) -> None:
+    """Copy at most ``limit`` bytes of ``stream`` into ``sink``, in chunks."""
     left = limit
     while left > 0:
         chunk = stream.read(min(CHUNK_BYTES, left))
         if not chunk:
             break
-        parts.append(chunk)
+        sink.write(chunk)
         left -= len(chunk)
-    return b"".join(parts)
+
+
+def _read_up_to(stream: Any, limit: int) -> bytes:
+    buffer = io.BytesIO()
+    _copy_up_to(stream, buffer, limit)
+    return buffer.getvalue()
 
 
 def _not_found(error: BaseException) -> bool:
