@@ -32,6 +32,8 @@ import numpy as np
 import psutil
 import torch
 
+from stoke.device.jpeg import CompressedImageStage, check_decode, image_stage
+from stoke.device.stream import CopyStream
 from stoke.engines.local import available_cores
 from stoke.errors import ConfigError, SampleError
 from stoke.format.fields import ImageField
@@ -79,7 +81,9 @@ class Loader:
         seed: the seed of every random choice: order and augmentations.
         drop_last: drop the last, incomplete batch of each epoch.
         transforms: ``{field: [op, ...]}``; images are decoded without asking.
-        device: move tensor fields to this device (from pinned memory for CUDA) before their batch ops.
+        device: move tensor fields to this device before their batch ops. On CUDA the copies run from
+            pinned buffers on a dedicated stream, and the next batch is finished one ahead of the loop, so
+            its copy overlaps the step on the current one (``stoke.device.stream``).
         num_threads: workers; ``"auto"`` starts at the cores this process may run on and (for threads) tunes.
         prefetch: batches in flight ahead of the training loop; ``"auto"`` starts at 3 and tunes.
         fields: the fields to load (default: all).
@@ -119,6 +123,9 @@ class Loader:
         profile: measure where the time goes (``stoke.profile``, docs/profiling.md): True, a directory to
             write the report into, or a ``stoke.profile.Profiler``; ``$STOKE_PROFILE`` (set by ``stoke
             profile``) turns it on for every Loader. Off, it costs one None check per step and stage.
+        decode: where JPEG image fields are decoded: ``"cpu"`` (default), ``"device"`` (nvJPEG on the CUDA
+            ``device``, batched; falls back to the CPU with a warning when it cannot) or ``"auto"`` (the
+            device when it can, silently); ``stoke.device.jpeg``, docs/device.md.
 
     With ``"auto"`` settings the Loader hill-climbs on its measured delivery rate while the training
     loop waits for data (``stoke.pipeline.autotune``); ``stats()["autotune"]`` shows what it chose.
@@ -155,6 +162,7 @@ class Loader:
         timeout: float | None = 600.0,
         batch_transforms: Sequence[BatchTransform] | None = None,
         profile: bool | str | Profiler = False,
+        decode: str = "cpu",
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -171,6 +179,7 @@ class Loader:
         self.prefetch = _resolve_count(prefetch, DEFAULT_PREFETCH, "prefetch")
         self.channels_last = channels_last
         self.fast_decode = fast_decode
+        self.decode = check_decode(decode)
         self._reader = reader_for(dataset, fields, verify_mode(verify))
         transforms = dict(transforms or {})
         unknown = [name for name in transforms if name not in self._reader.fields]
@@ -223,12 +232,16 @@ class Loader:
             specs.update(stage.buffer_specs())
             lists.extend(stage.list_names())
         shared = workers == "process"
-        pin = not shared and self.device is not None and self.device.type == "cuda" and torch.cuda.is_available()
+        self._copy_stream = CopyStream(self._stream_device())  # checks that CUDA is there if asked for
+        # Batches that go to a device are finished one ahead of the loop (its copy overlaps the loop's step):
+        # one more buffer set then stays out of the pool.
+        self._finishes_ahead = self._goes_to_device()
+        self._spare_sets = 3 if self._finishes_ahead else 2
         self._buffers = BufferPool(
             specs,
             batch_size,
-            pin,
-            max_sets=self.prefetch + 2,
+            self._copy_stream.active,  # pinned: copies from it run asynchronously
+            max_sets=self.prefetch + self._spare_sets,
             list_names=tuple(lists),
             shared=shared,
             on_retire=self._retire,
@@ -357,11 +370,33 @@ class Loader:
             self.close()
 
     # ---- internals --------------------------------------------------------------------------------
-    def _stage(self, name: str, field: Any, ops: Sequence[Op]) -> ImageStage | ValueStage:
+    def _stage(self, name: str, field: Any, ops: Sequence[Op]) -> ImageStage | CompressedImageStage | ValueStage:
         if isinstance(field, ImageField):
             stats = self._reader.field_stats(name)
+            if self.decode != "cpu":
+                device, options = self.device, (self.channels_last, self.fast_decode)
+                return image_stage(self.decode, name, field, ops, self._reader, stats, device, *options)
             return ImageStage(name, field, ops, self._reader.packed, stats, self.channels_last, self.fast_decode)
         return ValueStage(name, field, ops, self._reader.packed)
+
+    def _goes_to_device(self) -> bool:
+        """Whether batches move to a device (``device=`` or a ``ToDevice`` in some field's ops)."""
+        return self.device is not None or any(
+            isinstance(op, ToDevice) for stage in self._stages for op in stage.batch_ops
+        )
+
+    def _stream_device(self) -> torch.device | None:
+        """The CUDA device the batches are copied to, if any: ``device=``, else the first ``ToDevice``'s."""
+        devices = [self.device] if self.device is not None else []
+        devices += [op.device for stage in self._stages for op in stage.batch_ops if isinstance(op, ToDevice)]
+        cuda = next((device for device in devices if device.type == "cuda"), None)
+        if cuda is not None and not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ConfigError(
+                f"batches are to go to {cuda}, but {why}; pass device='cpu' (or leave device out), or run where "
+                f"a GPU and a CUDA build of torch are"
+            )
+        return cuda
 
     def _column(self, name: str) -> np.ndarray:
         """Every sample's value of an int field (for ``balance_by``)."""
@@ -416,9 +451,20 @@ class Loader:
                 clock.add(clock.busy, time.perf_counter_ns() - started)
                 clock.add(clock.cpu, time.thread_time_ns() - cpu)
 
-    def _finish(self, job: BatchJob, epoch: int, epoch_size: int) -> dict[str, Any]:
+    def _finish(self, job: BatchJob, epoch: int, epoch_size: int) -> tuple[dict[str, Any], Any]:
+        """The job's batch, its failures settled, moved and transformed on the copy stream; with the
+        copy stream's event after it (None off CUDA), for ``CopyStream.hand_over``."""
         buffers: BufferSet = job.buffers
         count = self._settle_failures(job, epoch, epoch_size) if job.failures else job.size
+        with self._copy_stream.issuing():
+            batch = self._transfer(buffers, count, epoch, job.padding)
+            ready = self._copy_stream.record()
+        if ready is not None and self._buffers.pin:
+            buffers.copy_done = ready  # the pinned buffers are refilled once the copies have run
+        return batch, ready
+
+    def _transfer(self, buffers: BufferSet, count: int, epoch: int, padding: np.ndarray | None) -> dict[str, Any]:
+        """The buffers' first ``count`` rows as tensors, moved, through the batch ops and batch transforms."""
         batch: dict[str, Any] = {}
         context = BatchContext(self.seed, epoch, buffers.arrays["index"][:count].copy())
         profiler, clock = self._profiler, self._clock
@@ -444,10 +490,8 @@ class Loader:
                     lap = clock.lap(profiler.slots[("batch_op", position, index)], lap)
             batch.update(outputs)
         batch["index"] = torch.from_numpy(buffers.arrays["index"][:count])
-        if job.padding is not None:
-            batch["is_padding"] = torch.from_numpy(job.padding[:count].copy())
-        if self._buffers.pin and any(isinstance(v, torch.Tensor) and v.is_cuda for v in batch.values()):
-            buffers.copy_done = torch.cuda.current_stream().record_event()
+        if padding is not None:
+            batch["is_padding"] = torch.from_numpy(padding[:count].copy())
         for index, transform in enumerate(self.batch_transforms):
             batch = transform.apply(batch, context)
             if clock is not None:
@@ -463,7 +507,7 @@ class Loader:
             self.num_threads, self.prefetch = change
             if isinstance(self._pool, WorkerPool):
                 self._pool.resize(self.num_threads)
-            self._buffers.max_sets = self.prefetch + 2
+            self._buffers.max_sets = self.prefetch + self._spare_sets
 
     def _settle_failures(self, job: BatchJob, epoch: int, epoch_size: int) -> int:
         """Quarantine the batch's failed samples and apply the policy; returns the rows left."""
@@ -547,6 +591,9 @@ class _EpochIterator:
         self._next_start = 0
         self._next_yield = 0
         self._in_flight: collections.deque[BatchJob] = collections.deque()
+        # A batch finished ahead of the loop (batch, ready event, samples, seconds waited), or the error that
+        # finishing it raised; see _finish_ahead.
+        self._ahead: tuple[dict[str, Any], Any, int, float] | BaseException | None = None
 
     def __iter__(self) -> _EpochIterator:
         return self
@@ -568,38 +615,75 @@ class _EpochIterator:
         profiler = self.loader._profiler
         if profiler is not None:
             profiler.requested(self._in_flight)
+        if isinstance(self._ahead, BaseException):  # finishing the batch ahead failed, and ended the epoch
+            error, self._ahead = self._ahead, None
+            raise error
         if self._next_yield >= self._count:
             raise StopIteration
         if profiler is not None and profiler.serving_headspace:
             return profiler.serve_headspace()  # a repeated batch, for profiling only: the epoch does not advance
+        if self._ahead is not None:
+            (batch, ready, size, waited), self._ahead = self._ahead, None
+        else:
+            self._fill()
+            job = self._in_flight.popleft()
+            waited = self._wait(job)
+            batch, ready = self._take(job)
+            size = job.size
+        self._next_yield += 1
         self._fill()
-        job = self._in_flight.popleft()
+        if self.loader._finishes_ahead:
+            self._finish_ahead()
+        self.loader._stats["batches"] += 1
+        self.loader._stats["samples"] += size
+        self.loader._after_batch(size, waited)
+        if profiler is not None:
+            profiler.handed_out(batch, waited)
+        return self.loader._copy_stream.hand_over(batch, ready)
+
+    def _wait(self, job: BatchJob) -> float:
+        """Seconds spent waiting for ``job``'s samples (raises if it is stuck past the timeout)."""
         started = time.perf_counter()
         while not job.done.wait(_WAIT_SLICE):
             if self.loader.timeout is not None and time.perf_counter() - started > self.loader.timeout:
                 raise self._stuck(job)
         waited = time.perf_counter() - started
         self.loader._stats["wait_seconds"] += waited
-        if job.error is not None:
-            failure = self.loader._describe_failure(job)
-            self.loader._buffers.release(job.buffers)
-            self.cancel()
-            raise failure
+        return waited
+
+    def _take(self, job: BatchJob) -> tuple[dict[str, Any], Any]:
+        """The finished ``job``'s batch and its ready event; its buffers go back to the pool either way."""
         try:
-            batch = self.loader._finish(job, self.epoch, len(self._positions))
+            if job.error is not None:
+                raise self.loader._describe_failure(job)
+            return self.loader._finish(job, self.epoch, len(self._positions))
         except BaseException:
-            self.loader._buffers.release(job.buffers)
             self.cancel()
             raise
-        self.loader._buffers.release(job.buffers)
-        self._next_yield += 1
+        finally:
+            self.loader._buffers.release(job.buffers)
+
+    def _finish_ahead(self) -> None:
+        """Finish the next batch now if its samples are all in, so that its copy to the device runs while
+        the loop computes on the batch just handed out.
+
+        Only a batch without failures: settling failures changes the quarantine, which must happen in the
+        order batches are handed out. An error while finishing it is raised by the next ``next()``, as it
+        would have been without finishing ahead; the batch handed out now is not lost.
+        """
+        if self._ahead is not None or not self._in_flight or self._next_yield >= self._count:
+            return
+        job = self._in_flight[0]
+        if not job.done.is_set() or job.error is not None or job.failures:
+            return
+        self._in_flight.popleft()
+        try:
+            batch, ready = self._take(job)
+        except Exception as error:  # raised by the next next()
+            self._ahead = error
+            return
+        self._ahead = (batch, ready, job.size, 0.0)
         self._fill()
-        self.loader._stats["batches"] += 1
-        self.loader._stats["samples"] += job.size
-        self.loader._after_batch(job.size, waited)
-        if profiler is not None:
-            profiler.handed_out(batch, waited)
-        return batch
 
     def _fill(self) -> None:
         size = self.loader.batch_size
@@ -638,6 +722,8 @@ class _EpochIterator:
             job = self._in_flight.popleft()
             job.done.wait()
             self.loader._buffers.release(job.buffers)
+        if not isinstance(self._ahead, BaseException):
+            self._ahead = None  # a finished batch: its buffers are back in the pool already
         self._next_yield = self._next_start = self._count
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import stoke
 from stoke.ops import Map, Normalize, Resize
-from stoke.profile.report import HIGHLY_INPUT_BOUND, NOT_INPUT_BOUND, classify
+from stoke.profile.report import HIGHLY_INPUT_BOUND, NOT_INPUT_BOUND, Measurements, build_report, classify
 from stoke.profile.stages import StageClock
 
 
@@ -133,3 +133,47 @@ def test_a_containing_stage_is_reported_without_what_it_contains() -> None:
     clock.add(outer, 100)
     clock.add(inner, 30)
     assert clock.totals()["outer"] == 70
+
+
+def decode_bound(cuda: bool, encoding: str, one_size: bool) -> Measurements:
+    """Measurements of a loop starved by decoding and cropping in 2 busy workers."""
+    return Measurements(
+        steps=100,
+        batch_size=64,
+        input_seconds=8.0,
+        wait_seconds=7.5,
+        step_seconds=2.0,
+        copy_seconds=0.1,
+        starved_steps=90,
+        mean_ready=0.0,
+        mean_in_flight=3.0,
+        stages=[("image: decode", "decode", 9.0), ("image: crop/resize", "render", 6.0), ("label", "value", 1.0)],
+        busy_seconds=[9.8, 9.8],
+        worker_cpu_seconds=19.0,
+        wall_seconds=10.0,
+        worker_kind="thread",
+        num_workers=2,
+        cores=2,
+        images=[{"name": "image", "encoding": encoding, "stored_side": 256, "output_side": 224, "one_size": one_size}],
+        cuda=cuda,
+    )
+
+
+def test_with_a_gpu_the_report_offers_decoding_on_it_for_jpeg_and_cropping_on_it_for_one_size_raw() -> None:
+    jpeg = build_report(decode_bound(cuda=True, encoding="keep", one_size=False))
+    actions = [item.action for item in jpeg.recommendations]
+    assert any("decode='device'" in action for action in actions)
+    assert not any("after ToDevice" in action for action in actions)
+    raw = build_report(decode_bound(cuda=True, encoding="raw", one_size=True))
+    actions = [item.action for item in raw.recommendations]
+    assert any("after ToDevice in transforms['image']" in action for action in actions)
+    assert not any("decode='device'" in action for action in actions)
+    # images of many sizes cannot be batched before cropping: no advice to crop on the GPU
+    varied = build_report(decode_bound(cuda=True, encoding="raw", one_size=False))
+    assert not any("after ToDevice" in item.action for item in varied.recommendations)
+
+
+def test_without_a_gpu_the_report_does_not_offer_gpu_decoding() -> None:
+    report = build_report(decode_bound(cuda=False, encoding="keep", one_size=True))
+    assert report.recommendations
+    assert not any("decode='device'" in item.action or "ToDevice" in item.action for item in report.recommendations)

@@ -1,8 +1,9 @@
 """Preallocated batch buffers, reused without ever overwriting a batch the user still holds.
 
 A :class:`BufferSet` holds one batch's arrays (images, labels, indices, ...), allocated once, in pinned
-memory when batches go to a CUDA device. The tensors handed to the user are zero-copy views made with
-``torch.from_numpy``, and such a tensor keeps a reference to its array. So before a set is refilled,
+memory when batches go to a CUDA device (for process workers: shared blocks, page-locked with
+``cudaHostRegister``), so no batch is ever pinned on its own. The tensors handed to the user are zero-copy
+views made with ``torch.from_numpy``, and such a tensor keeps a reference to its array. So before a set is refilled,
 each array's reference count tells whether anything outside the pool still uses it: the usual training
 loop drops each batch before the next one, and its arrays are refilled in place (no allocation per
 batch); a caller that keeps batches (a list of them, one label tensor for later metrics) gets a fresh
@@ -86,6 +87,10 @@ class BufferPool:
             chosen = self._idle.pop(held.index(0))
         elif self._idle and self.sets >= self.max_sets:
             chosen = self._idle.pop(held.index(min(held)))
+        if chosen is not None:
+            if chosen.copy_done is not None:
+                chosen.copy_done.synchronize()  # before any array is refilled or replaced: a copy may read it
+                chosen.copy_done = None
             for name in list(chosen.arrays):
                 if not chosen.is_free(name):
                     self._allocate(chosen, name)
@@ -94,9 +99,6 @@ class BufferPool:
             for name in self.specs:
                 self._allocate(chosen, name)
             self.sets += 1
-        if chosen.copy_done is not None:
-            chosen.copy_done.synchronize()
-            chosen.copy_done = None
         for values in chosen.lists.values():
             values[:] = [None] * self.batch_size
         return chosen
@@ -114,6 +116,8 @@ class BufferPool:
                     self.on_retire(retired)
                 retired.close()
             buffers.arrays[name], buffers.blocks[name] = shared_array((self.batch_size, *shape), dtype)
+            if self.pin:
+                buffers.blocks[name].pin()
         else:
             buffers.arrays[name] = allocate((self.batch_size, *shape), dtype, self.pin)
         buffers.baselines[name] = sys.getrefcount(buffers.arrays[name])

@@ -23,11 +23,16 @@ Example:
 from __future__ import annotations
 
 import itertools
+import logging
 import mmap
 import os
 import tempfile
+import weakref
+from typing import Any
 
 import numpy as np
+
+log = logging.getLogger("stoke")
 
 _ids = itertools.count(1)
 
@@ -53,6 +58,25 @@ class SharedBlock:
         # ``frombuffer`` array would hand its base to the views and look free while in use.
         return np.ndarray(shape, dtype=dtype, buffer=self._map)
 
+    def pin(self, cudart: Any = None) -> bool:
+        """Page-lock the block (``cudaHostRegister``) so that copies from it to a CUDA device run
+        asynchronously, as from ``pin_memory`` tensors; the registration ends when the block is collected,
+        before its pages can be unmapped. Returns False, leaving the block as it was, if CUDA refuses
+        (copies are then staged through a pinned bounce buffer: correct, slower). ``cudart`` is
+        ``torch.cuda.cudart()``; tests pass a stand-in."""
+        if cudart is None:
+            import torch
+
+            cudart = torch.cuda.cudart()
+        address = np.frombuffer(self._map, np.uint8).ctypes.data
+        status = cudart.cudaHostRegister(address, self.nbytes, 0)
+        if int(status) != 0:
+            log.info("could not pin a shared batch buffer of %d bytes (CUDA error %s)", self.nbytes, status)
+            return False
+        # The finalizer holds the mapping, so the pages stay mapped until they are unregistered.
+        weakref.finalize(self, _unpin, cudart, address, self._map).atexit = False
+        return True
+
     def close(self) -> None:
         """Close the descriptor (no new worker can map the block); existing mappings stay valid."""
         if self.fd >= 0:
@@ -61,6 +85,11 @@ class SharedBlock:
 
     def __del__(self) -> None:
         self.close()
+
+
+def _unpin(cudart: Any, address: int, mapping: mmap.mmap) -> None:
+    """Unregister a pinned block; ``mapping`` is only held so that it outlives the registration."""
+    cudart.cudaHostUnregister(address)
 
 
 def map_descriptor(fd: int, nbytes: int) -> mmap.mmap:

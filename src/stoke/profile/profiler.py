@@ -308,6 +308,9 @@ class Profiler:
                         "encoding": stage.field.encoding if loader._reader.packed else "raw",
                         "stored_side": max(stats.get("max_height", 0), stats.get("max_width", 0)) or None,
                         "output_side": max(stage.size),
+                        "one_size": bool(stats)
+                        and stats.get("min_height") == stats.get("max_height")
+                        and stats.get("min_width") == stats.get("max_width"),
                     }
                 )
         return Measurements(
@@ -328,6 +331,7 @@ class Profiler:
             num_workers=loader.num_threads,
             cores=available_cores(),
             images=images,
+            cuda=self._cuda,
             verify=getattr(loader._reader, "verify", "never"),
             packed=loader._reader.packed,
             gpu_input_share=gpu_input_share,

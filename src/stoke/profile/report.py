@@ -142,6 +142,7 @@ class Measurements:
     real_step_seconds: float | None = None  # median time of a step fed by the pipeline
     gpu: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    cuda: bool = False  # batches go to a CUDA device: the GPU can take over decoding and cropping
 
 
 def build_report(m: Measurements) -> Report:
@@ -287,6 +288,8 @@ def _recommend(
                     model.gain(1 - decode * (1 - RAW_COPY_COST)),
                 )
             )
+    if m.cuda:
+        found.extend(_gpu_recommendations(m, share_of, model))
     batchable = share_of.get("batchable_pixel_op", 0.0)
     loop_batch_ops = sum(s.seconds for s in stages if s.kind == "batch_op") / max(m.steps, 1)
     if batchable > 0 or loop_batch_ops > 0:
@@ -327,6 +330,33 @@ def _recommend(
         )
     found = [item for item in found if item.estimated_gain >= MIN_GAIN]
     return sorted(found, key=lambda item: item.estimated_gain, reverse=True)
+
+
+def _gpu_recommendations(m: Measurements, share_of: dict[str, float], model: _Model) -> list[Recommendation]:
+    """With a CUDA device: let the GPU decode (nvJPEG) or crop and resize (batched), whichever applies."""
+    found = []
+    decode, render = share_of.get("decode", 0.0), share_of.get("render", 0.0)
+    for image in m.images:
+        name = image["name"]
+        if image.get("encoding") in ("keep", "jpeg") and decode > 0:
+            found.append(
+                Recommendation(
+                    f"Loader(decode='device') (field {name!r}; needs torchvision built with CUDA)",
+                    f"decode and crop/resize are {decode + render:.0%} of worker time; nvJPEG decodes on the GPU "
+                    f"and the crop, resize and flip then run batched there (docs/device.md)",
+                    model.gain(1 - decode - render),
+                )
+            )
+        elif render > 0 and image.get("one_size"):
+            found.append(
+                Recommendation(
+                    f"put the crop and flip after ToDevice in transforms[{name!r}]",
+                    f"crop/resize is {render:.0%} of worker time; after ToDevice it runs batched on the GPU, "
+                    f"a few kernels per batch (docs/augmentation.md)",
+                    model.gain(1 - render),
+                )
+            )
+    return found
 
 
 def _shares(stages: list[Stage]) -> dict[str, float]:
