@@ -637,9 +637,12 @@ class _EpochIterator:
         self.loader._stats["batches"] += 1
         self.loader._stats["samples"] += size
         self.loader._after_batch(size, waited)
+        # The loop's stream waits for the copy before the profiler marks the hand-over on it, so a GPU
+        # idling for the copy counts as waiting for input.
+        batch = self.loader._copy_stream.hand_over(batch, ready)
         if profiler is not None:
             profiler.handed_out(batch, waited)
-        return self.loader._copy_stream.hand_over(batch, ready)
+        return batch
 
     def _wait(self, job: BatchJob) -> float:
         """Seconds spent waiting for ``job``'s samples (raises if it is stuck past the timeout)."""

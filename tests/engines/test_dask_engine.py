@@ -223,3 +223,40 @@ def test_cli_packs_on_a_scheduler_and_refuses_a_scheduler_without_dask(tmp_path,
     assert refused.exit_code == 2 and "needs engine='dask'" in refused.output
     with pytest.raises(ConfigError, match="engine must be 'local' or 'dask'"):
         stoke.pack(images, tmp_path / "x", engine="spark", progress=False)
+
+
+def cancel_own_first_attempt(marker_dir: str, task: int, advance) -> int:
+    """Task 1's first attempt cancels itself from inside the cluster (as a lost worker or a restarting
+    cluster would): no error, just a result that never comes; later attempts finish."""
+    import time
+
+    from distributed import Future, get_client, get_worker
+
+    marker = Path(marker_dir) / f"cancelled-{task}"
+    if task == 1 and not marker.exists():
+        marker.touch()
+        client = get_client()
+        client.cancel([Future(get_worker().get_current_task(), client)], force=True)
+        time.sleep(3)  # the driver has seen the cancellation long before this wrong result could arrive
+        return -1
+    return task * 10
+
+
+def test_a_task_whose_result_the_cluster_loses_is_submitted_again(tmp_path, client):
+    import functools
+
+    work = functools.partial(cancel_own_first_attempt, str(tmp_path))
+    results = run_tasks_dask([0, 1, 2], work, total=0, progress=False, client=client, retries=1)
+    assert results == [0, 10, 20]
+    assert (tmp_path / "cancelled-1").exists()
+
+
+def test_a_task_lost_more_often_than_the_retries_allow_gives_one_clear_error(tmp_path, client):
+    import functools
+
+    work = functools.partial(cancel_own_first_attempt, str(tmp_path))
+    with pytest.raises(PackError) as caught:
+        run_tasks_dask([1], work, total=0, progress=False, client=client, retries=0)
+    message = str(caught.value)
+    assert message.startswith("task 1 failed on the Dask cluster after 1 attempt: its result was lost")
+    assert "--resume" in message and "\n" not in message

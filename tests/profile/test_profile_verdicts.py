@@ -84,6 +84,21 @@ def test_loop_stages_are_timed_on_the_loops_thread(photos: stoke.Dataset) -> Non
     assert abs(sum(stage.share for stage in loop.values()) - 1.0) < 1e-6
 
 
+def test_batches_finished_ahead_for_a_device_are_profiled_once_each(photos: stoke.Dataset) -> None:
+    loader = stoke.Loader(
+        photos,
+        4,
+        num_threads=1,
+        device="cpu",  # batches go to a device: each is finished one ahead of the loop
+        transforms={"image": [Resize((16, 16)), Normalize((120.0, 120.0, 120.0), (60.0, 60.0, 60.0))]},
+    )
+    report = profiled_epochs(loader, 2).report()
+    loader.close()
+    assert report.steps == 2 * len(loader) - 1  # every batch once, the first one the warm-up
+    loop = {stage.name: stage for stage in report.stages if stage.where == "loop"}
+    assert {"collate", "copy to device", "image: Normalize (batch op)"} <= set(loop)
+
+
 @given(st.floats(0.0, 1.0, allow_nan=False))
 def test_classification_follows_the_thresholds(share: float) -> None:
     verdict = classify(share)
