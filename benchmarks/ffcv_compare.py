@@ -37,7 +37,7 @@ from PIL import Image
 import stoke
 from stoke.bench.images import bench_images
 from stoke.bench.meter import Meter
-from stoke.bench.run import _machine
+from stoke.bench.run import describe_machine
 from stoke.engines.local import available_cores
 from stoke.ops import RandomHorizontalFlip, RandomResizedCrop
 from stoke.pack import pack
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
 
     median = {name: statistics.median(values[1:]) for name, values in rates.items()}
     result = {
-        "machine": _machine(args.threads),
+        "machine": describe_machine(args.threads),
         "versions": {name: importlib.metadata.version(name) for name in ("stoke", "ffcv", "numba", "numpy")},
         "images_dir": str(folder),
         "work_dir": str(work),

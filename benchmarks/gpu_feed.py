@@ -80,7 +80,7 @@ import torch
 
 import stoke
 from stoke.bench.baseline import SIZE, ImageFiles
-from stoke.bench.run import _machine, _resolve
+from stoke.bench.run import benchmark_dataset, describe_machine
 from stoke.engines.local import available_cores
 from stoke.errors import ConfigError, StokeError
 from stoke.home import default_home
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
 
-    folder, dataset = _resolve(None, args.images, "keep", args.max_side, default_home() / "bench", log)
+    folder, dataset = benchmark_dataset(None, args.images, "keep", args.max_side, default_home() / "bench", log)
     assert folder is not None  # generated here, so the image files exist for the baseline
     batches_per_phase = args.warmup + args.steps
     samples_per_phase = batches_per_phase * args.batch_size
@@ -277,7 +277,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         }
 
     phases = {"baseline": baseline_phase, "stoke": stoke_phase, "cached": cached_phase}
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else _machine(threads)["cpu"]
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else describe_machine(threads)["cpu"]
     log(
         f"{args.model} on {device_name}, batch {args.batch_size}, amp {args.amp}, "
         f"{'channels_last' if args.channels_last else 'NCHW'}, {threads} threads, {len(dataset):,} images "
@@ -300,7 +300,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     rates = {name: statistics.median(per_round(name)) for name in PHASES}
     input_share = statistics.median(per_round("stoke", "input_bound_share"))
     stoke_vs_cached = rates["stoke"] / rates["cached"]
-    machine = _machine(threads)
+    machine = describe_machine(threads)
     return {
         "device": {
             "type": device.type,

@@ -86,7 +86,7 @@ def run_bench(
     kinds = ["thread", "process"] if workers == "both" else [workers]
     cores = threads or available_cores()
     cache = cache or default_home() / "bench"
-    folder, dataset = _resolve(source, images, image_mode, max_side, cache, log)
+    folder, dataset = benchmark_dataset(source, images, image_mode, max_side, cache, log)
     image_name = next((name for name, field in dataset.fields.items() if field.type_name == "image"), None)
     if image_name is None:
         raise ConfigError(f"{dataset.root} has no image field to benchmark")
@@ -175,7 +175,7 @@ def run_bench(
     memcpy = memcpy_bandwidth()
     epoch_rss = [meter.peak_rss_mb for meter in meters[f"stoke_{best}"]]
     return {
-        "machine": _machine(cores),
+        "machine": describe_machine(cores),
         "source": str(folder or dataset.root),
         "dataset": str(dataset.root),
         "images": len(dataset),
@@ -259,7 +259,7 @@ def memcpy_bandwidth(size: int = 256 << 20, repeats: int = 5) -> float:
     return statistics.median(rates)
 
 
-def _resolve(
+def benchmark_dataset(
     source: str | Path | None,
     images: int,
     image_mode: str,
@@ -267,7 +267,9 @@ def _resolve(
     cache: Path,
     log: Callable[[str], None],
 ) -> tuple[Path | None, Dataset]:
-    """(image folder or None, packed dataset) for what the user asked to benchmark."""
+    """(image folder or None, packed dataset) for what the user asked to benchmark: a packed dataset as
+    it is, or an image folder (the generated set when ``source`` is None) packed once with ``image_mode``
+    and ``max_side`` and cached under ``cache`` (``benchmarks/`` scripts share it with ``stoke bench``)."""
     if source is not None and (Path(source) / MANIFEST_NAME).is_file():
         return None, open_dataset(source)
     if source is None:
@@ -305,7 +307,7 @@ def _stored_bytes(dataset: Dataset, name: str) -> ImageFiles:
     return ImageFiles(items, [0] * len(items))
 
 
-def _machine(cores: int) -> dict[str, Any]:
+def describe_machine(cores: int) -> dict[str, Any]:
     model = ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as stream:
