@@ -70,7 +70,6 @@ Decoder = Callable[[list[torch.Tensor], str, torch.device], Sequence[torch.Tenso
 
 logger = logging.getLogger("stoke")
 
-_NO_DRAWS = np.empty(0)
 _JPEG, _PIXELS = 0, 1  # how a row travels: stored JPEG bytes, or pixels the worker decoded on the CPU
 _LENGTH, _KIND, _ORIENTATION, _HEIGHT, _WIDTH = range(5)  # the columns of the rows array
 
@@ -339,7 +338,7 @@ class CompressedImageStage:
         decoder: Decoder = torchvision_decoder,
     ) -> None:
         # The CPU stage checks the ops and fixes the output size exactly as the CPU path would.
-        cpu = ImageStage(name, field, ops, True, stats, channels_last, fast_decode)
+        cpu = self._cpu = ImageStage(name, field, ops, True, stats, channels_last, fast_decode)
         unbatched = [op for op in cpu.pixel_ops if not isinstance(op, BatchablePixelOp)]
         if unbatched:
             raise ConfigError(
@@ -391,15 +390,7 @@ class CompressedImageStage:
         clock = self.clock
         started = time.perf_counter_ns() if clock is not None else 0
         header = self.field.header(value)
-        geometry = Geometry.identity(header.height, header.width)
-        for op, uniforms in zip(self.sample_ops, params):
-            geometry = op.plan(geometry, _NO_DRAWS if uniforms is None else uniforms[j])
-        if (geometry.height, geometry.width) != self.size:
-            raise SampleError(
-                f"image {self.name!r} comes out {geometry.height}x{geometry.width}, the batch holds "
-                f"{self.size[0]}x{self.size[1]}; add a size-fixing op such as stoke.ops.Resize({self.size}) "
-                f"to transforms[{self.name!r}]"
-            )
+        geometry = self._cpu.plan(header.height, header.width, params, j)  # the sample ops' params come first
         planned = time.perf_counter_ns() if clock is not None else 0
         row = buffers.arrays[self._rows][j]
         buffers.arrays[self._geometry][j] = (geometry.ay, geometry.by, geometry.ax, geometry.bx)

@@ -120,15 +120,7 @@ class ImageStage:
         else:
             pixels = self.field.coerce(value)
             height, width = pixels.shape[:2]
-        geometry = Geometry.identity(height, width)
-        for op, uniforms in zip(self.sample_ops, params):
-            geometry = op.plan(geometry, _NO_DRAWS if uniforms is None else uniforms[j])
-        if (geometry.height, geometry.width) != self.size:
-            raise SampleError(
-                f"image {self.name!r} comes out {geometry.height}x{geometry.width}, the batch holds "
-                f"{self.size[0]}x{self.size[1]}; add a size-fixing op such as stoke.ops.Resize({self.size}) "
-                f"to transforms[{self.name!r}]"
-            )
+        geometry = self.plan(height, width, params, j)
         origin, decoded = (0, 0), None
         if self.packed:
             factor = decode_factor(height, width, geometry)
@@ -154,6 +146,20 @@ class ImageStage:
         render(pixels, height, width, geometry, out, self.channels_last, self._work(), finish, origin, decoded)
         if clock is not None:  # includes the pixel ops; the clock reports it without them
             clock.add(self.slots["render"], time.perf_counter_ns() - decoded_at)
+
+    def plan(self, height: int, width: int, params: list[np.ndarray | None], j: int) -> Geometry:
+        """Row ``j``'s geometry through the sample ops, from a ``height`` x ``width`` image; a SampleError
+        if it does not come out at the batch's size."""
+        geometry = Geometry.identity(height, width)
+        for op, uniforms in zip(self.sample_ops, params):
+            geometry = op.plan(geometry, _NO_DRAWS if uniforms is None else uniforms[j])
+        if (geometry.height, geometry.width) != self.size:
+            raise SampleError(
+                f"image {self.name!r} comes out {geometry.height}x{geometry.width}, the batch holds "
+                f"{self.size[0]}x{self.size[1]}; add a size-fixing op such as stoke.ops.Resize({self.size}) "
+                f"to transforms[{self.name!r}]"
+            )
+        return geometry
 
     def _apply_pixel_ops(self, image: np.ndarray, params: list[np.ndarray | None], j: int) -> None:
         clock = self.clock
