@@ -3,9 +3,10 @@
 Per sample: read the 12-byte header (displayed size), run the sample ops' plans on a :class:`Geometry`
 with this sample's random numbers, then decode at the smallest JPEG DCT scale that still covers the crop
 at the output size, cut the crop out of the decoded pixels (zero-padded where it extends past the image),
-resize it once (area interpolation when shrinking, bilinear when enlarging), mirror it if a flip was
-drawn, run the pixel ops (``stoke.ops.Map``) on it, and copy it into row ``j`` of the preallocated uint8
-batch (NCHW, or NHWC for channels_last).
+resize it once (bilinear, or area averaging when shrinking 2x or more), mirror it if a flip was drawn,
+run the pixel ops (``stoke.ops.Map``) on it, and write it into row ``j`` of the preallocated uint8 batch
+(NCHW, or NHWC for channels_last). The bilinear resize, the flip and the CHW split are one pass of
+stoke's own kernel where the CPU has it (``stoke.pipeline.resample``), else OpenCV's three.
 
 Example:
     >>> import numpy as np
@@ -33,6 +34,7 @@ import torch
 from stoke.errors import ConfigError, SampleError
 from stoke.format.fields import ImageField
 from stoke.ops.base import BatchOp, Geometry, Op, PixelOp, SampleOp
+from stoke.pipeline import resample
 from stoke.pipeline.buffers import BufferSet
 from stoke.rng import sample_uniforms, stream_id
 
@@ -311,9 +313,10 @@ def render(
     """Resample ``pixels`` (decoded from a ``full_height`` x ``full_width`` image) through ``geometry`` into ``out``.
 
     ``out`` is one batch row: HWC when ``channels_last``, else CHW. ``work`` is an HWC buffer of the output
-    size that a thread reuses for the CHW case. OpenCV resizes straight into the row (or ``work``), flips
-    in place and splits channels into the CHW planes: no temporary image per sample. ``finish`` (the pixel
-    ops) gets the HWC image just before the split. When ``pixels`` is only a window of the decoded image,
+    size that a thread reuses for the CHW case. A bilinear resize with stoke's kernel writes the flipped
+    CHW planes (or HWC row) directly; otherwise OpenCV resizes straight into the row (or ``work``), flips
+    in place and splits channels into the CHW planes: no temporary image per sample either way. ``finish``
+    (the pixel ops) gets the HWC image just before the split. When ``pixels`` is only a window of the decoded image,
     ``origin`` is its top-left corner in that image and ``decoded`` the image's whole (height, width).
     """
     decoded = decoded or pixels.shape[:2]
@@ -325,14 +328,23 @@ def render(
     if target is None:
         target = np.empty((height, width, channels), np.uint8)
     flat = target if channels > 1 else target.reshape(height, width)  # OpenCV's one-channel images are 2-D
+    flipped = False
     if region.shape[:2] != (height, width):
         interpolation = _interpolation(region.shape[0] / height, region.shape[1] / width)
-        resized = cv2.resize(_opencv_ready(region), (width, height), dst=flat, interpolation=interpolation)
-        if resized.ctypes.data != flat.ctypes.data:  # OpenCV allocated after all: copy into place
-            np.copyto(flat, resized)
+        if interpolation == cv2.INTER_LINEAR and resample.available():
+            # stoke's kernel: resize, flip and (when nothing runs on the HWC image) CHW split in one pass
+            planar = not channels_last and finish is None
+            resample.resize(_packed(region), out if planar else target, planar=planar, flip_x=flip_x, flip_y=flip_y)
+            if planar:
+                return
+            flipped = True
+        else:
+            resized = cv2.resize(_opencv_ready(region), (width, height), dst=flat, interpolation=interpolation)
+            if resized.ctypes.data != flat.ctypes.data:  # OpenCV allocated after all: copy into place
+                np.copyto(flat, resized)
     else:
         np.copyto(target, region)
-    if flip_x or flip_y:
+    if (flip_x or flip_y) and not flipped:
         cv2.flip(flat, -1 if flip_x and flip_y else 1 if flip_x else 0, dst=flat)
     if finish is not None:
         finish(target)
@@ -388,9 +400,16 @@ def _crop_padded(
     return region
 
 
-def _opencv_ready(region: np.ndarray) -> np.ndarray:
-    """OpenCV takes row-strided views with packed pixels; anything else (a rotated view) is copied."""
+def _packed(region: np.ndarray) -> np.ndarray:
+    """``region`` if its pixels are packed in rows with a positive stride (a crop of a decoded image or a
+    mapped record), else a contiguous copy (a rotated view): what OpenCV and stoke's kernel read."""
     channels = region.shape[2]
     if region.strides[2] == 1 and region.strides[1] == channels and region.strides[0] > 0:
-        return region if channels > 1 else region[:, :, 0]
-    return np.ascontiguousarray(region if channels > 1 else region[:, :, 0])
+        return region
+    return np.ascontiguousarray(region)
+
+
+def _opencv_ready(region: np.ndarray) -> np.ndarray:
+    """:func:`_packed`, two-dimensional for one channel as OpenCV wants it."""
+    packed = _packed(region)
+    return packed if packed.shape[2] > 1 else packed[:, :, 0]
