@@ -66,6 +66,10 @@ def test_bench_with_a_user_transform_measures_threads_and_processes(tmp_path):
     assert result["stoke_workers"] == ("thread" if thread >= process else "process")
     report = format_report(result)
     assert "stoke Loader (threads)" in report and "stoke Loader (processes)" in report and "GIL-bound" in report
+    from stoke.pipeline import resample
+
+    assert result["machine"]["resize"] == resample.backend()  # which resize the figures were measured with
+    assert f"resize: {resample.backend()}" in report
 
 
 def test_the_user_transform_stretches_each_row():

@@ -51,6 +51,7 @@ from stoke.home import default_home
 from stoke.loader import Loader
 from stoke.ops import Map, RandomHorizontalFlip, RandomResizedCrop
 from stoke.pack import pack
+from stoke.pipeline import resample
 from stoke.read import Dataset
 from stoke.read import open as open_dataset
 
@@ -225,7 +226,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"{result['images']:,} images ({result['image_mode']}, max side {result['max_side'] or 'none'}), "
         f"{result['threads']} cores, batch {result['batch_size']}, median of {result['epochs']} epochs"
         + (", with a GIL-bound Python transform" if result["user_transform"] else "")
-        + ("" if raw else ", JPEG regions" if result.get("jpeg_regions") else ", whole JPEGs (no libturbojpeg 3)"),
+        + ("" if raw else ", JPEG regions" if result.get("jpeg_regions") else ", whole JPEGs (no libturbojpeg 3)")
+        + f", resize: {result['machine'].get('resize', 'opencv')}",
         f"{'':32} {'images/s':>10} {'vs baseline':>12} {'of ceiling':>11} {'CPU %':>7} {'peak RSS':>10}",
     ]
     for name, rate, cpu_percent, rss in rows:
@@ -321,6 +323,7 @@ def describe_machine(cores: int) -> dict[str, Any]:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "resize": resample.backend(),  # stoke's kernel or OpenCV: see stoke.pipeline.resample
     }
 
 

@@ -63,6 +63,7 @@ _TJPF_RGB, _TJPF_GRAY = 0, 6
 _TJERR_WARNING = 0
 # iMCU width in pixels for TJSAMP_444, 422, 420, GRAY, 440, 411, 441 (tjMCUWidth in turbojpeg.h).
 _MCU_WIDTH = (8, 16, 16, 8, 8, 32, 8)
+_MCU_HEIGHT = (8, 8, 16, 8, 16, 8, 32)  # by TJSAMP: 444, 422, 420, gray, 440, 411, 441
 _PIXEL_FORMAT = {"RGB": (_TJPF_RGB, 3), "L": (_TJPF_GRAY, 1)}
 
 
@@ -133,6 +134,12 @@ def decode_region(
     top, left, bottom, right = box
     top = min(max(top, 0), scaled[0] - 1)
     bottom = min(max(bottom, top + 1), scaled[0])
+    if fast and factor == 1 and 0 <= subsampling < len(_MCU_HEIGHT):
+        # Fast upsampling at full scale is libjpeg-turbo's merged upsampler. Started mid iMCU row (after
+        # skipping scanlines), it emits its first rows from a spare-row buffer it never filled: a few
+        # pixels come out of whatever that memory held, differently from run to run (libjpeg-turbo
+        # 3.0 beta, the `turbojpeg` wheel's). Starting on an iMCU row's first line avoids it.
+        top -= top % _MCU_HEIGHT[subsampling]
     left = min(max(left, 0), scaled[1] - 1)
     right = min(max(right, left + 1), scaled[1])
     if 0 <= subsampling < len(_MCU_WIDTH):
