@@ -68,19 +68,21 @@ cases = st.tuples(
 )
 
 
-def source_for(channels: int, height: int, width: int, seed: int) -> np.ndarray:
-    """Noise (the hardest case for rounding), as a strided view inside a larger image."""
+def source_and_shape(case: tuple) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The case's source, noise (the hardest case for rounding) as a strided view inside a larger image,
+    and its target's shape."""
+    channels, height, width, out_height, out_width, planar, _, _, seed = case
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (height + 3, width + 5, channels), np.uint8)[1 : 1 + height, 2 : 2 + width]
+    source = rng.integers(0, 256, (height + 3, width + 5, channels), np.uint8)[1 : 1 + height, 2 : 2 + width]
+    return source, (channels, out_height, out_width) if planar else (out_height, out_width, channels)
 
 
 @needs_simd
 @settings(max_examples=150, deadline=None)
 @given(cases)
 def test_simd_path_equals_the_scalar_reference_bit_for_bit(case):
-    channels, height, width, out_height, out_width, planar, flip_x, flip_y, seed = case
-    source = source_for(channels, height, width, seed)
-    shape = (channels, out_height, out_width) if planar else (out_height, out_width, channels)
+    _, _, _, _, _, planar, flip_x, flip_y, _ = case
+    source, shape = source_and_shape(case)
     simd, scalar = np.full(shape, 7, np.uint8), np.full(shape, 9, np.uint8)
     resample.resize(source, simd, planar=planar, flip_x=flip_x, flip_y=flip_y)
     resample.resize(source, scalar, planar=planar, flip_x=flip_x, flip_y=flip_y, simd=False)
@@ -90,9 +92,8 @@ def test_simd_path_equals_the_scalar_reference_bit_for_bit(case):
 @settings(max_examples=120, deadline=None)
 @given(cases)
 def test_within_one_grey_level_of_exact_bilinear(case):
-    channels, height, width, out_height, out_width, planar, flip_x, flip_y, seed = case
-    source = source_for(channels, height, width, seed)
-    shape = (channels, out_height, out_width) if planar else (out_height, out_width, channels)
+    _, _, _, out_height, out_width, planar, flip_x, flip_y, _ = case
+    source, shape = source_and_shape(case)
     out = np.empty(shape, np.uint8)
     resample.resize(source, out, planar=planar, flip_x=flip_x, flip_y=flip_y, simd=resample.available())
     expected = arrange(exact_bilinear(source, out_height, out_width), planar, flip_x, flip_y)

@@ -18,11 +18,12 @@ Example:
     >>> import numpy as np
     >>> image = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
     >>> planes = np.empty((3, 2, 2), np.uint8)
-    >>> if available():
+    >>> if compiled():
     ...     resize(image, planes, planar=True, flip_x=False, flip_y=False)
-    ...     print(planes[0].tolist())
-    ... else:
-    ...     print([[8, 14], [32, 38]])
+    ... else:  # OpenCV, which stoke uses then, gives these pixels too
+    ...     import cv2
+    ...     planes[:] = cv2.resize(image, (2, 2)).transpose(2, 0, 1)
+    >>> planes[0].tolist()
     [[8, 14], [32, 38]]
 """
 
@@ -59,7 +60,7 @@ def available() -> bool:
 
 def backend() -> str:
     """``"stoke-avx512vbmi"`` when stoke's kernel resizes, else ``"opencv"``."""
-    return f"stoke-{_resample.simd()}" if _USE and _resample is not None else "opencv"
+    return f"stoke-{_resample.simd()}" if _USE else "opencv"
 
 
 def resize(
