@@ -1,4 +1,5 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# They install every extra (.[all,dev]): the suite and the demo exercise all of stoke.
 # TORCH_SPEC picks the torch build: the default takes the CPU wheel; on a CUDA machine pass e.g.
 #   make test TORCH_SPEC="torch==2.11.0"
 PYTHON ?= python3
@@ -13,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,turbo]"
+	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -35,7 +35,9 @@ def main() -> None:
     transforms = {"image": [RandomResizedCrop(224), RandomHorizontalFlip()]}
     settings = [(t, p) for t, p in itertools.product((1, 2, 3, 4), (1, 2, 4, 8))] + [("auto", "auto")]
     loaders = {
-        key: stoke.Loader(dataset, 64, transforms=transforms, fields=["image"], num_threads=key[0], prefetch=key[1])
+        key: stoke.Loader(
+            dataset, 64, shuffle=True, transforms=transforms, fields=["image"], num_threads=key[0], prefetch=key[1]
+        )
         for key in settings
     }
     medians = median_rates(loaders, args.epochs)

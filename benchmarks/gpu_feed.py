@@ -239,9 +239,11 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
             channels_last=args.channels_last,
         )
 
-    first = next(iter(loader))  # the cached phase's batch; the phase's own iter() abandons this epoch
+    start = loader.state_dict()  # a look at one batch, for the cached phase, that consumes nothing
+    first = next(iter(loader))
     cached = {key: value.clone() for key, value in first.items() if key in ("image", "label")}
     del first
+    loader.load_state_dict(start)
 
     def stoke_phase() -> dict[str, float | str]:
         profiler = stoke.profile(loader, steps=args.steps, warmup=args.warmup)

@@ -37,7 +37,9 @@ def main() -> None:
     # A second unprofiled loader is the control: its gap to the first is the noise of the measurement.
     settings = {"unprofiled": False, "control": False, "profiled": True}
     loaders = {
-        name: stoke.Loader(dataset, 64, transforms=transforms, fields=["image"], num_threads=threads, profile=profiled)
+        name: stoke.Loader(
+            dataset, 64, shuffle=True, transforms=transforms, fields=["image"], num_threads=threads, profile=profiled
+        )
         for name, profiled in settings.items()
     }
     medians = median_rates(loaders, args.epochs)

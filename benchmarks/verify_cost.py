@@ -37,7 +37,9 @@ def main() -> None:
             stoke.pack(folder, packed, image_mode=mode, overwrite=True, progress=False)
         dataset = stoke.open(packed)
         for verify in VERIFY_MODES:
-            loaders[(mode, verify)] = stoke.Loader(dataset, 64, transforms=transforms, fields=["image"], verify=verify)
+            loaders[(mode, verify)] = stoke.Loader(
+                dataset, 64, shuffle=True, transforms=transforms, fields=["image"], verify=verify
+            )
     medians = median_rates(loaders, args.epochs)
     result = {}
     for mode in args.modes.split(","):

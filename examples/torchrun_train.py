@@ -76,7 +76,7 @@ def main() -> None:
         dataset = stoke.open(args.dataset, cache_dir=args.checkpoints / f"cache-{rank}")
     else:
         dataset = stoke.open(args.dataset)
-    loader = stoke.Loader(dataset, batch_size=args.batch_size, seed=0, num_threads=2)
+    loader = stoke.Loader(dataset, batch_size=args.batch_size, shuffle=True, seed=0, num_threads=2)
 
     committed = args.checkpoints / "committed.json"
     step, ledger = 0, {}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -58,3 +61,25 @@ class SlowRecords:
         if index % 17 == 5:
             raise ValueError(f"record {index} is corrupt")  # some items are quarantined, in every run
         return {"image": Image.fromarray(photo(12 + index % 5, 16, seed=index)), "label": index % 4}
+
+
+def running(processes: list[Any], grace: float = 1.0) -> list[Any]:
+    """The psutil processes still running (not gone, not zombies) ``grace`` seconds from now at the latest;
+    those left are killed, so that they do not outlive the test."""
+    import psutil
+
+    deadline = time.monotonic() + grace
+    while True:
+        left = []
+        for process in processes:
+            try:
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    left.append(process)
+            except psutil.Error:
+                continue
+        if not left or time.monotonic() > deadline:
+            for process in left:  # do not leave them to the next test
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
+            return left
+        time.sleep(0.05)

@@ -1,4 +1,7 @@
-"""Every ```python block in docs/sources/*.md runs, so the source pages cannot drift from the code.
+"""Every ```python block in docs/sources/*.md and docs/migrating.md runs, so the pages cannot drift from the code.
+
+A block fenced ```python requires=MODULE shows another library's code (a "before" on the migration page): it
+runs where that module is installed and is skipped, with the reason shown, where it is not.
 
 Each block runs in a fresh namespace with the working directory (and ``tempfile``'s default directory)
 set to pytest's ``tmp_path``. Blocks are compiled with the Markdown file's line numbers, so a traceback
@@ -8,6 +11,7 @@ lost silently.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import tempfile
 from pathlib import Path
@@ -15,21 +19,21 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "sources"
-PAGES = sorted(DOCS.glob("*.md"))
+PAGES = [*sorted(DOCS.glob("*.md")), DOCS.parent / "migrating.md"]
 EXPECTED_PAGES = {"arrays.md", "dataset.md", "imagefolder.md", "listing.md", "multimodal.md", "table.md", "text.md"}
-FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+FENCE = re.compile(r"^```python(?:[ \t]+requires=(\w+))?[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 
-def python_blocks(page: Path) -> list[tuple[int, str]]:
-    """(first line number, code) of each ```python block of ``page``."""
+def python_blocks(page: Path) -> list[tuple[int, str, str | None]]:
+    """(first line number, code, module it requires or None) of each ```python block of ``page``."""
     text = page.read_text(encoding="utf-8")
-    return [(text.count("\n", 0, match.start(1)) + 1, match.group(1)) for match in FENCE.finditer(text)]
+    return [(text.count("\n", 0, match.start(2)) + 1, match.group(2), match.group(1)) for match in FENCE.finditer(text)]
 
 
 EXAMPLES = [
-    pytest.param(page, line, code, id=f"{page.stem}-block{number}")
+    pytest.param(page, line, code, requires, id=f"{page.stem}-block{number}")
     for page in PAGES
-    for number, (line, code) in enumerate(python_blocks(page), start=1)
+    for number, (line, code, requires) in enumerate(python_blocks(page), start=1)
 ]
 
 
@@ -43,8 +47,12 @@ def test_every_page_has_a_python_example(page: Path) -> None:
     assert python_blocks(page), f"{page} has no ```python block; every source page needs a runnable example"
 
 
-@pytest.mark.parametrize(("page", "line", "code"), EXAMPLES)
-def test_example_runs(page: Path, line: int, code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("page", "line", "code", "requires"), EXAMPLES)
+def test_example_runs(
+    page: Path, line: int, code: str, requires: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if requires is not None and importlib.util.find_spec(requires) is None:
+        pytest.skip(f"{page.name} line {line} shows {requires}'s code, and {requires} is not installed here")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     # Pad with blank lines so that line numbers in a traceback are the page's own.

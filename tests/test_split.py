@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stoke.prepare.split import split_indices
+from stoke.errors import ConfigError
+from stoke.prepare.split import fill_fractions, split_indices
 
 
 @given(
@@ -37,3 +38,23 @@ def test_unstratified_and_three_way():
 def test_fractions_must_sum_to_one():
     with pytest.raises(ValueError, match=r"sum to 1"):
         split_indices(10, {"train": 0.8, "val": 0.1})
+
+
+@given(
+    shares=st.tuples(*[st.one_of(st.none(), st.floats(0.0, 1.0)) for _ in range(3)]),
+)
+def test_filled_fractions_keep_what_was_given_and_add_up_to_one(shares):
+    given = dict(zip(("train", "val", "test"), shares))
+    chosen = {name: share for name, share in given.items() if share is not None}
+    try:
+        filled = fill_fractions(given)
+    except ConfigError as error:
+        assert chosen and (sum(chosen.values()) > 1 + 1e-9 or len(chosen) == 3), error
+        return
+    assert sum(filled.values()) == pytest.approx(1.0) and all(share > 0 for share in filled.values())
+    assert all(filled.get(name, 0.0) == share for name, share in chosen.items())  # never changed
+    if not chosen:
+        assert filled == {"train": 0.8, "val": 0.1, "test": 0.1}
+    else:
+        others = [name for name in given if name not in chosen and name in filled]
+        assert len(others) <= 1 and (not others or others[0] == next(n for n in given if n not in chosen))

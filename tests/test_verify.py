@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
 
 import pytest
 
@@ -74,3 +79,31 @@ def test_a_truncated_shard_damages_all_its_samples(packed):
     report = verify(packed)
     assert report.damaged_indices == [10, 11]
     assert "truncated" in report.shard_problems[0]["reason"]
+
+
+def stderr_on_a_terminal(*args: str) -> str:
+    """What ``stoke ARGS`` writes to stderr when stderr is a terminal (a pseudo-terminal, 100 columns)."""
+    terminal, child_end = pty.openpty()
+    fcntl.ioctl(child_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", "stoke", *args], stdout=subprocess.PIPE, stderr=child_end)
+    os.close(child_end)
+    written = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the command ended and closed the terminal
+            break
+        if not chunk:
+            break
+        written += chunk
+    os.close(terminal)
+    process.communicate(timeout=120)
+    return written.decode(errors="replace")
+
+
+def test_a_progress_bar_of_samples_on_a_terminal_only(packed):
+    shown = stderr_on_a_terminal("verify", str(packed))
+    assert "verifying" in shown and "12/12" in shown
+    assert stderr_on_a_terminal("verify", str(packed), "--no-progress") == ""
+    assert stderr_on_a_terminal("verify", str(packed), "--json") == ""
+    assert run_cli("verify", str(packed)).stderr == ""  # not a terminal

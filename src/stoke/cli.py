@@ -1,7 +1,9 @@
 """The ``stoke`` command: parse, call the API, print. Errors are one line and an exit code, never a traceback.
 
 Exit codes: 0 success; 1 ``verify`` found damage; 2 a stoke error (bad input, not a dataset, ...);
-3 an unexpected error (a bug: ``STOKE_DEBUG=1`` shows the traceback); 130 interrupted.
+3 an unexpected error (a bug: ``STOKE_DEBUG=1`` shows the traceback); 130 interrupted by SIGINT (Ctrl-C),
+143 by SIGTERM (``kill``, a job scheduler, a supervisor): workers are stopped first, and an interrupted pack
+continues with ``--resume``.
 
 Example:
     $ stoke pack photos/ photos.stoke --image-mode keep --max-side 256
@@ -23,6 +25,7 @@ import click
 
 from stoke._version import __version__
 from stoke.errors import ConfigError, StokeError
+from stoke.lifecycle import interruption, sigterm_raises
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,11 +36,13 @@ def _one_line_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with sigterm_raises():  # SIGTERM cleans up as Ctrl-C does: workers stopped, a state --resume continues
+                return command(*args, **kwargs)
         except StokeError as error:
             _fail(str(error), error.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
+        except KeyboardInterrupt as error:
+            name, code = interruption(error)
+            _fail(f"interrupted ({name})", code)
         except OSError as error:
             where = f" ({error.filename})" if error.filename else ""
             _fail(f"{error.strerror or error}{where}", 2)
@@ -97,7 +102,46 @@ MAX_SIDE = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _StokeGroup(click.Group):
+    """The ``stoke`` group: click's own usage errors (a missing argument, a bad option value, an unknown
+    option or command) print as every stoke error does, one line ``stoke: error: ...`` naming the
+    ``--help`` to read, with exit code 2, instead of click's block of usage, hint and error."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            outcome = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as error:
+            error.show()  # a bare `stoke`: the help is the answer
+            sys.exit(error.exit_code)
+        except click.UsageError as error:
+            _fail(_usage_line(error), error.exit_code)
+        except click.ClickException as error:
+            _fail(" ".join(error.format_message().split()), error.exit_code)
+        except click.Abort:
+            _fail("interrupted (SIGINT)", 130)
+        # Not standalone, click returns --help's and --version's exit code, or the command's None.
+        sys.exit(outcome if isinstance(outcome, int) and not isinstance(outcome, bool) else 0)
+
+
+def _usage_line(error: click.UsageError) -> str:
+    """Click's usage error as one clause in stoke's style, pointing at the command's ``--help``."""
+    message = " ".join(error.format_message().split()).rstrip(".")
+    if message[:1].isupper() and message[1:2].islower():  # "Missing argument" but not "JSON ..."
+        message = message[0].lower() + message[1:]
+    where = error.ctx.command_path if error.ctx is not None else "stoke"
+    return f"{message}; see `{where} --help`"
+
+
+@click.group(cls=_StokeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stoke")
 def main() -> None:
     """Pack a dataset once, then feed PyTorch training at the speed of the hardware."""
@@ -166,7 +210,8 @@ def main() -> None:
 @click.option(
     "--missing",
     default=None,
-    help="Tables: every column's missing-value policy: drop (default), mean, median, mode, knn or constant=VALUE.",
+    help="Tables: every column's missing-value policy: median (default: categories get their most frequent value, "
+    "text an empty string), mean, mode, knn, constant=VALUE, or drop (rows with gaps are quarantined).",
 )
 @click.option(
     "--missing-col", "missing_col", multiple=True, metavar="COL=POLICY", help="Tables: one column's policy (repeat)."
@@ -177,6 +222,15 @@ def main() -> None:
     multiple=True,
     metavar="COL=TYPE",
     help="Tables: a column's type: numeric, int, categorical or text (repeat).",
+)
+@click.option(
+    "--max-quarantined",
+    type=click.FloatRange(0, 1),
+    default=0.01,
+    show_default=True,
+    metavar="FRACTION",
+    help="Fail, committing nothing, when more than this share of the source's items is quarantined; "
+    "--resume with a larger value accepts them without redoing shards (1 allows any number).",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted pack without redoing finished shards.")
 @click.option("--overwrite", is_flag=True, help="Replace the dataset (or unfinished pack) in OUT.")
@@ -195,6 +249,7 @@ def pack_command(
 ) -> None:
     """Pack SOURCE (an image folder, a .csv/.jsonl listing, text: .txt, a folder of .txt with --tokenizer,
     .jsonl with --text-field) into the dataset directory OUT."""
+    from stoke.errors import PackError, QuarantineLimitError
     from stoke.format.fields.image_codec import DEFAULT_MAX_PIXELS
     from stoke.pack import pack
 
@@ -214,7 +269,10 @@ def pack_command(
     packed = _table_source(
         packed, options.pop("missing"), options.pop("missing_col"), options.pop("column_types"), options
     )
-    result = pack(packed, out, progress=not no_progress and not as_json, **options)
+    try:
+        result = pack(packed, out, progress=not no_progress and not as_json, **options)
+    except QuarantineLimitError as error:  # the same sentence, with this command's flags
+        raise PackError(error.cli_message) from None
     if as_json:
         click.echo(
             json.dumps(
@@ -228,6 +286,7 @@ def pack_command(
                     "quarantine": result.quarantine,
                     "ignored": result.ignored,
                     "reused_shards": result.reused_shards,
+                    "notes": result.notes,
                 }
             )
         )
@@ -257,7 +316,7 @@ def _table_source(
     return TableSource(
         source,
         types=pairs(column_types, "--type"),
-        missing=missing or "drop",
+        missing=missing,  # None: the default policy, which keeps every row
         missing_columns=pairs(missing_col, "--missing-col"),
         label=options["label_column"],
     )
@@ -269,67 +328,112 @@ def _table_source(
 @_one_line_errors
 def inspect_command(dataset: str, as_json: bool) -> None:
     """Show what DATASET (a directory or a URL) holds: schema, counts, sizes, classes, source."""
-    from stoke.inspect import format_summary, summarize
+    from stoke.inspect import show, summarize, summary_renderables
     from stoke.read import open as open_dataset
 
     summary = summarize(open_dataset(dataset))
-    click.echo(json.dumps(summary) if as_json else format_summary(summary))
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        show(summary_renderables(summary))
 
 
 @main.command("split")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--train", type=click.FloatRange(0, 1), default=0.8, show_default=True, help="Training share.")
-@click.option("--val", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Validation share.")
-@click.option("--test", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Test share.")
+@click.option("--train", type=click.FloatRange(0, 1), default=None, help="Training share.")
+@click.option("--val", type=click.FloatRange(0, 1), default=None, help="Validation share.")
+@click.option("--test", type=click.FloatRange(0, 1), default=None, help="Test share.")
 @click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives the same splits.")
-@click.option("--stratify", default=None, help="An int field (the label) whose class shares each split keeps.")
+@click.option(
+    "--stratify", default=None, metavar="FIELD", help="Keep the class shares of FIELD (the label) in each split."
+)
+@click.option(
+    "--stratify-bins",
+    type=click.IntRange(min=2),
+    default=None,
+    metavar="N",
+    help="Stratify a number (--stratify FIELD) by N quantile bins of it.",
+)
 @click.option("--dedupe", is_flag=True, help="Split one of each group of identical samples; leave the rest out.")
+@click.option(
+    "--content",
+    multiple=True,
+    metavar="FIELD",
+    help="A field that makes a sample's content, for leaks and --dedupe (repeat; default: docs/splits.md).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_one_line_errors
 def split_command(
-    dataset: Path, train: float, val: float, test: float, seed: int, stratify: str | None, dedupe: bool, as_json: bool
+    dataset: Path,
+    train: float | None,
+    val: float | None,
+    test: float | None,
+    seed: int,
+    stratify: str | None,
+    stratify_bins: int | None,
+    dedupe: bool,
+    content: tuple[str, ...],
+    as_json: bool,
 ) -> None:
-    """Store train/val/test index views inside DATASET (no copy) and report content leaking across them."""
-    from stoke.prepare.split import make_splits
+    """Store train/val/test index views inside DATASET (no copy) and report content leaking across them.
+
+    Shares: none given means 0.8/0.1/0.1. Shares given that add up to 1 leave the others at 0; shares
+    that add up to less give the rest to the first of train, val, test not given (--train 0.9: val 0.1,
+    no test). --stratify takes an int or text field, or a number with --stratify-bins.
+    """
+    from stoke.inspect import show, split_tables
+    from stoke.prepare.split import fill_fractions, make_splits
     from stoke.read import open as open_dataset
 
-    fractions = {name: share for name, share in (("train", train), ("val", val), ("test", test)) if share > 0}
-    if abs(sum(fractions.values()) - 1.0) > 1e-6:
-        raise ConfigError(f"--train, --val and --test must add up to 1, not {sum(fractions.values()):g}")
+    if stratify_bins is not None and stratify is None:
+        raise ConfigError("--stratify-bins bins the --stratify field; name it with --stratify FIELD")
+    fractions = fill_fractions({"train": train, "val": val, "test": test})
     opened = open_dataset(dataset)
-    if stratify is not None and stratify not in opened.fields:
-        raise ConfigError(
-            f"--stratify names {stratify!r}, which is not a field of {dataset}; its fields are {list(opened.fields)}"
-        )
-    report = make_splits(opened, fractions, seed=seed, stratify=stratify, dedupe=dedupe)
+    report = make_splits(
+        opened,
+        fractions,
+        seed=seed,
+        stratify=stratify,
+        dedupe=dedupe,
+        stratify_bins=stratify_bins,
+        content=list(content) or None,
+    )
     if as_json:
         click.echo(json.dumps(report.to_json()))
         return
-    for name, count in report.counts.items():
-        classes = report.balance.get(name)
-        detail = "  [" + ", ".join(f"{k}: {v:,}" for k, v in classes.items()) + "]" if classes else ""
-        click.echo(f"{name:<8} {count:>10,} samples{detail}")
+    balance = report.to_json()["balance"]
+    names = {str(key): name for key, name in report.class_names.items()}
+    lines: list[Any] = [*split_tables(report.counts, balance, names), ""]
     if report.dropped:
-        click.echo(f"left out {len(report.dropped):,} duplicate samples (--dedupe): {report.dropped[:20]}")
-    if report.leaks:
-        click.echo(f"leakage: {len(report.leaks):,} groups of identical samples span splits; run with --dedupe to fix")
-        for leak in report.leaks[:20]:
-            click.echo(f"  content {leak['content']}: {leak['samples']}")
+        shown = ", ".join(map(str, report.dropped[:20])) + (", ..." if len(report.dropped) > 20 else "")
+        lines.append(f"left out {len(report.dropped):,} duplicate samples (--dedupe): {shown}")
+    more = len(report.content) - 6
+    compared = ", ".join(report.content[:6]) + (f" and {more} more" if more > 0 else "")
+    if not report.content:
+        lines.append("leakage: not checked: every field is a label or names a sample; name content with --content")
+    elif report.leaks:
+        lines.append(
+            f"leakage: {len(report.leaks):,} groups of identical samples span splits "
+            f"(compared: {compared}); run with --dedupe to fix"
+        )
+        lines.extend(f"  content {leak['content']}: {leak['samples']}" for leak in report.leaks[:20])
     else:
-        click.echo("leakage: no identical samples in different splits")
+        lines.append(f"leakage: no identical samples in different splits (compared: {compared})")
+    show(lines)
 
 
 @main.command("verify")
 @click.argument("dataset")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads (default: all cores).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (there is none with --json or off a terminal).")
 @_one_line_errors
-def verify_command(dataset: str, as_json: bool, threads: int | None) -> None:
+def verify_command(dataset: str, as_json: bool, threads: int | None, no_progress: bool) -> None:
     """Recompute every checksum and decode every sample of DATASET (a directory or a URL); exit 1 listing
     damaged samples."""
     from stoke.verify import verify
 
-    report = verify(dataset, threads)
+    report = verify(dataset, threads, progress=not no_progress and not as_json)
     click.echo(json.dumps(report.to_json()) if as_json else str(report))
     if not report.ok:
         sys.exit(1)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from stoke.extras import require
 from stoke.home import default_home
 from stoke.loader import Loader
 from stoke.ops import Normalize
@@ -37,6 +38,7 @@ DIGIT_COUNT = 1797
 
 def write_digits(folder: Path) -> int:
     """Write the digits as ``folder/<label>/<index>.png`` (uint8, 0-16 scaled to 0-255); returns the count."""
+    require("sklearn.datasets", extra="demo", what="stoke demo (its digits are scikit-learn's)")
     from sklearn.datasets import load_digits
 
     digits = load_digits()

@@ -27,6 +27,21 @@ class ConfigError(StokeError, ValueError):
     """An argument or combination of arguments that cannot work."""
 
 
+class MissingExtra(ConfigError):  # noqa: N818 - it names what is missing, like the extra it asks for
+    """A feature needs an optional library this install lacks; the message names the extra that brings it.
+
+    ``module`` is the module that could not be imported and ``extra`` the ``stoke[...]`` extra to install
+    (``stoke.extras.require`` raises it).
+    """
+
+    def __init__(self, message: str, module: str = "", extra: str = "") -> None:
+        super().__init__(message)
+        self.module, self.extra = module, extra
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.module, self.extra)
+
+
 class NotADatasetError(StokeError):
     """A path that is not (or not yet) a packed dataset."""
 
@@ -45,6 +60,29 @@ class SourceError(StokeError):
 
 class PackError(StokeError):
     """A pack that cannot start or finish (existing output, changed source on resume, ...)."""
+
+
+class QuarantineLimitError(PackError):
+    """A pack quarantined more of its items than ``max_quarantined`` allows, so it committed nothing.
+
+    ``str(error)`` spells the remedy with ``stoke.pack``'s arguments, ``cli_message`` with the flags of
+    ``stoke pack``; ``suggested`` is a ``max_quarantined`` that accepts what was quarantined.
+    """
+
+    def __init__(self, message: str, *, cli_message: str, num_quarantined: int, num_items: int, suggested: float):
+        super().__init__(message)
+        self.cli_message = cli_message
+        self.num_quarantined, self.num_items, self.suggested = num_quarantined, num_items, suggested
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        details = (self.cli_message, self.num_quarantined, self.num_items, self.suggested)
+        return _quarantine_limit_error, (str(self), *details)
+
+
+def _quarantine_limit_error(message: str, cli: str, quarantined: int, items: int, suggested: float) -> Any:
+    return QuarantineLimitError(
+        message, cli_message=cli, num_quarantined=quarantined, num_items=items, suggested=suggested
+    )
 
 
 class SampleError(StokeError):

@@ -23,19 +23,21 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import os
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import psutil
 import torch
 
+from stoke.dataloader_compat import translate
 from stoke.device.jpeg import CompressedImageStage, check_decode, image_stage
 from stoke.device.stream import CopyStream
 from stoke.engines.local import available_cores
-from stoke.errors import ConfigError, SampleError
+from stoke.errors import ConfigError, ErrorBudgetExceeded, SampleError
 from stoke.format.fields import ImageField
 from stoke.ops.base import BatchContext, Op
 from stoke.ops.batch_transform import BatchTransform
@@ -49,6 +51,8 @@ from stoke.order import (
     class_balance,
     rank_share,
 )
+from stoke.pipeline.arguments import field_transforms, with_features
+from stoke.pipeline.arguments import translated as from_dataloader
 from stoke.pipeline.autotune import AutoTuner
 from stoke.pipeline.batch import BatchJob
 from stoke.pipeline.buffers import BufferPool, BufferSet
@@ -57,6 +61,7 @@ from stoke.pipeline.processes import ProcessPool
 from stoke.pipeline.quarantine import MAX_REPLACEMENT_ATTEMPTS, LoadQuarantine
 from stoke.pipeline.reader import reader_for, verify_mode
 from stoke.pipeline.shared import SharedBlock
+from stoke.pipeline.structure import BatchStructure
 from stoke.pipeline.threads import WorkerPool
 from stoke.pipeline.values import ValueStage
 from stoke.profile.profiler import Profiler, from_setting
@@ -77,16 +82,22 @@ class Loader:
     Args:
         dataset: a packed dataset (``stoke.open``), a view of one, any map-style dataset, or numpy arrays.
         batch_size: samples per batch; the last batch is shorter unless ``drop_last``.
-        shuffle: a new random order every epoch, derived from (``seed``, epoch).
-        seed: the seed of every random choice: order and augmentations.
+        shuffle: a new random order every epoch, derived from (``seed``, epoch); off by default, as in
+            DataLoader, so a validation loader written the usual way is in order.
+        seed: the seed of every random choice: order and augmentations (default 0).
         drop_last: drop the last, incomplete batch of each epoch.
-        transforms: ``{field: [op, ...]}``; images are decoded without asking.
+        transforms: ``{field: [op, ...]}`` (a single op is a list of one; the fields of tuple items may be
+            keyed by position); images are decoded without asking.
         device: move tensor fields to this device before their batch ops. On CUDA the copies run from
             pinned buffers on a dedicated stream, and the next batch is finished one ahead of the loop, so
             its copy overlaps the step on the current one (``stoke.device.stream``).
         num_threads: workers; ``"auto"`` starts at the cores this process may run on and (for threads) tunes.
         prefetch: batches in flight ahead of the training loop; ``"auto"`` starts at 3 and tunes.
         fields: the fields to load (default: all).
+        names: names for the values of tuple items (a user's Dataset returning tuples, or arrays given as
+            a tuple): the batches are then dicts with these keys instead of tuples.
+        collate_fn: build each batch yourself, as with DataLoader: called with the batch's samples, each
+            shaped like the dataset's items (``stoke.pipeline.structure``); its result is the batch.
         channels_last: images in channels_last memory format (the NCHW shape is unchanged).
         verify: check samples against their stored checksums before decoding them: ``"once"`` (the first
             time this Loader reads each sample, in any worker), ``"always"`` (every read, every epoch) or
@@ -109,10 +120,12 @@ class Loader:
         on_error: what a batch does with a sample that fails (damaged, undecodable, or a transform raised):
             ``"skip"`` (a shorter batch), ``"replace"`` (a deterministic stand-in) or ``"raise"``; every
             failure is listed in ``loader.quarantine`` (``stoke.pipeline.quarantine``).
-        max_bad_fraction: the error budget: more failures than this fraction of an epoch stop it with one
-            error naming the first causes.
+        max_bad_fraction: the error budget: more failures in one epoch than this fraction of it, or than
+            ``stoke.pipeline.quarantine.MIN_BAD_SAMPLES`` (10) when that is more, stop it with one error naming
+            the first causes; 0 tolerates none.
         timeout: seconds the loop may wait for one batch before the Loader reports the samples still in
-            work as stuck (a transform or read that hangs) instead of waiting forever; None waits forever.
+            work as stuck (a transform or read that hangs) instead of waiting forever; None (or 0, as in
+            DataLoader) waits forever.
         batch_transforms: ops on the whole batch dict (``stoke.ops.BatchTransform``), run in order once the
             batch is complete, after each field's ops and device moves: ``MixUp`` and ``CutMix``
             (``stoke.ops.mix``), which mix images and labels together (docs/augmentation.md).
@@ -126,27 +139,43 @@ class Loader:
         decode: where JPEG image fields are decoded: ``"cpu"`` (default), ``"device"`` (nvJPEG on the CUDA
             ``device``, batched; falls back to the CPU with a warning when it cannot) or ``"auto"`` (the
             device when it can, silently); ``stoke.device.jpeg``, docs/device.md.
+        **dataloader_options: ``torch.utils.data.DataLoader``'s own arguments: ``num_workers``,
+            ``prefetch_factor``, ``generator``, ``pin_memory`` and ``persistent_workers`` are translated
+            (``stoke.dataloader_compat``); the others raise a ConfigError saying what to use instead.
+
+    Each ``iter(loader)`` after a finished epoch starts the next one. An ``iter()`` while an epoch is
+    unfinished (a loop that broke out, a ``next(iter(loader))`` to look at one batch) continues that epoch
+    with the batches not yet handed out, exactly as ``load_state_dict(state_dict())`` would: no sample is
+    skipped or repeated. To look at a batch without consuming it, save ``state_dict()`` first and load it
+    after. ``load_state_dict`` abandons an unfinished epoch.
 
     With ``"auto"`` settings the Loader hill-climbs on its measured delivery rate while the training
     loop waits for data (``stoke.pipeline.autotune``); ``stats()["autotune"]`` shows what it chose.
 
-    Each batch is a dict keyed by field name: images uint8 ``[B, C, H, W]`` (float after ``Normalize``),
-    ``int``/``float`` fields ``[B]``, arrays ``[B, ...]``, variable-size fields padded with
-    ``<name>_lengths``, text and JSON as lists; ``index`` holds the dataset indices (int64, on the CPU).
+    Each batch has the structure of the dataset's items (``stoke.pipeline.structure``): a dict keyed by
+    field name for a packed dataset or dict items, a tuple for tuple items (``for x, y in loader``), the
+    value for single values. Images are uint8 ``[B, C, H, W]`` (float after ``Normalize``), ``int`` fields
+    int64 ``[B]``, ``float`` fields float32 ``[B]``, arrays ``[B, ...]`` (float32 for float64 ones, int64 for
+    integers wider than a byte, such as token ids; ``stoke.ops.ToDtype`` first in a field's ops chooses
+    another dtype), variable-size fields padded with ``<name>_lengths``, text and JSON as lists; ``index``
+    holds the dataset indices (int64, on the CPU). A dataset packed from a table also gets ``features``,
+    float32 ``[B, F]`` of its numeric columns (``stoke.ops.Features``).
     """
 
     def __init__(
         self,
         dataset: Any,
-        batch_size: int,
-        shuffle: bool = True,
-        seed: int = 0,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        seed: int | None = None,
         drop_last: bool = False,
-        transforms: Mapping[str, Sequence[Op]] | None = None,
+        transforms: Mapping[str | int, Sequence[Op] | Op] | None = None,
         device: str | torch.device | None = None,
         num_threads: int | str = "auto",
         prefetch: int | str = "auto",
         fields: Sequence[str] | None = None,
+        names: Sequence[str] | None = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
         channels_last: bool = False,
         verify: bool | str = "once",
         fast_decode: bool = True,
@@ -163,15 +192,33 @@ class Loader:
         batch_transforms: Sequence[BatchTransform] | None = None,
         profile: bool | str | Profiler = False,
         decode: str = "cpu",
+        **dataloader_options: Any,
     ) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
+        translated = translate(dataloader_options)
+        if batch_size is None:
+            raise ConfigError(
+                "batch_size=None (DataLoader's unbatched mode) has no meaning here; give a batch size, or read "
+                "samples one at a time with dataset[i]"
+            )
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         if workers not in ("thread", "process"):
             raise ConfigError(f"workers must be 'thread' or 'process', got {workers!r}")
+        if "seed" in translated and seed is not None and seed != translated["seed"]:
+            raise ConfigError(f"seed={seed} and a generator seeded with {translated['seed']} disagree; give one")
+        num_threads = from_dataloader(num_threads, translated, "num_threads", "num_workers")
+        prefetch = from_dataloader(prefetch, translated, "prefetch", "prefetch_factor")
+        if collate_fn is not None and not callable(collate_fn):
+            raise ConfigError(f"collate_fn must be callable, got {type(collate_fn).__name__}")
+        if collate_fn is not None and batch_transforms:
+            raise ConfigError(
+                "batch_transforms run on stoke's batch dict, and collate_fn makes the batch itself; "
+                "do the batch transform's work in collate_fn"
+            )
         self.batch_size = batch_size
         self.workers = workers
-        self.shuffle = shuffle
-        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.seed = int(translated.get("seed", 0) if seed is None else seed)
         self.drop_last = drop_last
         self.device = torch.device(device) if device is not None else None
         cores = available_cores()
@@ -180,14 +227,8 @@ class Loader:
         self.channels_last = channels_last
         self.fast_decode = fast_decode
         self.decode = check_decode(decode)
-        self._reader = reader_for(dataset, fields, verify_mode(verify))
-        transforms = dict(transforms or {})
-        unknown = [name for name in transforms if name not in self._reader.fields]
-        if unknown:
-            raise ConfigError(
-                f"transforms names the field {unknown[0]!r}, which is not loaded "
-                f"(fields: {', '.join(self._reader.fields)})"
-            )
+        self._reader = reader_for(dataset, fields, verify_mode(verify), names)
+        transforms = field_transforms(transforms, list(self._reader.fields))
         self._stages = [
             self._stage(name, field, transforms.get(name, ())) for name, field in self._reader.fields.items()
         ]
@@ -198,7 +239,7 @@ class Loader:
                 f"the batch key {clashes[0]!r} would hold two things (a field's name, its lengths, or 'index'); "
                 f"rename the field or leave it out with fields="
             )
-        self.batch_transforms = list(batch_transforms or ())
+        self.batch_transforms = with_features(batch_transforms, self._reader, collate_fn is None)
         for position, transform in enumerate(self.batch_transforms):
             if not isinstance(transform, BatchTransform):
                 raise ConfigError(
@@ -213,9 +254,12 @@ class Loader:
                 )
         size = len(self._reader)
         self.rank, self.world_size = _distributed(rank, world_size)
+        if timeout == 0:  # DataLoader's "wait forever"
+            timeout = None
         if timeout is not None and not timeout > 0:
             raise ConfigError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
         self.timeout = timeout
+        self.structure = BatchStructure(self._reader.layout, list(self._reader.fields), collate_fn)
         self.quarantine_log = LoadQuarantine(on_error, max_bad_fraction)
         self.order: Order = RandomOrder(size, self.seed) if shuffle else SequentialOrder(size)
         if weights is not None and balance_by is not None:
@@ -240,11 +284,11 @@ class Loader:
         self._buffers = BufferPool(
             specs,
             batch_size,
-            self._copy_stream.active,  # pinned: copies from it run asynchronously
+            self._copy_stream.active or bool(translated.get("pin_memory")),  # pinned: copies run asynchronously
             max_sets=self.prefetch + self._spare_sets,
             list_names=tuple(lists),
             shared=shared,
-            on_retire=self._retire,
+            on_retire=_weak_method(self._retire),
         )
         self._chunk = max(1, min(MAX_CHUNK, -(-batch_size // self.num_threads)))
         self._tuner: AutoTuner | None = None
@@ -261,7 +305,12 @@ class Loader:
                 cpu_budget=float(cpu_budget or cores),
             )
         self._pool: WorkerPool | ProcessPool | None = None
-        self._active: _EpochIterator | None = None
+        # The unfinished epoch's iterator, held weakly: the iterator holds the Loader, and a cycle between
+        # them would keep both (and the workers) alive until the cyclic GC ran, possibly in a forked worker.
+        # An iterator dropped unfinished hands its position back first (_EpochIterator.__del__).
+        self._active_ref: weakref.ref[_EpochIterator] | None = None
+        self._pid = os.getpid()  # a forked copy of this Loader (in a worker) must never touch its pools
+        self._weak_produce = _weak_method(self._produce)  # what worker threads call: they must not hold the Loader
         self.epoch = 0
         self._resume_start = 0  # samples of epoch ``self.epoch`` the job had consumed (load_state_dict)
         self._stats = {"batches": 0, "samples": 0, "wait_seconds": 0.0}
@@ -271,6 +320,14 @@ class Loader:
         if profiler is not None:
             profiler.attach(self)
         _LIVE_LOADERS.add(self)
+
+    @property
+    def _active(self) -> _EpochIterator | None:
+        return self._active_ref() if self._active_ref is not None else None
+
+    @_active.setter
+    def _active(self, iterator: _EpochIterator | None) -> None:
+        self._active_ref = weakref.ref(iterator) if iterator is not None else None
 
     # ---- public -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -316,24 +373,25 @@ class Loader:
         self.epoch = int(state["epoch"])
         self._resume_start = int(state["samples_consumed"])
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        """Start the next epoch (the first iteration is epoch 0, or the one a loaded state names); an
-        unfinished epoch is abandoned."""
-        if self._active is not None:
-            self._active.cancel()
+    def __iter__(self) -> Iterator[Any]:
+        """The unfinished epoch's iterator, continuing where the loop left it; else the next epoch's (the
+        first iteration is epoch 0, or the one a loaded state names)."""
+        if self._active is not None and not self._active.finished:
+            return self._active
         if isinstance(self._pool, ProcessPool) and self._pool.broken:
             self._pool.shutdown()  # a worker died: start afresh
             self._pool = None
         if self._pool is None:
             self._pool = (
-                ProcessPool(self.num_threads, self._produce, self._draw)
+                ProcessPool(self.num_threads, _weak_method(self._produce), _weak_method(self._draw))
                 if self.workers == "process"
                 else WorkerPool(self.num_threads)
             )
-        self._active = _EpochIterator(self, self.epoch, self._resume_start)
+        iterator = _EpochIterator(self, self.epoch, self._resume_start)
+        self._active = iterator
         self._resume_start = 0
         self.epoch += 1
-        return self._active
+        return iterator
 
     def stats(self) -> dict[str, Any]:
         """Settings in use and counters: batches and samples delivered, seconds the loop waited for data."""
@@ -351,10 +409,17 @@ class Loader:
         }
 
     def close(self) -> None:
-        """Stop the worker threads; the Loader starts them again if iterated."""
-        if self._active is not None:
-            self._active.cancel()
-            self._active = None
+        """Stop the workers; the Loader starts them again if iterated. An unfinished epoch is kept: the
+        next ``iter()`` continues it."""
+        if os.getpid() != self._pid:
+            return  # a copy inherited by a forked process: its workers and batches belong to the parent
+        if isinstance(self._pool, ProcessPool):  # first: it stops busy workers now, failing their chunks,
+            self._pool.shutdown()  # so that the epoch's batches in flight are not waited for (Ctrl-C, exit)
+            self._pool = None
+        active = self._active
+        if active is not None and not active.finished:
+            self._keep_position(active)
+        self._active = None
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
@@ -366,10 +431,19 @@ class Loader:
         self.close()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # nothing useful to do at interpreter shutdown
+        # not contextlib.suppress: at interpreter shutdown the module's globals may already be None
+        try:  # noqa: SIM105
             self.close()
+        except Exception:  # at interpreter shutdown there is nothing useful to do
+            pass
 
     # ---- internals --------------------------------------------------------------------------------
+    def _keep_position(self, iterator: _EpochIterator) -> None:
+        """Stop ``iterator``'s batches in flight and keep its position: the next ``iter()`` continues there."""
+        epoch, consumed = iterator.epoch, iterator.consumed
+        iterator.cancel()
+        self.epoch, self._resume_start = epoch, consumed
+
     def _stage(self, name: str, field: Any, ops: Sequence[Op]) -> ImageStage | CompressedImageStage | ValueStage:
         if isinstance(field, ImageField):
             stats = self._reader.field_stats(name)
@@ -419,7 +493,7 @@ class Loader:
         job = BatchJob(number, positions, indices, buffers, self._draw(epoch, indices), self._chunk, epoch)
         assert self._pool is not None
         for start, stop in job.chunks():
-            self._pool.submit(job.run, self._produce, start, stop)
+            self._pool.submit(job.run, self._weak_produce, start, stop)
         return job
 
     def _draw(self, epoch: int, indices: np.ndarray) -> dict[str, Any]:
@@ -456,6 +530,8 @@ class Loader:
         copy stream's event after it (None off CUDA), for ``CopyStream.hand_over``."""
         buffers: BufferSet = job.buffers
         count = self._settle_failures(job, epoch, epoch_size) if job.failures else job.size
+        if count == 0:  # every sample failed and was skipped: nothing to collect, the epoch goes on
+            return {"index": torch.empty(0, dtype=torch.int64)}, None
         with self._copy_stream.issuing():
             batch = self._transfer(buffers, count, epoch, job.padding)
             ready = self._copy_stream.record()
@@ -512,6 +588,7 @@ class Loader:
     def _settle_failures(self, job: BatchJob, epoch: int, epoch_size: int) -> int:
         """Quarantine the batch's failed samples and apply the policy; returns the rows left."""
         failures = sorted(job.failures, key=lambda failure: failure[0])
+        job.failures.clear()  # the failures are data now (loader.quarantine); see quarantine._without_frames
         for row, error in failures:
             self.quarantine_log.admit(self._describe(job, row, error), epoch, epoch_size)
         buffers = job.buffers
@@ -590,6 +667,7 @@ class _EpochIterator:
         self._count = -(-len(self._positions) // loader.batch_size)
         self._next_start = 0
         self._next_yield = 0
+        self._delivered = 0  # samples handed out in this epoch on this rank
         self._in_flight: collections.deque[BatchJob] = collections.deque()
         # A batch finished ahead of the loop (batch, ready event, samples, seconds waited), or the error that
         # finishing it raised; see _finish_ahead.
@@ -621,16 +699,25 @@ class _EpochIterator:
         if self._next_yield >= self._count:
             raise StopIteration
         if profiler is not None and profiler.serving_headspace:
-            return profiler.serve_headspace()  # a repeated batch, for profiling only: the epoch does not advance
-        if self._ahead is not None:
-            (batch, ready, size, waited), self._ahead = self._ahead, None
-        else:
-            self._fill()
-            job = self._in_flight.popleft()
-            waited = self._wait(job)
-            batch, ready = self._take(job)
-            size = job.size
-        self._next_yield += 1
+            # a repeated batch, for profiling only: the epoch does not advance
+            return self.loader.structure.shape(profiler.serve_headspace())
+        waited = 0.0
+        while True:  # a batch whose every sample failed and was skipped is not handed out: on to the next
+            if self._next_yield >= self._count:
+                self._end_without_samples()
+            if self._ahead is not None:
+                (batch, ready, size, waited_now), self._ahead = self._ahead, None
+            else:
+                self._fill()
+                job = self._in_flight.popleft()
+                waited_now = self._wait(job)
+                batch, ready = self._take(job)
+                size = len(batch["index"])
+            waited += waited_now
+            self._next_yield += 1
+            if size:
+                break
+        self._delivered += size
         self._fill()
         if self.loader._finishes_ahead:
             self._finish_ahead()
@@ -642,7 +729,18 @@ class _EpochIterator:
         batch = self.loader._copy_stream.hand_over(batch, ready)
         if profiler is not None:
             profiler.handed_out(batch, waited)
-        return batch
+        return self.loader.structure.shape(batch)
+
+    def _end_without_samples(self) -> None:
+        """The epoch ends after batches that all failed: an error if it delivered no sample at all."""
+        if self._delivered == 0 and self._positions.size:
+            failed = self.loader.quarantine_log.failed_in(self.epoch)
+            raise ErrorBudgetExceeded(
+                f"every one of the {self._positions.size:,} samples of epoch {self.epoch} failed "
+                f"({failed:,} are listed in loader.quarantine), so it delivered no batch; fix the data (stoke verify "
+                f"lists damaged samples) or the transform"
+            )
+        raise StopIteration
 
     def _wait(self, job: BatchJob) -> float:
         """Seconds spent waiting for ``job``'s samples (raises if it is stuck past the timeout)."""
@@ -717,6 +815,15 @@ class _EpochIterator:
             index=indices[0] if indices else None,
         )
 
+    def __del__(self) -> None:
+        """Dropped unfinished (``next(iter(loader))``, a loop that broke out): hand the position back."""
+        loader = self.loader
+        try:
+            if not self.finished and os.getpid() == loader._pid and loader._active is self:
+                loader._keep_position(self)  # (not an iterator that load_state_dict replaced)
+        except Exception:  # at interpreter shutdown there is nothing useful to do
+            pass
+
     def cancel(self) -> None:
         """Stop the batches in flight and give their buffers back; the epoch ends here."""
         for job in self._in_flight:
@@ -728,6 +835,20 @@ class _EpochIterator:
         if not isinstance(self._ahead, BaseException):
             self._ahead = None  # a finished batch: its buffers are back in the pool already
         self._next_yield = self._next_start = self._count
+
+
+def _weak_method(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` without a strong reference to its object (the Loader): pools and buffers hold this, and a
+    reference back to the Loader would make a cycle."""
+    reference = weakref.WeakMethod(method)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = reference()
+        if bound is None:
+            raise ReferenceError("the Loader this worker served has been closed")
+        return bound(*args, **kwargs)
+
+    return call
 
 
 @atexit.register

@@ -24,7 +24,7 @@ import threading
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -92,7 +92,16 @@ class Dataset:
     def __len__(self) -> int:
         return self.manifest.num_samples
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    @overload
+    def __getitem__(self, index: int | np.integer) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice | Sequence[int] | np.ndarray) -> DatasetView: ...
+
+    def __getitem__(self, index: Any) -> dict[str, Any] | DatasetView:
+        """``ds[i]``: sample ``i``, decoded; ``ds[a:b]``, ``ds[[i, j]]``, ``ds[array]``: a view, as ``select``."""
+        selected = selection(index, len(self))
+        if selected is not None:
+            return self.select(selected)
         index = self._check_index(index)
         raw = self.read_fields(index, verify=True)
         try:
@@ -255,7 +264,7 @@ class Dataset:
     # ---- internals --------------------------------------------------------------------------------
     def _check_index(self, index: Any) -> int:
         if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"dataset indices are integers, not {type(index).__name__}")
+            raise TypeError(f"dataset indices are integers, slices or lists of integers, not {type(index).__name__}")
         index = int(index)
         size = len(self)
         if index < 0:
@@ -319,6 +328,32 @@ def column_of_shard(reader: ShardReader, name: str, field: Field, position: int,
     return gathered.view(field.spec.dtype).reshape(-1)
 
 
+def selection(index: Any, size: int) -> np.ndarray | None:
+    """The positions ``index`` selects when it is a slice, a list of ints, an int array or a boolean mask
+    (negative positions count from the end); None for a single index. Raises IndexError or TypeError."""
+    if isinstance(index, slice):
+        return np.arange(size, dtype=np.int64)[index]
+    if isinstance(index, (list, tuple, range, np.ndarray)) or (
+        hasattr(index, "__array__") and getattr(index, "ndim", 0)
+    ):
+        positions = np.asarray(index)
+        if positions.dtype == np.bool_:
+            if positions.shape != (size,):
+                raise IndexError(
+                    f"a boolean mask must have one value per sample ({size:,}), got shape {positions.shape}"
+                )
+            return np.flatnonzero(positions).astype(np.int64)
+        if positions.size == 0:
+            return np.empty(0, np.int64)
+        if positions.dtype.kind not in "iu":
+            raise TypeError(f"dataset indices are integers, not {positions.dtype}")
+        positions = positions.astype(np.int64).reshape(-1)
+        if positions.min() < -size or positions.max() >= size:
+            raise IndexError(f"indices must lie in [-{size:,}, {size:,}) for {size:,} samples")
+        return np.where(positions < 0, positions + size, positions)
+    return None
+
+
 # A forked child (process workers, a pack pool) gets a copy of the parent's memory but only the forking
 # thread: a lock another thread held at that moment (opening a shard for a thread Loader on the same
 # dataset, say) would stay held in the child forever. Each child starts with fresh locks instead.
@@ -351,7 +386,20 @@ class DatasetView:
     def __len__(self) -> int:
         return int(self.indices.size)
 
-    def __getitem__(self, position: int) -> dict[str, Any]:
+    @overload
+    def __getitem__(self, position: int | np.integer) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, position: slice | Sequence[int] | np.ndarray) -> DatasetView: ...
+
+    def __getitem__(self, position: Any) -> dict[str, Any] | DatasetView:
+        selected = selection(position, len(self))
+        if selected is not None:
+            return self.select(selected)
+        if isinstance(position, (bool, np.bool_)) or not isinstance(position, (int, np.integer)):
+            raise TypeError(f"dataset indices are integers, slices or lists of integers, not {type(position).__name__}")
+        size = len(self)
+        if not -size <= position < size:
+            raise IndexError(f"index {position} is out of range for a view of {size:,} samples")
         return self.base[int(self.indices[position])]
 
     def __iter__(self):

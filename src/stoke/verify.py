@@ -6,7 +6,11 @@ full). A problem with a shard as a whole (missing, wrong size) makes all its sam
 per-sample checksums do not localise (a flipped byte in a header or in padding) is reported for the
 shard. Attached files (``tokenizer.json``) must have their listed size and checksum; a damaged one is
 reported as a problem of that file. Shards are checked by a pool of threads: hashing and decoding
-release the GIL.
+release the GIL. ``progress`` shows a bar of samples checked on stderr (when it is a terminal).
+
+Interrupted (Ctrl-C, or SIGTERM through the ``stoke`` command), the threads stop at their next sample,
+shards not started are dropped, and the interruption goes on up: nothing is written, so there is
+nothing to clean up.
 
 Example:
     >>> import numpy as np, stoke, tempfile
@@ -19,14 +23,18 @@ Example:
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from stoke.engines.local import available_cores
 from stoke.errors import FormatError
 from stoke.format.checksum import file_checksum
+from stoke.lifecycle import completed
 from stoke.read import Dataset
 from stoke.read import open as open_dataset
 
@@ -71,29 +79,59 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def verify(path: str | os.PathLike[str], threads: int | None = None) -> VerifyReport:
+def verify(path: str | os.PathLike[str], threads: int | None = None, progress: bool = False) -> VerifyReport:
     """Check every shard and sample of the dataset at ``path``; never raises for damaged data."""
     dataset = open_dataset(path)
-    report = VerifyReport(Path(path), len(dataset), len(dataset.manifest.shards))
-    starts = [0]
-    for shard in dataset.manifest.shards:
-        starts.append(starts[-1] + shard.num_samples)
-    with ThreadPoolExecutor(threads or available_cores()) as pool:
-        results = pool.map(lambda number: _check_shard(dataset, number, starts[number]), range(report.num_shards))
-        for problems, damaged in results:
+    try:
+        report = VerifyReport(Path(path), len(dataset), len(dataset.manifest.shards))
+        for problems, damaged in _check_shards(dataset, threads or available_cores(), progress):
             report.shard_problems.extend(problems)
             report.damaged.extend(damaged)
-    for attachment in dataset.manifest.attachments:
-        try:
-            dataset.attachment(attachment.file)
-        except (FormatError, OSError) as error:
-            report.shard_problems.append({"shard": attachment.file, "reason": str(error)})
-    dataset.close()
+        for attachment in dataset.manifest.attachments:
+            try:
+                dataset.attachment(attachment.file)
+            except (FormatError, OSError) as error:
+                report.shard_problems.append({"shard": attachment.file, "reason": str(error)})
+    finally:
+        dataset.close()
     report.damaged.sort(key=lambda entry: entry["index"])
     return report
 
 
-def _check_shard(dataset: Dataset, number: int, first: int) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+def _check_shards(
+    dataset: Dataset, threads: int, progress: bool
+) -> list[tuple[list[dict[str, str]], list[dict[str, Any]]]]:
+    """Every shard's (problems, damaged samples), in shard order, checked by ``threads`` threads."""
+    shards = dataset.manifest.shards
+    starts = [0]
+    for shard in shards:
+        starts.append(starts[-1] + shard.num_samples)
+    checked = [0] * len(shards)  # samples checked so far in each shard; each slot is written by one thread
+    stop = threading.Event()
+    results: dict[int, tuple[list[dict[str, str]], list[dict[str, Any]]]] = {}
+    bar = tqdm(total=starts[-1], desc="verifying", unit="sample", disable=not progress or None, dynamic_ncols=True)
+    pool = ThreadPoolExecutor(threads)
+    try:
+        futures = {
+            pool.submit(_check_shard, dataset, number, starts[number], checked, stop): number
+            for number in range(len(shards))
+        }
+        for finished in completed(futures):
+            for future in finished:
+                results[futures[future]] = future.result()
+            bar.update(sum(checked) - bar.n)
+    except BaseException:
+        stop.set()  # the running checks end at their next sample; the queued ones are cancelled below
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    return [results[number] for number in range(len(shards))]
+
+
+def _check_shard(
+    dataset: Dataset, number: int, first: int, checked: list[int], stop: threading.Event
+) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
     entry = dataset.manifest.shards[number]
     problems: list[dict[str, str]] = []
     try:
@@ -101,6 +139,7 @@ def _check_shard(dataset: Dataset, number: int, first: int) -> tuple[list[dict[s
     except (FormatError, OSError) as error:
         reason = str(error)
         every = [{"index": first + local, "shard": entry.file, "reason": reason} for local in range(entry.num_samples)]
+        checked[number] = entry.num_samples
         return [{"shard": entry.file, "reason": reason}], every
     if file_checksum(reader.path) != entry.checksum:
         problems.append({"shard": entry.file, "reason": "the file's checksum differs from the manifest's"})
@@ -114,6 +153,8 @@ def _check_shard(dataset: Dataset, number: int, first: int) -> tuple[list[dict[s
     damaged: list[dict[str, Any]] = []
     fields = list(dataset.fields.values())
     for local in range(entry.num_samples):
+        if stop.is_set():
+            break
         reason = None
         if not reader.is_intact(local):
             reason = "its bytes do not match their checksum"
@@ -125,4 +166,5 @@ def _check_shard(dataset: Dataset, number: int, first: int) -> tuple[list[dict[s
                 reason = f"it does not decode: {error}"
         if reason is not None:
             damaged.append({"index": first + local, "shard": entry.file, "reason": reason})
+        checked[number] = local + 1
     return problems, damaged

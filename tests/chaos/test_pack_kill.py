@@ -23,14 +23,15 @@ import sys
 sys.path.insert(0, {tests!r})
 import stoke
 from helpers import SlowRecords
-stoke.pack(SlowRecords({items}, delay=0.01), {out!r}, shard_items={shard_items}, workers={workers}, progress=False)
+stoke.pack(SlowRecords({items}, delay=0.01), {out!r}, shard_items={shard_items}, workers={workers}, progress=False,
+           max_quarantined=1.0)
 """
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reference") / "ds"
-    stoke.pack(SlowRecords(ITEMS), out, shard_items=SHARD_ITEMS, workers=1, progress=False)
+    stoke.pack(SlowRecords(ITEMS), out, shard_items=SHARD_ITEMS, workers=1, progress=False, max_quarantined=1.0)
     return out
 
 
@@ -78,7 +79,9 @@ def test_killed_pack_resumes_to_the_same_dataset(tmp_path, reference, trial):
         for name in (json.loads((out / PACK_STATE_DIR / result).read_text())["file"] for result in done_before)
         if name is not None
     }
-    result = stoke.pack(SlowRecords(ITEMS), out, shard_items=SHARD_ITEMS, workers=2, resume=True, progress=False)
+    result = stoke.pack(
+        SlowRecords(ITEMS), out, shard_items=SHARD_ITEMS, workers=2, resume=True, progress=False, max_quarantined=1.0
+    )
     assert result.reused_shards >= len(done_before) > 0
 
     for name, inode in shards_before.items():  # finished shards were kept, not rewritten
@@ -93,7 +96,7 @@ def test_killed_pack_resumes_to_the_same_dataset(tmp_path, reference, trial):
 def test_resume_refuses_a_changed_source(tmp_path):
     out = tmp_path / "ds"
     (out / PACK_STATE_DIR).mkdir(parents=True)
-    stoke.pack(SlowRecords(8), tmp_path / "scratch", shard_items=2, progress=False)
+    stoke.pack(SlowRecords(8), tmp_path / "scratch", shard_items=2, progress=False, max_quarantined=1.0)
     from stoke.pack.plan import PackPlan
 
     PackPlan(num_items=8, shard_items=2, fingerprint="from another source").write(out / PACK_STATE_DIR)

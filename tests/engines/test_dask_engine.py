@@ -27,6 +27,7 @@ from stoke.format.manifest import MANIFEST_NAME, PACK_STATE_DIR
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 SHARD_ITEMS = 3
+ALLOW = {"max_quarantined": 1.0}  # the sources quarantine some of their items on purpose
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def assert_same_dataset(local: Path, dask: Path) -> None:
 
 
 def test_dask_pack_equals_local_pack(tmp_path, cluster, images):
-    local = stoke.pack(images, tmp_path / "local", shard_items=SHARD_ITEMS, workers=1, progress=False)
+    local = stoke.pack(images, tmp_path / "local", shard_items=SHARD_ITEMS, workers=1, progress=False, **ALLOW)
     dask = stoke.pack(
         images,
         tmp_path / "dask",
@@ -105,6 +106,7 @@ def test_dask_pack_equals_local_pack(tmp_path, cluster, images):
         engine="dask",
         scheduler=cluster.scheduler_address,
         progress=False,
+        **ALLOW,
     )
     assert (dask.num_samples, dask.num_quarantined, dask.num_shards) == (10, 2, 4)
     assert dask.quarantine == local.quarantine
@@ -114,7 +116,7 @@ def test_dask_pack_equals_local_pack(tmp_path, cluster, images):
 
 def test_a_worker_dying_mid_shard_is_rescheduled_and_the_result_is_unchanged(tmp_path, cluster):
     marker = tmp_path / "crashed-once"
-    stoke.pack(Records(24), tmp_path / "local", shard_items=SHARD_ITEMS, workers=1, progress=False)
+    stoke.pack(Records(24), tmp_path / "local", shard_items=SHARD_ITEMS, workers=1, progress=False, **ALLOW)
     stoke.pack(
         Records(24, crash_marker=str(marker)),
         tmp_path / "dask",
@@ -122,6 +124,7 @@ def test_a_worker_dying_mid_shard_is_rescheduled_and_the_result_is_unchanged(tmp
         engine="dask",
         scheduler=cluster.scheduler_address,
         progress=False,
+        **ALLOW,
     )
     assert marker.exists()  # the crash happened, and the shard was packed again elsewhere
     assert_same_dataset(tmp_path / "local", tmp_path / "dask")  # no temporary file of the dead attempt is left
@@ -170,11 +173,11 @@ def test_results_come_back_in_task_order(client, tasks):
 
 def test_a_failed_dask_pack_writes_no_manifest_and_resume_reuses_finished_shards(tmp_path, cluster):
     source = Records(14)
-    stoke.pack(source, tmp_path / "local", shard_items=SHARD_ITEMS, workers=1, progress=False)
+    stoke.pack(source, tmp_path / "local", shard_items=SHARD_ITEMS, workers=1, progress=False, **ALLOW)
     out = tmp_path / "dask"
     (out / PACK_STATE_DIR).mkdir(parents=True)  # an unfinished pack (no plan yet), so stoke packs into it
     (out / "shard-000002.stk").mkdir()  # shard 2 cannot be renamed into place, on any attempt
-    options = {"shard_items": SHARD_ITEMS, "engine": "dask", "scheduler": cluster.scheduler_address}
+    options = {"shard_items": SHARD_ITEMS, "engine": "dask", "scheduler": cluster.scheduler_address, **ALLOW}
     with pytest.raises(PackError, match=r"^shard 2 \(shard-000002\.stk\) failed on the Dask cluster after 3 attempts"):
         stoke.pack(source, out, resume=True, progress=False, **options)
     assert not (out / MANIFEST_NAME).exists()
@@ -215,7 +218,11 @@ def test_cli_packs_on_a_scheduler_and_refuses_a_scheduler_without_dask(tmp_path,
     runner = CliRunner()
     address = cluster.scheduler_address
     result = runner.invoke(
-        main, ["pack", str(images), str(tmp_path / "ds"), "--engine", "dask", "--scheduler", address, "--json"]
+        main,
+        [
+            *("pack", str(images), str(tmp_path / "ds"), "--engine", "dask", "--scheduler", address),
+            *("--json", "--max-quarantined", "1"),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["num_samples"] == 10

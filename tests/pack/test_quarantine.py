@@ -99,7 +99,7 @@ def run_pack_cli(source: Path, out: Path, *extra: str) -> dict:
 
 def test_every_bad_input_is_quarantined_and_every_good_one_packed(tmp_path):
     source = build_bad_folder(tmp_path / "photos")
-    result = run_pack_cli(source, tmp_path / "ds", "--workers", "2", "--shard-items", "4")
+    result = run_pack_cli(source, tmp_path / "ds", "--workers", "2", "--shard-items", "4", "--max-quarantined", "1")
 
     assert {(entry["source"], entry["code"]) for entry in result["quarantine"]} == EXPECTED_QUARANTINE
     assert all(entry["reason"] for entry in result["quarantine"])
@@ -122,7 +122,7 @@ def test_every_bad_input_is_quarantined_and_every_good_one_packed(tmp_path):
 def test_listing_rows_whose_file_is_missing_are_quarantined(tmp_path):
     (tmp_path / "a.jpg").write_bytes(encode(photo(10, 10), quality=90))
     (tmp_path / "list.csv").write_text("path,label\na.jpg,x\nb.jpg,y\na.jpg,y\n")
-    result = stoke.pack(tmp_path / "list.csv", tmp_path / "ds", progress=False, workers=1)
+    result = stoke.pack(tmp_path / "list.csv", tmp_path / "ds", progress=False, workers=1, max_quarantined=0.5)
     assert [(q["source"], q["code"]) for q in result.quarantine] == [("b.jpg (list.csv line 3)", "missing_file")]
     dataset = stoke.open(tmp_path / "ds")
     assert [dataset[i]["label"] for i in range(len(dataset))] == [0, 1]
@@ -139,7 +139,7 @@ def test_user_dataset_errors_are_quarantined_not_fatal(tmp_path):
                 raise KeyError(f"record {index} lost")
             return {"value": float(index)}
 
-    result = stoke.pack(Records(), tmp_path / "ds", progress=False, workers=2, shard_items=2)
+    result = stoke.pack(Records(), tmp_path / "ds", progress=False, workers=2, shard_items=2, max_quarantined=0.5)
     assert [(q["item"], q["code"]) for q in result.quarantine] == [(2, "source_error"), (5, "source_error")]
     assert "record 2 lost" in result.quarantine[0]["reason"]
     dataset = stoke.open(tmp_path / "ds")

@@ -12,17 +12,27 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 import stoke
 from stoke.errors import ErrorBudgetExceeded, SampleError
 from stoke.verify import verify
 
 
-class Flaky(torch.utils.data.Dataset):
-    """Items ``{"x": index}``; reading the indices in ``bad`` raises."""
+def scalar_item(index: int) -> dict:
+    return {"x": float(index), "word": "w" * (index % 3 + 1)}
 
-    def __init__(self, size: int, bad: set[int]) -> None:
-        self.size, self.bad = size, bad
+
+def ragged_item(index: int) -> dict:
+    """A variable-length bytes field and a ragged array: the fields the padding code handles."""
+    return {"blob": bytes([index]) * (index % 5 + 1), "ragged": np.arange(index % 4 + 1, dtype=np.float32)}
+
+
+class Flaky(torch.utils.data.Dataset):
+    """Items ``item(index)`` (``{"x": index, ...}`` by default); reading the indices in ``bad`` raises."""
+
+    def __init__(self, size: int, bad: set[int], item=scalar_item) -> None:
+        self.size, self.bad, self.item = size, bad, item
 
     def __len__(self) -> int:
         return self.size
@@ -30,7 +40,7 @@ class Flaky(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         if index in self.bad:
             raise OSError(f"record {index} is unreadable")
-        return {"x": float(index), "word": "w" * (index % 3 + 1)}
+        return self.item(index)
 
 
 def test_skip_drops_the_failed_samples_and_lists_them(caplog):
@@ -74,11 +84,85 @@ def test_raise_stops_at_the_first_failure_with_its_traceback():
 
 
 def test_a_flood_of_failures_is_one_error_naming_the_first_causes():
-    loader = stoke.Loader(Flaky(100, set(range(0, 100, 3))), batch_size=10, shuffle=False, max_bad_fraction=0.05)
-    with pytest.raises(ErrorBudgetExceeded, match=r"6 samples failed in epoch 0, more than max_bad_fraction=0.05") as e:
+    loader = stoke.Loader(Flaky(400, set(range(0, 400, 3))), batch_size=10, shuffle=False, max_bad_fraction=0.05)
+    expected = r"21 samples failed in epoch 0, more than max_bad_fraction=0.05"
+    with pytest.raises(ErrorBudgetExceeded, match=expected) as e:
         list(loader)
+    assert "allows (20 of 400)" in str(e.value)
     assert "sample 0: dataset[0] raised OSError" in str(e.value) and "sample 3:" in str(e.value)
     assert isinstance(e.value.__cause__, OSError)  # the first failure's own traceback
+
+
+def test_skip_skips_on_a_small_dataset_with_the_default_budget():
+    # 0.001 of 50 samples is 0: the floor of MIN_BAD_SAMPLES lets a few failures be skipped all the same
+    loader = stoke.Loader(Flaky(50, {4, 30}), batch_size=8)
+    delivered = [i for batch in loader for i in batch["index"].tolist()]
+    assert delivered == [i for i in range(50) if i not in (4, 30)]
+    assert [record["index"] for record in loader.quarantine] == [4, 30]
+    flood = stoke.Loader(Flaky(50, set(range(0, 50, 4))), batch_size=8)  # 13 failures: over the floor of 10
+    with pytest.raises(ErrorBudgetExceeded, match=r"11 samples failed in epoch 0.*allows \(10 of 50\)"):
+        list(flood)
+    strict = stoke.Loader(Flaky(50, {4}), batch_size=8, max_bad_fraction=0)  # 0 tolerates none
+    with pytest.raises(ErrorBudgetExceeded, match=r"1 samples failed in epoch 0"):
+        list(strict)
+
+
+@pytest.mark.parametrize("workers", ["thread", "process"])
+def test_a_batch_whose_samples_all_fail_is_skipped(workers):
+    loader = stoke.Loader(Flaky(24, set(range(8, 16)), ragged_item), batch_size=8, workers=workers, num_threads=2)
+    batches = list(loader)  # the second batch fails whole: skipped, not a reshape error from the padding
+    assert [b["index"].tolist() for b in batches] == [list(range(8)), list(range(16, 24))]
+    assert batches[1]["blob_lengths"].tolist() == [i % 5 + 1 for i in range(16, 24)]
+    assert sorted(record["index"] for record in loader.quarantine) == list(range(8, 16))
+    assert loader.state_dict()["epoch"] == 1  # and the epoch ended normally
+    loader.close()
+
+
+def test_an_epoch_whose_every_sample_fails_is_one_error():
+    dataset = Flaky(6, set(), ragged_item)
+    loader = stoke.Loader(dataset, batch_size=4)
+    dataset.bad = set(range(6))  # readable when the Loader looked at the first items; none is now
+    with pytest.raises(ErrorBudgetExceeded, match=r"every one of the 6 samples of epoch 0 failed"):
+        list(loader)
+
+
+class Numbered(torch.utils.data.Dataset):
+    """8x8 images whose every pixel is the sample's index."""
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, index: int):
+        return {"image": Image.fromarray(np.full((8, 8, 3), index, np.uint8))}
+
+
+def fail_on_5_and_22(image):
+    if image[0, 0, 0] in (5, 22):
+        raise ValueError("this image is cursed")
+
+
+def test_failures_are_kept_as_data_and_free_their_batch_buffers():
+    # A pixel op fails while the image stage's frame holds a view of the batch buffer: kept as an exception
+    # with its traceback, the failure would keep that buffer alive, and every epoch would allocate another.
+    from stoke.ops import Map
+
+    loader = stoke.Loader(
+        Numbered(),
+        batch_size=8,
+        num_threads=2,
+        prefetch=1,
+        max_bad_fraction=0.2,
+        transforms={"image": [Map(fail_on_5_and_22)]},
+    )
+    for _ in range(6):
+        for batch in loader:
+            del batch
+    stats = loader.stats()
+    assert len(loader.quarantine) == 2
+    assert stats["buffer_allocations"] == stats["buffer_sets"] * 2  # 'image' and 'index', allocated once per set
+    assert all(isinstance(value, (int, str, type(None))) for record in loader.quarantine for value in record.values())
+    assert loader.quarantine_log.num_failed == 2
+    loader.close()
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,9 @@ def test_each_index_exactly_once_per_epoch(size, batch_size, drop_last, shuffle,
 
 def batches_of(dataset, threads, seed, epochs=2):
     transforms = {"image": [RandomResizedCrop(24), RandomHorizontalFlip()]}
-    loader = stoke.Loader(dataset, batch_size=5, seed=seed, num_threads=threads, transforms=transforms, prefetch=2)
+    loader = stoke.Loader(
+        dataset, batch_size=5, shuffle=True, seed=seed, num_threads=threads, transforms=transforms, prefetch=2
+    )
     out = [[{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()} for b in loader] for _ in range(epochs)]
     loader.close()
     return out
@@ -123,20 +125,25 @@ class Photos(torch.utils.data.Dataset):
 def test_a_users_own_dataset(tmp_path):
     loader = stoke.Loader(Photos(10), batch_size=4, shuffle=False, transforms={"image": [CenterCrop(16)]})
     batches = list(loader)
-    assert [b["index"].tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    assert batches[0]["image"].shape == (4, 3, 16, 16) and batches[0]["label"].tolist() == [0, 1, 2, 0]
+    assert [b.index.tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    images, labels = batches[0]  # (image, label) items give (images, labels) batches
+    assert images.shape == (4, 3, 16, 16) and labels.tolist() == [0, 1, 2, 0]
     expected = photo(31, 40, seed=1)[8:24, 12:28]  # torchvision: top = round((31 - 16) / 2) = round(7.5) = 8
-    np.testing.assert_array_equal(batches[0]["image"][1].permute(1, 2, 0).numpy(), expected)
+    np.testing.assert_array_equal(images[1].permute(1, 2, 0).numpy(), expected)
 
 
 def test_an_exception_reaches_the_loop_with_the_index_and_traceback():
     threads_before = threading.active_count()
     loader = stoke.Loader(
-        Photos(20, fail_at=13), batch_size=4, shuffle=False, num_threads=2, transforms={"image": [CenterCrop(8)]}
+        Photos(20, fail_at=13),
+        batch_size=4,
+        num_threads=2,
+        transforms={"image": [CenterCrop(8)]},
+        on_error="raise",
     )
     for _ in range(2):  # the failure is reported the same way in every epoch, and never hangs the loop
         iterator = iter(loader)
-        delivered = [next(iterator)["index"].tolist() for _ in range(3)]
+        delivered = [next(iterator).index.tolist() for _ in range(3)]
         assert delivered == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
         with pytest.raises(
             SampleError, match=r"sample 13: dataset.13. raised RuntimeError: cannot read record 13"
@@ -205,9 +212,12 @@ def test_configuration_errors_are_clear(photos):
 
 
 def test_breaking_an_epoch_then_starting_the_next(photos):
-    loader = stoke.Loader(photos, batch_size=2, transforms={"image": [CenterCrop(8)]}, prefetch=3)
-    next(iter(loader))  # abandon epoch 0 after one batch
-    second = list(loader)
+    loader = stoke.Loader(photos, batch_size=2, shuffle=True, transforms={"image": [CenterCrop(8)]}, prefetch=3)
+    peeked = next(iter(loader))["index"].tolist()  # leave epoch 0 after one batch
+    rest = [i for b in loader for i in b["index"].tolist()]  # a new iter() continues epoch 0: nothing skipped
+    assert sorted(peeked + rest) == list(range(len(photos)))
+    assert loader.epoch == 1
+    second = list(loader)  # epoch 0 is finished: this is epoch 1, whole
     assert sorted(torch.cat([b["index"] for b in second]).tolist()) == list(range(len(photos)))
     assert loader.epoch == 2
     loader.close()

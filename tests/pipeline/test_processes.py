@@ -104,10 +104,10 @@ class SlowPhotos(torch.utils.data.Dataset):
 
 
 def test_an_error_in_a_worker_names_the_sample_and_carries_its_traceback():
-    loader = stoke.Loader(SlowPhotos(12, fail_at=9), batch_size=4, shuffle=False, workers="process", num_threads=2)
+    loader = stoke.Loader(SlowPhotos(12, fail_at=9), batch_size=4, workers="process", num_threads=2, on_error="raise")
     for _ in range(2):  # reported the same way every epoch, then the epoch is over
         iterator = iter(loader)
-        assert [next(iterator)["index"].tolist() for _ in range(2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+        assert [next(iterator).index.tolist() for _ in range(2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
         expected = r"sample 9: dataset.9. raised RuntimeError: cannot read record 9"
         with pytest.raises(SampleError, match=expected) as caught:
             next(iterator)
@@ -138,7 +138,7 @@ def test_a_killed_worker_fails_the_epoch_clearly_and_the_next_epoch_runs():
     with pytest.raises(SampleError, match=rf"worker process {victim} was killed by SIGKILL"):
         for _ in iterator:  # never hangs: the dead worker's batches fail, the others finish
             pass
-    survivors = torch.cat([b["index"] for b in loader])  # a fresh pool for the next epoch
+    survivors = torch.cat([b.index for b in loader])  # a fresh pool for the next epoch
     assert survivors.tolist() == list(range(40))
     assert victim not in loader._pool.pids
     loader.close()
@@ -154,6 +154,23 @@ def test_close_stops_the_processes_and_the_collector():
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
     assert threading.active_count() <= threads_before
     assert sorted(torch.cat([b["x"] for b in loader]).tolist()) == list(np.arange(50.0))  # iterating restarts it
+    loader.close()
+
+
+def test_close_stops_busy_workers_at_once_and_the_epoch_goes_on_after():
+    dataset = SlowPhotos(40)
+    loader = stoke.Loader(dataset, batch_size=4, shuffle=False, workers="process", num_threads=2, prefetch=8)
+    dataset.delay = 0.25  # for the workers, forked by iter()
+    iterator = iter(loader)
+    first = next(iterator).index.tolist()
+    pids = loader._pool.pids
+    started = time.monotonic()
+    loader.close()  # 8 batches in flight, 4 s of work: dropped, not waited for (Ctrl-C, the exit hook)
+    assert time.monotonic() - started < 2.0
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+    dataset.delay = 0.0  # for the next workers
+    rest = torch.cat([batch.index for batch in loader]).tolist()  # the unfinished epoch continues
+    assert first + rest == list(range(40))
     loader.close()
 
 

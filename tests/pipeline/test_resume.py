@@ -130,11 +130,12 @@ def test_weighted_and_balanced_sampling_resume_and_partition(photos):
 
 
 def test_a_state_from_another_dataset_or_seed_is_refused(photos):
-    state = stoke.Loader(photos, batch_size=4, seed=1, fields=["label"]).state_dict()
+    state = stoke.Loader(photos, batch_size=4, shuffle=True, seed=1, fields=["label"]).state_dict()
     with pytest.raises(ConfigError, match=r"saved with seed 1, this Loader has seed 0"):
-        stoke.Loader(photos, batch_size=4, fields=["label"]).load_state_dict(state)
+        stoke.Loader(photos, batch_size=4, shuffle=True, fields=["label"]).load_state_dict(state)
     with pytest.raises(ConfigError, match=r"RandomOrder of 21 samples per epoch, this Loader has a RandomOrder of 5"):
-        stoke.Loader(photos.select(range(5)), batch_size=4, seed=1, fields=["label"]).load_state_dict(state)
+        loader = stoke.Loader(photos.select(range(5)), batch_size=4, shuffle=True, seed=1, fields=["label"])
+        loader.load_state_dict(state)
     with pytest.raises(ConfigError, match=r"not a stoke loader state"):
         stoke.Loader(photos, batch_size=4, fields=["label"]).load_state_dict({"epoch": 3})
     with pytest.raises(ConfigError, match=r"'samples_consumed' must be a non-negative integer"):

@@ -13,6 +13,7 @@ from stoke.errors import ConfigError
 from stoke.prepare.impute import (
     check_policy_for,
     column_scaling,
+    describe_fill,
     fill_numeric,
     impute_knn,
     parse_policy,
@@ -117,3 +118,40 @@ def test_knn_fills_from_the_nearest_rows_not_the_column_mean():
 def test_knn_refuses_a_column_with_no_values():
     with pytest.raises(ConfigError, match="no values at all"):
         impute_knn(np.array([[1.0, np.nan], [2.0, np.nan]]))
+
+
+@pytest.mark.parametrize(
+    ("call", "where"),
+    [
+        (lambda: parse_policy("average"), "is 'average'"),
+        (lambda: check_policy_for("categorical", ("mean", None), "city", explicit=True), "'city' is categorical"),
+        (lambda: check_policy_for("text", ("median", None), "note", explicit=True), "'note' holds text"),
+        (lambda: fill_numeric(np.array([np.nan]), ("median", None)), "no values at all"),
+    ],
+)
+def test_refusals_spell_a_constant_for_the_command_line_and_for_python(call, where):
+    with pytest.raises(ConfigError) as caught:
+        call()
+    message = str(caught.value)
+    assert where in message and "constant=VALUE on the command line" in message
+    assert "('constant', value) in Python" in message
+
+
+def test_fills_are_described_in_words_for_the_pack_summary():
+    assert [describe_fill(kind, policy) for kind, policy in [
+        ("numeric", ("median", None)),
+        ("numeric", ("mean", None)),
+        ("numeric", ("knn", None)),
+        ("numeric", ("constant", 0)),
+        ("categorical", ("mode", None)),
+        ("categorical", ("constant", "none")),
+        ("text", ("constant", "")),
+    ]] == [
+        "the median",
+        "the mean",
+        "the nearest neighbours' mean",
+        "the constant 0",
+        "the most frequent value",
+        "the constant 'none'",
+        "empty text",
+    ]  # fmt: skip

@@ -55,6 +55,7 @@ def test_tensorboard_scalars_are_readable(written: tuple[Path, Report]) -> None:
     assert events.Scalars("stoke/profile/input_share")[0].value == pytest.approx(report.input_share, rel=1e-6)
     assert len(events.Scalars("stoke/profile/step_ms")) == 1 + 3 + 2  # warm-up, profiled, headspace
     assert "stoke/profile/stage_seconds/image__Map_slow_" in tags
+    assert "stoke/profile/stage_ms_per_step/image__Map_slow_" in tags
 
 
 def test_png_is_written(written: tuple[Path, Report]) -> None:

@@ -44,7 +44,8 @@ def test_bad_images_are_quarantined_and_every_record_keeps_its_own_fields(tmp_pa
         )
     (tmp_path / "img" / "3.jpg").unlink()  # missing
     (tmp_path / "img" / "6.jpg").write_bytes(jpeg(130)[:200])  # corrupt: cut short
-    result = stoke.pack(write_listing(tmp_path, rows), tmp_path / "ds", shard_items=3, workers=2, progress=False)
+    listing = write_listing(tmp_path, rows)
+    result = stoke.pack(listing, tmp_path / "ds", shard_items=3, workers=2, progress=False, max_quarantined=0.2)
 
     assert [(entry["item"], entry["source"], entry["code"]) for entry in result.quarantine] == [
         (3, "img/3.jpg (records.jsonl line 4)", "missing_file"),
@@ -112,7 +113,7 @@ def test_numeric_jsonl_lists_become_ndarray_fields(tmp_path, values, expected):
 
 def test_a_row_with_no_array_is_quarantined(tmp_path):
     listing = write_listing(tmp_path, [{"x": [1, 2], "y": 1}, {"x": None, "y": 2}, {"y": 3}])
-    result = stoke.pack(listing, tmp_path / "ds", workers=1, progress=False)
+    result = stoke.pack(listing, tmp_path / "ds", workers=1, progress=False, max_quarantined=1.0)  # 2 of 3
     assert [(entry["item"], entry["code"]) for entry in result.quarantine] == [
         (1, "missing_value"),
         (2, "missing_value"),

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import stoke
 from stoke.cli import main
-from stoke.errors import ConfigError, InvalidItem, SourceError
+from stoke.errors import ConfigError, InvalidItem, QuarantineLimitError, SourceError
 from stoke.format.manifest import Manifest
 from stoke.inspect import format_summary, summarize
 from stoke.sources import ListingSource, TableSource, encode_categories, resolve_source
@@ -47,7 +47,7 @@ def outcomes(source):
 def test_bad_rows_are_quarantined_with_their_line_and_reason(tmp_path):
     table = tmp_path / "t.csv"
     table.write_text(MESSY)
-    source = TableSource(table, types={"city": "categorical", "score": "numeric"})
+    source = TableSource(table, types={"city": "categorical", "score": "numeric"}, missing="drop")
     assert [(e.name, e.field.type_name, e.classes) for e in source.schema()] == [
         ("age", "int", None),
         ("city", "int", ["Oslo", "Rome"]),
@@ -80,7 +80,7 @@ def test_pack_records_policies_fills_counts_and_statistics_in_the_manifest(tmp_p
     source = TableSource(
         table, types={"city": "categorical", "score": "numeric"}, missing="mean", missing_columns={"note": "drop"}
     )
-    result = stoke.pack(source, tmp_path / "ds", progress=False, workers=1)
+    result = stoke.pack(source, tmp_path / "ds", progress=False, workers=1, max_quarantined=1.0)  # 5 of 8
     assert [(q["source"], q["code"]) for q in result.quarantine] == [
         ("t.csv line 3", "missing_value"),  # note is empty and its own policy is drop
         ("t.csv line 4", "invalid_value"),
@@ -243,7 +243,7 @@ def test_csv_and_parquet_of_the_same_data_pack_to_the_same_samples(tmp_path_fact
 
 def test_parquet_nan_is_missing_and_rows_are_named_by_position(tmp_path):
     pq.write_table(pa.table({"x": [1.0, float("nan"), None, 4.0], "label": ["a", "b", "a", "b"]}), tmp_path / "t.pq")
-    source = TableSource(tmp_path / "t.pq")
+    source = TableSource(tmp_path / "t.pq", missing="drop")
     assert outcomes(source) == [
         ("t.pq row 0", [1.0, 0]),
         ("t.pq row 1", "missing_value"),
@@ -294,3 +294,129 @@ def test_cli_pack_takes_missing_value_policies_and_types(tmp_path):
     assert refused.exit_code == 2 and "apply to tables" in refused.output
     malformed = runner.invoke(main, ["pack", str(table), str(tmp_path / "y"), "--type", "zip"])
     assert malformed.exit_code == 2 and "COLUMN=VALUE" in malformed.output
+
+
+def write_with_gaps(path, loader, rate=0.05, seed=0, label_gaps=0):
+    """One of scikit-learn's bundled tables as CSV, ``rate`` of its feature cells blanked (seeded).
+
+    ``label_gaps`` labels are blanked too. Returns which feature cells are blank.
+    """
+    data = loader()
+    names = [name.replace(" ", "_").replace("/", "_") for name in data.feature_names]
+    rng = np.random.default_rng(seed)
+    blank = rng.random(data.data.shape) < rate
+    labels = np.asarray(data.target_names)[data.target].astype(object)
+    labels[rng.choice(labels.size, label_gaps, replace=False)] = ""
+    lines = [",".join([*names, "label"])]
+    for row, gaps, label in zip(data.data, blank, labels):
+        lines.append(",".join(["" if gap else repr(float(v)) for v, gap in zip(row, gaps)] + [label]))
+    path.write_text("\n".join(lines) + "\n")
+    return blank
+
+
+@pytest.mark.parametrize("name", ["wine", "breast_cancer"])
+def test_real_tables_with_scattered_gaps_keep_every_row_by_default_and_say_what_was_filled(tmp_path, name):
+    from sklearn import datasets
+
+    loader = getattr(datasets, f"load_{name}")
+    table = tmp_path / f"{name}.csv"
+    blank = write_with_gaps(table, loader)
+    blanks, rows_with_gaps = int(blank.sum()), int(blank.any(axis=1).sum())
+    rows, features = blank.shape
+    assert rows_with_gaps > rows // 3  # what the old default (drop) quarantined: 49% and 80%
+    assert blank.any(axis=0).all()  # 5% of 178 or 569 rows leaves no column whole
+    runner = CliRunner()
+    packed = runner.invoke(main, ["pack", str(table), str(tmp_path / "ds"), "--no-progress"])
+    assert packed.exit_code == 0, packed.output
+    assert f"packed {rows:,} samples" in packed.output
+    note = next(line for line in packed.output.splitlines() if line.startswith("filled"))
+    assert note.startswith(f"filled {blanks:,} missing values in {features} columns (the median for numbers); ")
+    assert "--missing drop" in note and 'missing="drop"' in note  # the knob, spelled for the CLI and Python
+    dataset = stoke.open(tmp_path / "ds")
+    assert len(dataset) == rows and dataset.manifest.num_quarantined == 0
+    columns = {c["name"]: c for c in dataset.manifest.source["columns"]}
+    assert sum(c["missing"]["filled"] for c in columns.values()) == blanks
+    assert dataset.manifest.source["num_filled"] == blanks
+    first = loader().feature_names[0].replace(" ", "_")
+    present = loader().data[~blank[:, 0], 0]
+    assert columns[first]["missing"] == {
+        "policy": "median",
+        "dropped": 0,
+        "filled": int(blank[:, 0].sum()),
+        "fill": float(np.median(present)),
+    }
+
+    dropped = runner.invoke(main, ["pack", str(table), str(tmp_path / "dropped"), "--missing", "drop"])
+    assert dropped.exit_code == 2
+    assert f"quarantined {rows_with_gaps:,} of {rows:,} items" in dropped.output
+    assert "more than --max-quarantined 0.01 allows" in dropped.output
+    resumed = runner.invoke(
+        main,
+        ["pack", str(table), str(tmp_path / "dropped"), "--missing", "drop", "--resume", "--max-quarantined", "0.9"],
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert len(stoke.open(tmp_path / "dropped")) == rows - rows_with_gaps
+
+
+def test_rows_without_a_label_stay_quarantined_and_count_toward_the_limit(tmp_path):
+    from sklearn.datasets import load_wine
+
+    table = tmp_path / "wine.csv"
+    write_with_gaps(table, load_wine, label_gaps=4)
+    with pytest.raises(QuarantineLimitError, match=r"quarantined 4 of 178 items of \S*wine\.csv \(2%\)"):
+        stoke.pack(table, tmp_path / "ds", progress=False, workers=1)
+    result = stoke.pack(table, tmp_path / "ds", progress=False, workers=1, resume=True, max_quarantined=0.05)
+    assert result.num_samples == 174 and {q["code"] for q in result.quarantine} == {"missing_value"}
+    reason = result.quarantine[0]["reason"]
+    assert reason.startswith("the label column 'label' has no value") and "fill policy" not in reason
+
+
+def test_the_default_fills_categories_with_their_most_frequent_value_and_text_with_empty_text(tmp_path):
+    table = tmp_path / "t.csv"
+    rows = [f"{i},{'Oslo' if i % 3 else 'Rome'},note {i},{i % 2}" for i in range(12)]
+    rows[1], rows[2] = "1,,note 1,1", ",Rome,,0"
+    table.write_text("n,city,note,label\n" + "\n".join(rows) + "\n")
+    source = TableSource(table, types={"note": "text"})
+    assert source.read(1)[1] == 0 and source.read(2) == [6.0, 1, "", 0]  # Oslo: 6 of 11; the median of 0, 1, 3..11
+    result = stoke.pack(source, tmp_path / "ds", progress=False, workers=1)
+    assert result.num_samples == 12
+    assert result.notes == [
+        "filled 3 missing values in 3 columns (the median for numbers, the most frequent value for categories, "
+        'empty text for text); pass --missing drop (missing="drop" in Python) to leave rows with missing numbers '
+        "or categories out instead"
+    ]
+    assert result.notes[0] in str(result)
+    explicit = TableSource(table, types={"note": "text"}, missing="mean")
+    assert explicit.notes() == [
+        "filled 3 missing values in 3 columns (the mean for numbers, the most frequent value for categories, "
+        "empty text for text)"
+    ]
+
+
+def test_hints_name_the_flag_and_the_argument(tmp_path):
+    table = tmp_path / "t.csv"
+    rows = [f"{i},{i / 2},{'ab'[i % 2]}" for i in range(40)]
+    rows[1], rows[2] = ",3,b", "2,x,a"  # a gap; one score in 40 that is not a number
+    table.write_text("age,score,label\n" + "\n".join(rows) + "\n")
+    source = TableSource(table, missing="drop")
+    with pytest.raises(InvalidItem) as dropped:
+        source.read(1)
+    assert '(--missing median, or missing="median" in Python)' in str(dropped.value)
+    with pytest.raises(InvalidItem) as invalid:
+        source.read(2)
+    assert "--type score=text" in str(invalid.value) and "types={'score': 'text'}" in str(invalid.value)
+    per_column = TableSource(table, missing_columns={"age": "drop"})
+    with pytest.raises(InvalidItem) as column:
+        per_column.read(1)
+    assert "--missing-col age=median" in str(column.value) and "missing_columns={'age': 'median'}" in str(column.value)
+
+
+def test_a_column_with_no_values_at_all_is_refused_by_the_default_naming_the_column_and_the_flag(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("x,empty,label\n1,,a\n2,,b\n")
+    with pytest.raises(ConfigError) as caught:
+        TableSource(table)
+    message = str(caught.value)
+    assert "column 'empty' of" in message and "no values at all" in message
+    assert "--missing-col empty=constant=" in message and "missing_columns={'empty':" in message
+    assert TableSource(table, missing_columns={"empty": ("constant", "none")}).read(0) == [1, 0, 0]

@@ -143,7 +143,8 @@ def test_a_folder_is_one_document_per_file_and_bad_files_are_quarantined(tmp_pat
     (root / ".git" / "x.txt").write_text("hidden")
     (root / "empty.txt").write_text("")
     (root / "notes.md").write_text("not a .txt")
-    result = stoke.pack(TextSource(root, tokenizer="bpe", vocab_size=300), tmp_path / "ds", workers=1, progress=False)
+    source = TextSource(root, tokenizer="bpe", vocab_size=300)
+    result = stoke.pack(source, tmp_path / "ds", workers=1, progress=False, max_quarantined=0.25)  # 1 of 4
     assert [(entry["source"], entry["code"]) for entry in result.quarantine] == [("b/bad.txt", "invalid_value")]
     assert "not UTF-8 text (byte 3 is 0xe9)" in result.quarantine[0]["reason"]
     dataset = stoke.open(tmp_path / "ds")
@@ -157,7 +158,7 @@ def test_a_folder_is_one_document_per_file_and_bad_files_are_quarantined(tmp_pat
 def test_jsonl_rows_without_text_are_quarantined(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text('{"text": "fine"}\n{"text": null}\nnot json\n{"text": ""}\n')
-    result = stoke.pack(TextSource(path), tmp_path / "ds", workers=1, progress=False)
+    result = stoke.pack(TextSource(path), tmp_path / "ds", workers=1, progress=False, max_quarantined=0.5)  # 2 of 4
     assert [(entry["item"], entry["code"]) for entry in result.quarantine] == [(1, "missing_value"), (2, "invalid_row")]
     assert [sample["text"] for sample in stoke.open(tmp_path / "ds")] == ["fine", ""]
 

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from stoke.format.fields import ImageField
+from stoke.lifecycle import completed
 from stoke.read import Dataset
 
 CHUNK = 8
@@ -46,5 +47,9 @@ def decode_all(dataset: Dataset, name: str, threads: int) -> int:
             field.decode_pixels(dataset.read_fields(index, position)[0], scratch=scratch)
         return stop - start
 
-    with ThreadPoolExecutor(threads) as pool:
-        return sum(pool.map(decode_chunk, range(0, len(dataset), CHUNK)))
+    pool = ThreadPoolExecutor(threads)
+    try:
+        futures = [pool.submit(decode_chunk, start) for start in range(0, len(dataset), CHUNK)]
+        return sum(future.result() for finished in completed(futures) for future in finished)
+    finally:  # interrupted, the chunks not started are dropped; the running ones are eight images each
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from stoke.extras import require
+
 CLASSES = 10
 QUALITY = 90
 WIDTHS = (330, 500)
@@ -35,6 +37,8 @@ def bench_images(cache: Path, count: int = 5000, seed: int = 0) -> Path:
     folder = cache / f"images-v{VERSION}-{count}-seed{seed}"
     if folder.is_dir():
         return folder
+    what = "stoke bench without a SOURCE (its built-in images are made from scikit-learn's photographs)"
+    require("sklearn.datasets", extra="demo", what=what)
     from sklearn.datasets import load_sample_images
 
     photos = [np.asarray(image) for image in load_sample_images().images]

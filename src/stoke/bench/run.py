@@ -99,65 +99,72 @@ def run_bench(
     extra = [Map(stretch_rows)] if user_transform else []
     transforms = {image_name: [RandomResizedCrop(SIZE), RandomHorizontalFlip(), *extra]}
     loaders: dict[str, Loader] = {}
-    first_batches: dict[str, Any] = {}
-    first_batch_s = 0.0
-    for kind in kinds:
-        created = time.perf_counter()
-        loaders[kind] = Loader(
-            dataset,
-            BATCH_SIZE,
-            shuffle=True,
-            seed=0,
-            transforms=transforms,
-            fields=[image_name],
-            num_threads=cores,
-            workers=kind,
-        )
-        first_batches[kind] = iter(loaders[kind])
-        next(first_batches[kind])
-        if kind == kinds[0]:
-            first_batch_s = time.perf_counter() - created
-
-    if folder is None and dataset.fields[image_name].encoding == "raw":  # type: ignore[attr-defined]
-        log("no baseline: a raw-pixel dataset has no image files for Pillow to open")
-        baseline = False
-    baseline_batches = None
-    if baseline:
-        files = ImageFiles.from_folder(folder) if folder is not None else _stored_bytes(dataset, image_name)
-        files.transform = stretch_rows if user_transform else None
-        baseline_batches = baseline_loader(files, cores)
-
-    names = ["ceiling", *(f"stoke_{kind}" for kind in kinds), "baseline"]
-    rates: dict[str, list[float]] = {name: [] for name in names}
-    meters: dict[str, list[Meter]] = {name: [] for name in names}
-    for epoch in range(epochs + 1):
-        first = epoch == 0  # epoch 0 goes on from the batch taken for the first-batch latency
-        phases: list[tuple[str, Callable[[], int]]] = [("ceiling", lambda: decode_all(dataset, image_name, cores))]
+    files: ImageFiles | None = None
+    try:
+        first_batches: dict[str, Any] = {}
+        first_batch_s = 0.0
         for kind in kinds:
-            # iter(loader) inside the phase: an epoch starts prefetching as soon as it is created
-            phases.append(
-                (
-                    f"stoke_{kind}",
-                    lambda kind=kind, first=first: _drain(
-                        first_batches[kind] if first else iter(loaders[kind]), first_taken=first
-                    ),
+            created = time.perf_counter()
+            loaders[kind] = Loader(
+                dataset,
+                BATCH_SIZE,
+                shuffle=True,
+                seed=0,
+                transforms=transforms,
+                fields=[image_name],
+                num_threads=cores,
+                workers=kind,
+            )
+            first_batches[kind] = iter(loaders[kind])
+            next(first_batches[kind])
+            if kind == kinds[0]:
+                first_batch_s = time.perf_counter() - created
+
+        if folder is None and dataset.fields[image_name].encoding == "raw":  # type: ignore[attr-defined]
+            log("no baseline: a raw-pixel dataset has no image files for Pillow to open")
+            baseline = False
+        baseline_batches = None
+        if baseline:
+            files = ImageFiles.from_folder(folder) if folder is not None else _stored_bytes(dataset, image_name)
+            files.transform = stretch_rows if user_transform else None
+            baseline_batches = baseline_loader(files, cores)
+
+        names = ["ceiling", *(f"stoke_{kind}" for kind in kinds), "baseline"]
+        rates: dict[str, list[float]] = {name: [] for name in names}
+        meters: dict[str, list[Meter]] = {name: [] for name in names}
+        for epoch in range(epochs + 1):
+            first = epoch == 0  # epoch 0 goes on from the batch taken for the first-batch latency
+            phases: list[tuple[str, Callable[[], int]]] = [("ceiling", lambda: decode_all(dataset, image_name, cores))]
+            for kind in kinds:
+                # iter(loader) inside the phase: an epoch starts prefetching as soon as it is created
+                phases.append(
+                    (
+                        f"stoke_{kind}",
+                        lambda kind=kind, first=first: _drain(
+                            first_batches[kind] if first else iter(loaders[kind]), first_taken=first
+                        ),
+                    )
                 )
-            )
-        if baseline_batches is not None:
-            phases.append(("baseline", lambda: _drain(iter(baseline_batches))))
-        for name, run in phases:
-            with Meter(children=name in ("baseline", "stoke_process")) as meter:
-                count = run()
-            if epoch > 0:  # epoch 0 warms caches, threads and worker processes
-                rates[name].append(count / meter.seconds)
-                meters[name].append(meter)
-            log(
-                f"  epoch {epoch}{' (warm-up)' if epoch == 0 else ''} {name:<14} "
-                f"{count / meter.seconds:>9,.0f} images/s"
-            )
-    stats = {kind: loader.stats() for kind, loader in loaders.items()}
-    for loader in loaders.values():
-        loader.close()
+            if baseline_batches is not None:
+                phases.append(("baseline", lambda: _drain(iter(baseline_batches))))
+            for name, run in phases:
+                with Meter(children=name in ("baseline", "stoke_process")) as meter:
+                    count = run()
+                if epoch > 0:  # epoch 0 warms caches, threads and worker processes
+                    rates[name].append(count / meter.seconds)
+                    meters[name].append(meter)
+                log(
+                    f"  epoch {epoch}{' (warm-up)' if epoch == 0 else ''} {name:<14} "
+                    f"{count / meter.seconds:>9,.0f} images/s"
+                )
+        stats = {kind: loader.stats() for kind, loader in loaders.items()}
+    except BaseException:  # Ctrl-C, or SIGTERM through the stoke command (stoke.lifecycle): stop every worker
+        if files is not None:
+            files.stop()  # the DataLoader's workers end the batch in hand at once, so its shutdown is quick
+        raise
+    finally:
+        for loader in loaders.values():
+            loader.close()  # process workers are stopped at once, thread workers at their next sample
 
     def median(name: str) -> float | None:
         return statistics.median(rates[name]) if rates[name] else None

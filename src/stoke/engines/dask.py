@@ -12,6 +12,10 @@ see that directory at the same path (NFS, Lustre, a mounted bucket). Before any 
 is asked to read a token the driver wrote there and to create a file beside it; a worker that cannot is
 named in a clear error. Workers that join after that check are not probed.
 
+Interrupted (Ctrl-C, or SIGTERM through the ``stoke`` command), the driver cancels the tasks not finished
+and closes what it opened: the client, and a ``LocalCluster`` started for the pack with all its processes
+(a cluster given by ``client`` or ``scheduler`` is left running). Finished shards stay for ``--resume``.
+
 Not for: choosing shards, writing the manifest or resuming (the driver in ``stoke.pack`` does that), nor
 for per-item progress (the bar advances by whole tasks as they finish).
 
@@ -38,6 +42,7 @@ from typing import Any, TypeVar
 from tqdm import tqdm
 
 from stoke.errors import ConfigError, PackError
+from stoke.extras import require
 
 T = TypeVar("T")
 Task = Callable[[int, Callable[[int], None]], T]
@@ -216,6 +221,7 @@ def _connected(client: Any | None, scheduler: str | None, workers: int) -> Itera
     if client is not None:
         yield client
         return
+    require("distributed", extra="dask", what="packing with engine='dask' (stoke pack --engine dask)")
     from distributed import Client, LocalCluster
 
     if scheduler is not None:

@@ -6,6 +6,11 @@ say) is inherited rather than pickled; each worker asks the kernel to kill it if
 killed pack leaves no orphans writing shards behind a later ``--resume``. One worker, or one task, runs
 in this process.
 
+When the driver is interrupted (Ctrl-C, or SIGTERM through the ``stoke`` command) or a task fails, the
+workers are stopped at once rather than after the tasks already queued: a shard being written is under a
+temporary name until it is whole, so ``--resume`` redoes it (``stoke.lifecycle``). The exception then
+goes on up.
+
 Example:
     >>> run_tasks([0, 1], lambda task, advance: task * 10, workers=1, total=0, progress=False)
     [0, 10]
@@ -13,17 +18,16 @@ Example:
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
-import signal
-import sys
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 from tqdm import tqdm
+
+from stoke.lifecycle import completed, prepare_worker, stop_processes
 
 T = TypeVar("T")
 Task = Callable[[int, Callable[[int], None]], T]
@@ -75,17 +79,16 @@ def _run_in_processes(tasks: Sequence[int], work: Task[T], workers: int, bar: tq
             warnings.filterwarnings(
                 "ignore", message=r".*fork\(\) may lead to deadlocks.*", category=DeprecationWarning
             )
-            pending = {executor.submit(_run_one, task): task for task in tasks}
+            task_of = {executor.submit(_run_one, task): task for task in tasks}
         seen = 0
-        while pending:
-            finished, _ = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+        for finished in completed(task_of):
             for future in finished:
-                results[pending.pop(future)] = future.result()
+                results[task_of[future]] = future.result()
             value = counter.value
             bar.update(value - seen)
             seen = value
     except BaseException:
-        executor.shutdown(wait=False, cancel_futures=True)
+        _stop_now(executor)
         raise
     else:
         executor.shutdown(wait=True)
@@ -94,11 +97,24 @@ def _run_in_processes(tasks: Sequence[int], work: Task[T], workers: int, bar: tq
     return [results[task] for task in tasks]
 
 
+def _stop_now(executor: ProcessPoolExecutor) -> None:
+    """Stop the workers now, reaped, and the pool's manager thread with them; queued tasks never start.
+
+    ``shutdown(cancel_futures=True)`` alone lets running tasks finish, and it cancels the queued ones
+    through a weak reference to the executor: once this function's frame is gone, the pool's manager
+    thread runs every queued task anyway, and the process stays busy until the last shard is written.
+    Python 3.14's ``terminate_workers`` stops the workers; before it, the pool's own process table does.
+    The manager thread then finds the pool broken and ends at once; waiting for it here keeps it from
+    closing its wake-up pipe while the interpreter's exit hook writes to it (a traceback at exit).
+    """
+    stop_processes(list((getattr(executor, "_processes", None) or {}).values()))
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
 def _initialize(work: Task[Any], counter: Any) -> None:
     global _task, _counter
     _task, _counter = work, counter
-    die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and stops the pool
+    prepare_worker()  # dies with the driver; Ctrl-C is the driver's to handle
 
 
 def _run_one(task: int) -> Any:
@@ -109,17 +125,3 @@ def _run_one(task: int) -> Any:
 def _advance(count: int) -> None:
     with _counter.get_lock():
         _counter.value += count
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this worker when the driver process dies (no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the driver died before prctl took effect
-        os._exit(1)

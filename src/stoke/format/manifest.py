@@ -156,22 +156,10 @@ class Manifest:
         """Read and validate ``DIRECTORY/manifest.json``; explains what is missing when it is not a dataset."""
         directory = Path(directory)
         path = directory / MANIFEST_NAME
-        if not directory.exists():
-            raise NotADatasetError(
-                f"{directory} does not exist; pack a dataset there with `stoke pack SOURCE {directory}`"
-            )
-        if not directory.is_dir():
-            raise NotADatasetError(f"{directory} is a file, not a dataset directory")
-        if not path.is_file():
-            if (directory / PACK_STATE_DIR).is_dir():
-                raise NotADatasetError(
-                    f"{directory} holds an unfinished pack (no {MANIFEST_NAME} yet); finish it with "
-                    f"`stoke pack SOURCE {directory} --resume`"
-                )
-            raise NotADatasetError(
-                f"{directory} is not a stoke dataset (it has no {MANIFEST_NAME}); pack one with "
-                f"`stoke pack SOURCE {directory}`"
-            )
+        if not directory.is_dir() or not path.is_file():
+            from stoke.sources.guess import not_a_dataset  # only now: what the path holds, to give the right advice
+
+            raise NotADatasetError(not_a_dataset(directory))
         real = os.path.realpath(path)
         if os.path.dirname(real) != os.path.realpath(directory):
             raise FormatError(f"{path} links to {real}, outside the dataset directory; stoke refuses to follow it")

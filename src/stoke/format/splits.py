@@ -3,9 +3,14 @@
 Layout::
 
     DATASET/splits.json            {"format": "stoke.splits.v1", "dataset": <manifest digest>, "seed": ...,
-                                    "fractions": {...}, "stratify": "label" | null, "dropped": N,
+                                    "fractions": {...}, "stratify": "label" | null, ["stratify_bins": N,]
+                                    "content": ["image"], "dropped": N,
                                     "splits": [{"name": "train", "count": 8, "checksum": "<xxh3>"}, ...]}
     DATASET/splits/train.idx       count x uint64 little-endian, strictly increasing sample indices
+
+``stratify_bins`` is there only when a number was stratified by quantile bins, and ``content`` names the
+fields compared for leaks; every key but ``format``, ``dataset`` and ``splits`` is information for people
+and ``stoke inspect``, so a file without these two still opens.
 
 No sample is copied. Index files are written first and ``splits.json`` last, atomically, so a reader
 sees the old splits or the new ones. Reading validates everything before trusting it: names are plain

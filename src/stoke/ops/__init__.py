@@ -4,9 +4,10 @@ Image decoding needs no op: the Loader decodes every image field. Sample ops (cr
 fused into one pass per image; pixel ops (``Map`` of the user's function) then change each image; batch
 ops (normalize, device moves) run on whole tensors. Image augmentations (rotation, colour jitter, grayscale,
 blur, cutout) are pixel ops that also run batched on a device; MixUp and CutMix are batch transforms
-(``Loader(batch_transforms=...)``); docs/augmentation.md. Sample ops placed after ``ToDevice`` crop,
-resize and flip the whole batch there (``GeometryOnBatch``, ``render_batch``). Text ops (deletion, swap,
-insertion, synonym replacement) change the words of a text field, per sample.
+(``Loader(batch_transforms=...)``); docs/augmentation.md. ``Features`` stacks a table's columns into one
+float32 matrix; ``ToDtype`` delivers a field in another dtype than the default. Sample ops placed after
+``ToDevice`` crop, resize and flip the whole batch there (``GeometryOnBatch``, ``render_batch``). Text ops
+(deletion, swap, insertion, synonym replacement) change the words of a text field, per sample.
 """
 
 from stoke.ops.base import BatchContext, BatchOp, Geometry, Op, PixelOp, SampleOp
@@ -17,6 +18,8 @@ from stoke.ops.color import ColorJitter
 from stoke.ops.crop import CenterCrop, RandomResizedCrop
 from stoke.ops.cutout import Cutout
 from stoke.ops.device import ToDevice
+from stoke.ops.dtype import ToDtype
+from stoke.ops.features import Features
 from stoke.ops.flip import RandomHorizontalFlip
 from stoke.ops.geometry_batch import GeometryOnBatch, render_batch
 from stoke.ops.grayscale import Grayscale, RandomGrayscale
@@ -37,6 +40,7 @@ __all__ = [
     "ColorJitter",
     "CutMix",
     "Cutout",
+    "Features",
     "GaussianBlur",
     "Geometry",
     "GeometryOnBatch",
@@ -60,5 +64,6 @@ __all__ = [
     "SynonymReplacement",
     "TextOp",
     "ToDevice",
+    "ToDtype",
     "render_batch",
 ]

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stoke.extras import require
 from stoke.ops.base import BatchContext
 from stoke.ops.batch_transform import BatchTransform
 from stoke.ops.batched import keep_format
@@ -55,6 +56,7 @@ class _Mix(BatchTransform):
             raise ValueError(f"{type(self).__name__} alpha must be a positive number, got {alpha!r}")
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"{type(self).__name__} num_classes must be a positive integer, got {num_classes!r}")
+        require("scipy.special", extra="mix", what=f"{type(self).__name__}'s Beta draws")  # now, not at the first batch
         self.alpha = float(alpha)
         self.num_classes = num_classes
         self.image = image
@@ -77,7 +79,7 @@ class _Mix(BatchTransform):
 
     def lambdas(self, uniforms: np.ndarray) -> np.ndarray:
         """Each row's ``Beta(alpha, alpha)`` draw, by the inverse CDF of its second uniform."""
-        from scipy.special import betaincinv  # scipy comes with scikit-learn; imported only when mixing
+        from scipy.special import betaincinv  # there: the constructor required it
 
         return np.asarray(betaincinv(self.alpha, self.alpha, uniforms[:, 1]), dtype=np.float64)
 

@@ -1,10 +1,13 @@
 """``stoke.pack``: turn a source into a dataset directory, in parallel, atomically and resumably.
 
-The driver resolves the source, fixes the plan (``plan.py``), runs one task per unfinished shard on an
-engine (``task.py``, ``stoke.engines``), and when every task has succeeded writes ``quarantine.jsonl`` and
-then ``manifest.json``, last: a directory without a manifest is never mistaken for a dataset. A killed
-pack leaves finished shards and their results in place; ``resume=True`` checks them against their
-checksums and runs only the rest, producing the same bytes as an uninterrupted pack.
+The driver resolves the source (a source with no items is an error before anything is written), fixes
+the plan (``plan.py``), runs one task per unfinished shard on an engine (``task.py``, ``stoke.engines``),
+and when every task has succeeded writes ``quarantine.jsonl`` and then ``manifest.json``, last: a
+directory without a manifest is never mistaken for a dataset. A killed pack leaves finished shards and
+their results in place; ``resume=True`` checks them against their checksums and runs only the rest,
+producing the same bytes as an uninterrupted pack. A pack that quarantined more than ``max_quarantined``
+of its items, or all of them, writes ``quarantine.jsonl`` but no manifest and raises (``quarantine.py``);
+resuming it with a larger limit commits it from the finished shards.
 
 Example:
     >>> import numpy as np, tempfile
@@ -28,7 +31,8 @@ from typing import Any
 import xxhash
 
 from stoke.engines.local import available_cores, run_tasks
-from stoke.errors import ConfigError, PackError, StokeError
+from stoke.errors import ConfigError, PackError, SourceError, StokeError
+from stoke.extras import require
 from stoke.format.atomic import fsync_directory, temporary_name
 from stoke.format.checksum import format_digest, sample_checksum
 from stoke.format.fields import Field, ImageField
@@ -45,7 +49,7 @@ from stoke.format.manifest import (
     shard_file_name,
 )
 from stoke.pack.plan import DEFAULT_SHARD_BYTES, PackPlan, estimate_shard_items
-from stoke.pack.quarantine import read_quarantine, write_quarantine
+from stoke.pack.quarantine import DEFAULT_MAX_QUARANTINED, check_limit, limit_error, read_quarantine, write_quarantine
 from stoke.pack.task import ShardResult, pack_shard
 from stoke.sources import Source, resolve_source
 
@@ -63,6 +67,7 @@ class PackResult:
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     reused_shards: int = 0
+    notes: list[str] = field(default_factory=list)  # what the source did to its items (a table's fills)
 
     def __str__(self) -> str:
         lines = [
@@ -70,6 +75,7 @@ class PackResult:
             f"{self.total_bytes / 1e6:,.1f} MB) in {self.seconds:.1f} s"
             + (f", reusing {self.reused_shards} finished shards" if self.reused_shards else "")
         ]
+        lines += self.notes
         if self.quarantine:
             lines.append(f"quarantined {self.num_quarantined:,} items (all listed in {self.path / QUARANTINE_NAME}):")
             lines += [f"  {entry['source']}: {entry['reason']}" for entry in self.quarantine[:10]]
@@ -102,6 +108,7 @@ def pack(
     progress: bool = True,
     engine: str = "local",
     scheduler: str | None = None,
+    max_quarantined: float = DEFAULT_MAX_QUARANTINED,
 ) -> PackResult:
     """Pack ``source`` into the dataset directory ``out``.
 
@@ -112,7 +119,11 @@ def pack(
     ``max_pixels`` quarantines decompression bombs. These settings apply to the image fields stoke
     finds (folders, listings, Pillow images in a dataset); ``fields`` declares the type of named fields
     of arrays and datasets, and an ``ImageField`` declared there keeps its own settings. ``workers`` defaults to all
-    cores. Bad items are quarantined, never fatal; the returned :class:`PackResult` lists them.
+    cores. Bad items are quarantined and the returned :class:`PackResult` lists them, up to ``max_quarantined``
+    of the source's items (a fraction; 1.0 allows any number). Past it the pack commits nothing and raises
+    :class:`~stoke.errors.QuarantineLimitError` naming the first reasons; ``resume=True`` with a larger limit
+    then commits the dataset without re-encoding a shard. A source with no items, or none that could be
+    packed, is an error.
 
     ``engine="dask"`` runs the shard tasks on a Dask cluster: the scheduler at ``scheduler``, or a
     ``LocalCluster`` of ``workers`` processes when it is None (``docs/engines.md``). The dataset is the same.
@@ -131,16 +142,23 @@ def pack(
         raise ConfigError(f"engine must be 'local' or 'dask', got {engine!r}")
     if scheduler is not None and engine != "dask":
         raise ConfigError("a scheduler address needs engine='dask' (--engine dask)")
+    if engine == "dask":  # before anything is written
+        require("distributed", extra="dask", what="packing with engine='dask' (stoke pack --engine dask)")
     workers = available_cores() if workers is None else workers
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
+    max_quarantined = check_limit(max_quarantined)
 
-    finished = _prepare_directory(out, resume, overwrite)
+    finished = _check_directory(out, resume, overwrite)
     if finished is not None:
         return finished
     resolved = resolve_source(
         source, image=image, names=names, fields=fields, path_column=path_column, label_column=label_column
     )
+    where = _name_of_input(source, resolved)
+    if len(resolved) == 0:  # before the directory is touched or a worker started
+        raise SourceError(f"{where} holds no items; nothing to pack")
+    _prepare_directory(out, overwrite)
     entries = resolved.schema()
     attachments = _checked_attachments(resolved.attachments())
     settings = {"shard_bytes": shard_bytes, "shard_items": shard_items}
@@ -166,6 +184,7 @@ def pack(
         if stored is not None:
             results[shard] = stored
     pending = [shard for shard in range(plan.num_shards) if shard not in results]
+    reused = list(results)
     remaining = sum(len(plan.item_range(shard)) for shard in pending)
     if engine == "dask":
         from stoke.engines.dask import run_tasks_dask
@@ -191,8 +210,11 @@ def pack(
     _remove_temporaries(out)  # a retried task (Dask) may have left the failed attempt's temporary file
 
     ordered = [results[shard] for shard in range(plan.num_shards)]
-    quarantine = [entry for result in ordered for entry in result.quarantine]
+    quarantine = sorted((entry for result in ordered for entry in result.quarantine), key=lambda e: e["item"])
     num_quarantined = write_quarantine(out / QUARANTINE_NAME, quarantine)
+    refused = limit_error(quarantine, plan.num_items, max_quarantined, where, out / QUARANTINE_NAME, overwrite)
+    if refused is not None:  # the shards and the pack state stay, for a resume that accepts them
+        raise refused
     attached = [_write_attachment(out, name, data) for name, data in attachments.items()]
     manifest = Manifest(
         fields=_with_stats(entries, ordered),
@@ -212,34 +234,51 @@ def pack(
         num_shards=len(manifest.shards),
         total_bytes=manifest.total_bytes,
         seconds=time.perf_counter() - started,
-        quarantine=sorted(quarantine, key=lambda entry: entry["item"]),
+        quarantine=quarantine,
         ignored=resolved.ignored(),
-        reused_shards=plan.num_shards - len(pending),
+        reused_shards=sum(1 for shard in reused if results[shard].file is not None),  # the files, as num_shards counts
+        notes=resolved.notes(),
     )
 
 
-def _prepare_directory(out: Path, resume: bool, overwrite: bool) -> PackResult | None:
-    """Check what ``out`` holds; returns the existing result when a resumed pack had already finished."""
+def _name_of_input(source: Any, resolved: Source) -> str:
+    """How messages name what is being packed: the path the user gave, or the source's path, type or kind."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, Source):
+        path = source.describe().get("path")
+        return str(path) if path else f"the {source.kind} source"
+    return "the arrays" if resolved.kind == "arrays" else f"the {type(source).__name__} dataset"
+
+
+def _check_directory(out: Path, resume: bool, overwrite: bool) -> PackResult | None:
+    """Check what ``out`` holds, changing nothing; returns the existing result when a resumed pack had finished."""
     if out.exists() and not out.is_dir():
         raise PackError(f"{out} is a file; give a directory to pack into")
     has_manifest = (out / MANIFEST_NAME).is_file()
     has_state = (out / PACK_STATE_DIR).is_dir()
-    replaced = overwrite and (has_manifest or has_state)
-    if replaced:
-        _remove_dataset_files(out)
-        has_manifest = has_state = False
+    if overwrite and (has_manifest or has_state):
+        return None  # replaced once the source has been read
     if has_manifest:
         if resume:
             return _existing_result(out)
         raise PackError(f"{out} already holds a dataset; pack into another directory or pass --overwrite")
     if has_state and not resume:
         raise PackError(f"{out} holds an unfinished pack; continue it with --resume or start over with --overwrite")
-    if has_state:
-        _remove_temporaries(out)  # left by the interrupted run; one pack at a time writes into a directory
-    if out.is_dir() and not has_state and not replaced and any(out.iterdir()):
+    if out.is_dir() and not has_state and any(out.iterdir()):
         raise PackError(f"{out} is not empty and holds no stoke dataset; pack into a new or empty directory")
-    out.mkdir(parents=True, exist_ok=True)
     return None
+
+
+def _prepare_directory(out: Path, overwrite: bool) -> None:
+    """Make ``out`` ready for the pack :func:`_check_directory` allowed: replace a dataset, or tidy a resumed one."""
+    has_manifest = (out / MANIFEST_NAME).is_file()
+    has_state = (out / PACK_STATE_DIR).is_dir()
+    if overwrite and (has_manifest or has_state):
+        _remove_dataset_files(out)
+    elif has_state:
+        _remove_temporaries(out)  # left by the interrupted run; one pack at a time writes into a directory
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def _remove_dataset_files(out: Path) -> None:

@@ -34,6 +34,7 @@ import torch
 from stoke.errors import ConfigError, SampleError
 from stoke.format.fields import ImageField
 from stoke.ops.base import BatchOp, Geometry, Op, PixelOp, SampleOp
+from stoke.ops.resize import Resize
 from stoke.pipeline import resample
 from stoke.pipeline.buffers import BufferSet
 from stoke.rng import sample_uniforms, stream_id
@@ -81,6 +82,15 @@ class ImageStage:
                 if on_device
                 else f"to transforms[{name!r}]"
             )
+            shorter = [op for op in self.sample_ops if isinstance(op, Resize) and isinstance(op.size, int)]
+            if shorter:  # the user did resize: say why that was not enough
+                side = shorter[-1].size
+                raise ConfigError(
+                    f"field {name!r} {what}, and Resize({side}) sets only the shorter side to {side} (the longer keeps "
+                    f"the aspect ratio), so the batch's images still differ in size; use "
+                    f"stoke.ops.Resize(({side}, {side})) for an exact size, or add stoke.ops.CenterCrop({side}) after "
+                    f"it, {where}"
+                )
             raise ConfigError(
                 f"field {name!r} {what}; add an op that fixes the size, such as "
                 f"stoke.ops.RandomResizedCrop(224) or stoke.ops.Resize((224, 224)), {where}"

@@ -19,6 +19,10 @@ forked processes instead:
   leaving the loop waiting. Workers are forked
   (they inherit the dataset mapping and the user's transforms without pickling them) and die with the
   parent (``PR_SET_PDEATHSIG``).
+* **Stopped at once.** :meth:`ProcessPool.shutdown` (``Loader.close()``, and the Loader's exit hook after
+  a Ctrl-C) does not wait for chunks still in work, whose batches are being dropped: a busy worker is
+  stopped with a signal. What it was writing is shared memory the parent throws away. Workers ignore
+  Ctrl-C, which a terminal sends to the whole process group: the parent decides (``stoke.lifecycle``).
 
 Chunks go to the worker with the fewest chunks outstanding; a collector thread in the parent reads the
 results and completes the :class:`~stoke.pipeline.batch.BatchJob`.
@@ -50,8 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from stoke.engines.local import die_with_parent
 from stoke.errors import ConfigError, StokeError
+from stoke.lifecycle import prepare_worker, stop_processes
 from stoke.pipeline.batch import BatchJob
 from stoke.pipeline.buffers import BufferSet
 from stoke.pipeline.shared import SharedBlock, map_descriptor
@@ -166,13 +170,22 @@ class ProcessPool:
                         worker.tasks.send(("forget", block.id))
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop the workers after the chunks already sent, and the collector; fail anything left over."""
+        """Stop the workers and the collector now; chunks still in work are failed, not waited for.
+
+        An idle worker leaves when told to; one busy with a chunk is stopped with SIGTERM (SIGKILL if it
+        is still there after half a second), since whatever batch it is filling is being dropped. An
+        idle worker that has not left after ``timeout`` seconds is killed.
+        """
         if self._closing:
             return
         self._closing = True
+        with self._lock:
+            busy = [worker for worker in self._workers if worker.outstanding]
         for worker in self._workers:
-            with contextlib.suppress(OSError):  # already gone
-                worker.tasks.send(("stop",))
+            if worker not in busy:
+                with contextlib.suppress(OSError):  # already gone
+                    worker.tasks.send(("stop",))
+        stop_processes([worker.process for worker in busy])
         for worker in self._workers:
             worker.process.join(timeout)
             if worker.process.is_alive():
@@ -249,8 +262,7 @@ class ProcessPool:
 
 
 def _worker_main(tasks: Any, results: Any, produce: Produce, draw: Draw, parent_ends: list[Any]) -> None:
-    die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    prepare_worker()  # dies with the parent, leaves Ctrl-C to it, ends at once on SIGTERM
     for connection in parent_ends:
         connection.close()
     _single_threaded_libraries()

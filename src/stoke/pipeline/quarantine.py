@@ -11,9 +11,15 @@ exception with its traceback, and hands it to :class:`LoadQuarantine`:
   ``"replace"`` puts a deterministic replacement in its row (``replacement``: the same in every run, so
   batch shapes stay fixed and a resumed run matches), ``"raise"`` stops the epoch with the error;
 * the error budget ``max_bad_fraction`` turns a flood into one clear error: when more than
-  ``floor(max_bad_fraction * epoch size)`` samples fail in one epoch, :class:`ErrorBudgetExceeded` names
-  the count and the first causes, chained to the first failure's traceback. With the default 0.001 a
-  dataset under 1,000 samples tolerates none: its first failure stops the epoch.
+  ``max(floor(max_bad_fraction * epoch size), MIN_BAD_SAMPLES)`` samples fail in one epoch,
+  :class:`ErrorBudgetExceeded` names the count and the first causes, chained to the first failure's
+  traceback. The floor of 10 samples lets ``"skip"`` skip on small datasets too (with the default 0.001 a
+  dataset under 10,000 samples tolerates 10 failures an epoch); ``max_bad_fraction=0`` tolerates none.
+
+Failures are kept as data, not as exceptions: a record per sample (index, epoch, shard, reason, error
+type), at most ``MAX_RECORDS`` of them (``num_failed`` counts them all), and for the budget only the current
+epoch's count, its first causes' text and its first exception. Under ``"skip"`` and ``"replace"`` every
+admitted failure's traceback frames are cleared, so that no failure holds a batch buffer alive.
 
 Never a zero placeholder: a failed sample's row is removed or refilled, never left as it was.
 
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import traceback
 from typing import Any
 
 import numpy as np
@@ -40,6 +47,8 @@ POLICIES = ("skip", "replace", "raise")
 MAX_REPLACEMENT_ATTEMPTS = 16
 _REPLACE_STREAM = stream_id("stoke", "replace")
 _FIRST_CAUSES = 3
+MIN_BAD_SAMPLES = 10
+MAX_RECORDS = 100_000
 
 logger = logging.getLogger("stoke")
 
@@ -55,37 +64,58 @@ class LoadQuarantine:
         self.policy = policy
         self.max_bad_fraction = float(max_bad_fraction)
         self.records: list[dict[str, Any]] = []
+        self.num_failed = 0  # distinct samples that failed, listed in ``records`` up to MAX_RECORDS
         self._recorded: set[int] = set()
-        self._bad: dict[int, list[SampleError]] = {}
+        self._epoch: int | None = None  # the epoch the budget counts
+        self._count = 0
+        self._causes: list[str] = []
+        self._first: SampleError | None = None
+
+    def allowed(self, epoch_size: int) -> int:
+        """How many samples of an epoch of ``epoch_size`` may fail before the budget stops it."""
+        if self.max_bad_fraction == 0:
+            return 0
+        return max(math.floor(self.max_bad_fraction * epoch_size), MIN_BAD_SAMPLES)
+
+    def failed_in(self, epoch: int) -> int:
+        """Failures counted so far in ``epoch`` (0 for an epoch the budget no longer counts)."""
+        return self._count if epoch == self._epoch else 0
 
     def admit(self, failure: SampleError, epoch: int, epoch_size: int) -> None:
         """Record one failed sample; raises it under ``"raise"``, or the budget error when over budget."""
         index = failure.index if failure.index is not None else -1
         if index not in self._recorded:
             self._recorded.add(index)
-            cause = failure.__cause__
-            self.records.append(
-                {
-                    "index": index,
-                    "epoch": epoch,
-                    "shard": failure.shard,
-                    "reason": str(failure),
-                    "error": type(cause).__name__ if cause is not None else type(failure).__name__,
-                }
-            )
+            self.num_failed += 1
+            if len(self.records) < MAX_RECORDS:
+                cause = failure.__cause__
+                self.records.append(
+                    {
+                        "index": index,
+                        "epoch": epoch,
+                        "shard": failure.shard,
+                        "reason": str(failure),
+                        "error": type(cause).__name__ if cause is not None else type(failure).__name__,
+                    }
+                )
         logger.warning("quarantined: %s", failure)
         if self.policy == "raise":
             raise failure
-        failures = self._bad.setdefault(epoch, [])
-        failures.append(failure)
-        allowed = math.floor(self.max_bad_fraction * epoch_size)
-        if len(failures) > allowed:
-            first = failures[0]
-            causes = "; ".join(str(error) for error in failures[:_FIRST_CAUSES])
+        _without_frames(failure)  # nothing it keeps (the first failure, below) holds a batch buffer alive
+        if epoch != self._epoch:
+            self._epoch, self._count, self._causes, self._first = epoch, 0, [], None
+        self._count += 1
+        if len(self._causes) < _FIRST_CAUSES:
+            self._causes.append(str(failure))
+        if self._first is None:
+            self._first = failure
+        allowed = self.allowed(epoch_size)
+        if self._count > allowed:
+            first = self._first
             budget = ErrorBudgetExceeded(
-                f"{len(failures)} samples failed in epoch {epoch}, more than max_bad_fraction="
-                f"{self.max_bad_fraction:g} allows ({allowed} of {epoch_size}); first: {causes}; fix the data "
-                f"(stoke verify lists damaged samples) or the transform, or raise max_bad_fraction",
+                f"{self._count} samples failed in epoch {epoch}, more than max_bad_fraction="
+                f"{self.max_bad_fraction:g} allows ({allowed} of {epoch_size}); first: {'; '.join(self._causes)}; "
+                f"fix the data (stoke verify lists damaged samples) or the transform, or raise max_bad_fraction",
                 index=first.index,
                 shard=first.shard,
             )
@@ -96,6 +126,19 @@ class LoadQuarantine:
         draws = sample_uniforms(seed, epoch, _REPLACE_STREAM, np.array([index]), attempt + 1)
         return min(int(draws[0, attempt] * size), size - 1)
 
-    def forget_epoch(self, epoch: int) -> None:
-        """Drop an epoch's budget count (the epoch has ended)."""
-        self._bad.pop(epoch, None)
+
+def _without_frames(error: BaseException) -> BaseException:
+    """``error`` (and its causes) with the local variables of its traceback's finished frames cleared.
+
+    A failure's traceback runs through the worker's frames, which hold views of the batch buffers and the
+    job that holds the failure: a reference cycle that would keep the buffers alive until the cyclic garbage
+    collector runs (the pool would allocate new ones meanwhile), or for ever if the failure is kept.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
+    return error

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import mmap
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,7 @@ class PackedReader:
     """Fields of a packed :class:`~stoke.read.Dataset` (or a view of one), as stored bytes."""
 
     packed = True
+    layout = "dict"  # dataset[i] is a dict
 
     def __init__(self, dataset: Dataset | DatasetView, names: Sequence[str] | None, verify: bool | str) -> None:
         self.dataset = dataset
@@ -126,8 +127,9 @@ class LiveReader:
 
     packed = False
 
-    def __init__(self, source: Source, names: Sequence[str] | None = None) -> None:
+    def __init__(self, source: Source, names: Sequence[str] | None = None, layout: str = "dict") -> None:
         self.source = source
+        self.layout = layout  # the structure of the items (stoke.pipeline.structure)
         schema = {entry.name: entry.field for entry in source.schema()}
         available = list(schema)
         chosen = available if names is None else list(names)
@@ -178,10 +180,24 @@ class LiveReader:
         return None
 
 
-def reader_for(dataset: Any, names: Sequence[str] | None, verify: bool | str) -> PackedReader | LiveReader:
-    """The reader for a packed dataset, a view of one, numpy arrays, or any map-style dataset."""
+def reader_for(
+    dataset: Any, fields: Sequence[str] | None, verify: bool | str, names: Sequence[str] | None = None
+) -> PackedReader | LiveReader:
+    """The reader for a packed dataset, a view of one, numpy arrays, or any map-style dataset.
+
+    ``fields`` chooses the fields to load; ``names`` names the values of tuple items (the batches are then
+    dicts), as ``stoke.pack(names=)`` does.
+    """
     if isinstance(dataset, (Dataset, DatasetView)):
-        return PackedReader(dataset, names, verify)
+        if names is not None:
+            raise ConfigError(
+                f"names= names the values of tuple items; a packed dataset's fields already have names "
+                f"({', '.join(dataset.fields)}): choose among them with fields="
+            )
+        return PackedReader(dataset, fields, verify)
     if is_arrays(dataset):
-        return LiveReader(ArraysSource(dataset), names)
-    return LiveReader(DatasetSource(dataset), names)
+        source = ArraysSource(dataset, names=names)
+        layout = "dict" if isinstance(dataset, Mapping) or names is not None else "tuple"
+        return LiveReader(source, fields, "single" if isinstance(dataset, np.ndarray) and names is None else layout)
+    source = DatasetSource(dataset, names=names)
+    return LiveReader(source, fields, "dict" if names is not None else source.layout)

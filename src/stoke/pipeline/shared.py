@@ -28,6 +28,7 @@ import mmap
 import os
 import tempfile
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -77,10 +78,12 @@ class SharedBlock:
         weakref.finalize(self, _unpin, cudart, address, self._map).atexit = False
         return True
 
-    def close(self) -> None:
+    def close(self, _close: Callable[[int], None] = os.close) -> None:
         """Close the descriptor (no new worker can map the block); existing mappings stay valid."""
+        # ``os.close`` bound at definition: a block collected while the interpreter exits (a Loader left
+        # alive by a script that ended on Ctrl-C) may find the ``os`` module already torn down.
         if self.fd >= 0:
-            os.close(self.fd)
+            _close(self.fd)
             self.fd = -1
 
     def __del__(self) -> None:

@@ -1,9 +1,11 @@
 """Stages for non-image fields: scalars, fixed arrays, variable arrays and bytes, text and JSON.
 
 Fixed-size values (``int``, ``float``, fixed-shape ``ndarray``) are written straight into a preallocated
-batch array. Variable-size values are kept per sample and padded with zeros to the longest in the batch
-when the batch is collected, with a ``<name>_lengths`` tensor: shape ``[B]`` for 1-D values (bytes,
-token lists), ``[B, ndim]`` for more dimensions. 1-D values (a ``bytes`` field, an ``ndarray`` field of
+batch array, in the dtype standard layers take (float32 for floats, int64 for integers wider than a byte;
+``stoke.ops.dtype``), converted from the stored values as they are copied. Variable-size values are
+kept per sample and padded with zeros to the longest in the batch when the batch is collected, with a
+``<name>_lengths`` tensor: shape ``[B]`` for 1-D values (bytes, token lists), ``[B, ndim]`` for more
+dimensions. 1-D values (a ``bytes`` field, an ``ndarray`` field of
 shape ``(None,)`` such as text tokens) also get an attention mask ``<name>_mask``: bool ``[B, L]``, True
 on the real elements and False on the padding. Text and JSON are not tensors: a batch holds a list.
 Text fields take text ops (``stoke.ops.text``), run per sample with random numbers from (seed, epoch,
@@ -28,6 +30,7 @@ import torch
 from stoke.errors import ConfigError
 from stoke.format.fields import BytesField, Field, NDArrayField, TextField
 from stoke.ops.base import BatchOp, Op
+from stoke.ops.dtype import ToDtype, delivery_dtype
 from stoke.ops.text import TextOp
 from stoke.pipeline.buffers import BufferSet
 from stoke.rng import sample_uniforms, stream_id
@@ -58,7 +61,7 @@ class ValueStage:
         self.batch_ops: list[BatchOp] = [op for op in ops if isinstance(op, BatchOp)]
         self.streams = [stream_id(name, position) for position in range(len(self.text_ops))]
         self._shape = tuple(spec.shape or ())
-        self._dtype = spec.dtype
+        self._dtype = _delivered(spec.dtype, self.batch_ops)
         self.masked = self.kind == "padded" and spec.shape is not None and len(spec.shape) == 1
         self.clock: Any = None  # a stoke.profile StageClock while profiled, adding to ``slots["decode"]``
         self.slots: dict[str, Any] = {}
@@ -113,6 +116,18 @@ class ValueStage:
         if self.masked:
             outputs[f"{self.name}_mask"] = torch.from_numpy(attention_mask(lengths, padded.shape[1]))
         return outputs
+
+
+def _delivered(stored: np.dtype | None, batch_ops: Sequence[BatchOp]) -> np.dtype | None:
+    """The batch dtype of a field stored as ``stored``: a leading ``ToDtype``'s, else the default delivery."""
+    if stored is None:
+        return None
+    if batch_ops and isinstance(batch_ops[0], ToDtype):
+        try:
+            return batch_ops[0].numpy_dtype
+        except TypeError:  # no numpy twin (bfloat16): the op converts the default delivery
+            pass
+    return delivery_dtype(stored)
 
 
 def pad(arrays: Sequence[np.ndarray], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:

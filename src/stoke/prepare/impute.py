@@ -1,5 +1,7 @@
 """Missing-value policies and the values that fill the gaps, decided once, at pack time.
 
+The default (:data:`DEFAULT_POLICY`, ``"median"``) keeps every row: numbers get their column's median,
+and through :func:`check_policy_for` categories get their most frequent value and text an empty string.
 A policy is one of ``"drop"`` (the row is quarantined with code ``missing_value``, never silently lost),
 ``"mean"``, ``"median"``, ``"mode"`` (the most frequent value; the smallest on ties, as scikit-learn's
 ``SimpleImputer`` picks), ``("constant", value)``, or ``"knn"``: scikit-learn's ``KNNImputer`` over the
@@ -28,11 +30,15 @@ from typing import Any, Union
 import numpy as np
 
 from stoke.errors import ConfigError
+from stoke.extras import require
 
 Policy = Union[str, tuple[str, Any]]  # noqa: UP007 - a runtime alias; X | Y of a str and a tuple is fine too
 POLICIES = ("drop", "mean", "median", "mode", "constant", "knn")
 NUMERIC_ONLY = frozenset({"mean", "median", "knn"})
+DEFAULT_POLICY = "median"  # robust to outliers, and it keeps every row
 DEFAULT_NEIGHBORS = 5
+# How an error spells a constant, right from the command line and from Python alike.
+CONSTANT_SPELLING = "a constant (constant=VALUE on the command line, ('constant', value) in Python)"
 
 
 def parse_policy(policy: Any, where: str = "the missing-value policy") -> tuple[str, Any]:
@@ -49,7 +55,7 @@ def parse_policy(policy: Any, where: str = "the missing-value policy") -> tuple[
         return "constant", value.item() if isinstance(value, np.generic) else value
     if isinstance(policy, str) and policy in POLICIES and policy != "constant":
         return policy, None
-    raise ConfigError(f"{where} is {policy!r}; use 'drop', 'mean', 'median', 'mode', 'knn' or ('constant', value)")
+    raise ConfigError(f"{where} is {policy!r}; use drop, mean, median, mode, knn or {CONSTANT_SPELLING}")
 
 
 def policy_to_json(policy: tuple[str, Any]) -> Any:
@@ -71,7 +77,7 @@ def fill_numeric(values: np.ndarray, policy: tuple[str, Any]) -> tuple[np.ndarra
             raise ConfigError(f"the constant {constant!r} cannot fill a numeric column; give a number")
         value: float | int = constant
     elif present.size == 0:
-        raise ConfigError(f"a column with no values at all cannot be filled with its {kind}; use a constant")
+        raise ConfigError(f"a column with no values at all cannot be filled with its {kind}; use {CONSTANT_SPELLING}")
     elif kind == "mean":
         value = float(present.mean())
     elif kind == "median":
@@ -95,6 +101,7 @@ def impute_knn(matrix: np.ndarray, neighbors: int = DEFAULT_NEIGHBORS) -> np.nda
     Each column is z-scored with its observed mean and std first (std 0 counts as 1) and restored after,
     so distances weigh the columns equally. Every column must have at least one value.
     """
+    require("sklearn.impute", extra="tables", what="the knn missing-value policy")
     from sklearn.impute import KNNImputer
 
     matrix = np.asarray(matrix, dtype=np.float64)
@@ -104,7 +111,9 @@ def impute_knn(matrix: np.ndarray, neighbors: int = DEFAULT_NEIGHBORS) -> np.nda
         return matrix.copy()
     empty = np.flatnonzero(np.isnan(matrix).all(axis=0))
     if empty.size:
-        raise ConfigError(f"column {int(empty[0])} has no values at all, so no neighbour can fill it; use a constant")
+        raise ConfigError(
+            f"column {int(empty[0])} has no values at all, so no neighbour can fill it; use {CONSTANT_SPELLING}"
+        )
     center, scale = column_scaling(matrix)
     scaled = (matrix - center) / scale
     filled = KNNImputer(n_neighbors=min(neighbors, matrix.shape[0])).fit_transform(scaled)
@@ -133,15 +142,32 @@ def check_policy_for(kind_of_column: str, policy: tuple[str, Any], column: str, 
         if explicit and kind == "constant":
             return "constant", str(constant)
         if explicit:
-            raise ConfigError(f"column {column!r} holds text; its missing values can be dropped or a constant only")
+            raise ConfigError(
+                f"column {column!r} holds text; its missing values can be dropped or filled with {CONSTANT_SPELLING}"
+            )
         return "constant", ""
     if kind in NUMERIC_ONLY:
         if explicit:
             raise ConfigError(
-                f"column {column!r} is categorical, which has no {kind}; use 'drop', 'mode' or ('constant', value)"
+                f"column {column!r} is categorical, which has no {kind}; use drop, mode or {CONSTANT_SPELLING}"
             )
         return "mode", None
     return (kind, str(constant)) if kind == "constant" else policy
+
+
+def describe_fill(kind_of_column: str, policy: tuple[str, Any]) -> str:
+    """How a summary names what filled a ``numeric``/``categorical``/``text`` column's gaps.
+
+    Example:
+        >>> describe_fill("categorical", ("mode", None)), describe_fill("text", ("constant", ""))
+        ('the most frequent value', 'empty text')
+    """
+    kind, constant = policy
+    if kind == "constant":
+        return "empty text" if constant == "" else f"the constant {constant!r}"
+    if kind == "knn":
+        return "the nearest neighbours' mean"
+    return "the most frequent value" if kind == "mode" else f"the {kind}"
 
 
 def _number_or_text(text: str) -> Any:
@@ -156,11 +182,14 @@ def _number_or_text(text: str) -> Any:
 
 
 __all__: Sequence[str] = [
+    "CONSTANT_SPELLING",
     "DEFAULT_NEIGHBORS",
+    "DEFAULT_POLICY",
     "POLICIES",
     "Policy",
     "check_policy_for",
     "column_scaling",
+    "describe_fill",
     "fill_numeric",
     "impute_knn",
     "most_frequent",

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from stoke.errors import ConfigError, FormatError, InvalidItem
+from stoke.extras import require
 
 EOS_TOKEN = "<|endoftext|>"
 TOKENIZER_FILE = "tokenizer.json"
@@ -81,6 +82,7 @@ class TextTokenizer:
         return {"kind": self.kind, "json": self.to_json()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        require("tokenizers", extra="text", what="a text tokenizer")
         from tokenizers import Tokenizer
 
         self.__init__(state["kind"], Tokenizer.from_str(state["json"]))  # type: ignore[misc]
@@ -91,6 +93,8 @@ class TextTokenizer:
 
 def byte_tokenizer() -> TextTokenizer:
     """The byte-level tokenizer: ids 0-255 are the UTF-8 bytes, 256 is ``<|endoftext|>``."""
+    # Byte-level too: it is saved in the dataset as Hugging Face's tokenizer.json, and decodes through it.
+    require("tokenizers", extra="text", what="packing text (its tokenizer is saved as a Hugging Face tokenizer.json)")
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     symbols = _bytes_to_unicode()
@@ -105,6 +109,7 @@ def byte_tokenizer() -> TextTokenizer:
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> TextTokenizer:
     """A byte-level BPE of at most ``vocab_size`` ids trained on ``texts`` (deterministic for the same texts)."""
+    require("tokenizers", extra="text", what="a BPE tokenizer (--tokenizer bpe)")
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or not MIN_BPE_VOCAB <= vocab_size <= MAX_VOCAB:
@@ -127,6 +132,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> TextTokenizer:
 
 def tokenizer_from_json(data: bytes | str, where: str) -> TextTokenizer:
     """A tokenizer from the bytes of a ``tokenizer.json``; FormatError naming ``where`` if it is not one."""
+    require("tokenizers", extra="text", what=f"the tokenizer of {where}")
     from tokenizers import Tokenizer
 
     try:

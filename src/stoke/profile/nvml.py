@@ -64,7 +64,7 @@ class GpuSampler:
         if self.utilisation:
             found["mean_utilisation_percent"] = round(sum(self.utilisation) / len(self.utilisation), 1)
         else:
-            found["utilisation"] = "not measured (install nvidia-ml-py for NVML)"
+            found["utilisation"] = "not measured (NVML needs nvidia-ml-py: pip install 'stoke[profile]')"
         if self.memory:
             found["peak_memory_bytes"] = max(self.memory)
         return found

@@ -29,6 +29,7 @@ import atexit
 import contextlib
 import os
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 
 from stoke.errors import ConfigError
+from stoke.extras import require
 from stoke.profile.report import Measurements, Report, build_report
 from stoke.profile.stages import StageClock
 from stoke.profile.timeline import StepTimeline
@@ -48,6 +50,13 @@ ENV_DIR = "STOKE_PROFILE"  # stoke profile: every Loader of the script profiles 
 ENV_STEPS = "STOKE_PROFILE_STEPS"
 ENV_HEADSPACE = "STOKE_PROFILE_HEADSPACE"
 _loaders_in_process = 0
+
+
+def require_outputs(what: str) -> None:
+    """Raise MissingExtra naming ``stoke[profile]`` unless profile.png (matplotlib) and the scalars
+    (TensorBoard) can be written: checked before profiling, so a run never ends without its files."""
+    require("matplotlib", extra="profile", what=what)
+    require("torch.utils.tensorboard", extra="profile", what=what)
 
 
 class Profiler:
@@ -75,12 +84,15 @@ class Profiler:
             raise ConfigError(f"headspace_steps must be a non-negative integer, got {headspace_steps!r}")
         if headspace_steps and steps is None:
             raise ConfigError("headspace_steps needs steps=: the cached batch is served after the profiled steps")
+        if out is not None:
+            require_outputs("a profile written to files (out=)")
         self.out = Path(out) if out is not None else None
         self.steps, self.headspace_steps, self.warmup = steps, headspace_steps, warmup
         self.clock = StageClock()
         self.timeline = StepTimeline()
         self.slots: dict[Any, int] = {}
-        self.loader: Loader | None = None
+        self._loader: weakref.ref[Loader] | None = None  # weak: the Loader holds this profiler
+        self._keep: Loader | None = None  # strong until the report is written to ``out`` (at exit at the latest)
         self.finished = False
         self._delivered = 0  # real batches handed out
         self._served = 0  # headspace batches handed out
@@ -96,12 +108,17 @@ class Profiler:
         self._warm_table: np.ndarray | None = None
         self._warm_sums: dict[str, int] | None = None
 
+    @property
+    def loader(self) -> Loader | None:
+        """The Loader this profiler measures (None before ``attach``, or once that Loader was freed)."""
+        return self._loader() if self._loader is not None else None
+
     # ---- attaching ----------------------------------------------------------------------------------
     def attach(self, loader: Loader) -> Profiler:
         """Start measuring ``loader`` (before it is iterated, for process workers to share the counters)."""
         from stoke.pipeline.processes import ProcessPool
 
-        if self.loader is not None:
+        if self._loader is not None:
             raise ConfigError("this Profiler already measures a Loader; make one Profiler per Loader")
         if isinstance(loader._pool, ProcessPool):
             if loader._active is not None and not loader._active.finished:
@@ -110,7 +127,8 @@ class Profiler:
                     "already running without it), or pass profile= to the Loader"
                 )
             loader.close()  # the workers fork again, with the profiler's shared counters
-        self.loader = loader
+        self._loader = weakref.ref(loader)
+        self._keep = loader if self.out is not None else None
         self._cuda = loader.device is not None and loader.device.type == "cuda" and torch.cuda.is_available()
         clock = self.clock
         reader = loader._reader
@@ -231,10 +249,12 @@ class Profiler:
         self._report = report = build_report(self._measurements())
         if self.out is not None:
             self.write(self.out)
+        self._keep = None
         return report
 
     def write(self, out: str | os.PathLike[str]) -> Path:
         """Write ``report.json``, ``profile.png`` and TensorBoard scalars into the directory ``out``."""
+        require_outputs("writing a profile")  # before report.json: all three files or none
         from stoke.profile.plot import write_png
         from stoke.profile.tensorboard import write_scalars
 
@@ -242,7 +262,7 @@ class Profiler:
         directory.mkdir(parents=True, exist_ok=True)
         report = self.report()
         (directory / "report.json").write_text(report.to_json())
-        write_png(report, self.timeline, directory / "profile.png")
+        write_png(report, self.timeline, directory / "profile.png", warmup=self.warmup)
         write_scalars(report, self.timeline, directory / "tensorboard")
         return directory
 
@@ -255,6 +275,8 @@ class Profiler:
 
     def _measurements(self) -> Measurements:
         loader = self.loader
+        if loader is None and self._loader is not None:
+            raise ConfigError("the Loader this Profiler measured has been freed; call report() or finish() before")
         if loader is None:
             raise ConfigError("this Profiler was never attached to a Loader (stoke.profile(loader) does that)")
         from stoke.engines.local import available_cores

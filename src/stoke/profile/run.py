@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stoke.errors import ConfigError
-from stoke.profile.profiler import ENV_DIR, ENV_HEADSPACE, ENV_STEPS
+from stoke.profile.profiler import ENV_DIR, ENV_HEADSPACE, ENV_STEPS, require_outputs
 from stoke.profile.report import Report
 
 
@@ -31,6 +31,7 @@ def run_script(
     """Run ``command`` with profiling on; returns its exit code and each Loader's (directory, report)."""
     if not command:
         raise ConfigError("give the command to profile after --, such as: stoke profile -- python train.py")
+    require_outputs("stoke profile")  # the script's Loaders write profile.png and TensorBoard scalars
     directory = Path(out).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.glob("loader-*"):  # an earlier run's reports: only directories this command wrote

@@ -1,7 +1,7 @@
 """The profile as TensorBoard scalars (``torch.utils.tensorboard``), beside the user's own runs.
 
-For: per-step input and step times and the summary (input-bound share, stage shares, recommendations'
-estimated gains) in a TensorBoard event file. Not for: the training loop's own metrics.
+For: per-step input and step times and the summary (input-bound share, stage seconds and milliseconds per
+step, recommendations' estimated gains) in a TensorBoard event file. Not for: the training loop's own metrics.
 
 Example:
     >>> import tempfile
@@ -17,12 +17,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from stoke.extras import require
 from stoke.profile.report import Report
 from stoke.profile.timeline import StepTimeline
 
 
 def write_scalars(report: Report, timeline: StepTimeline, directory: str | os.PathLike[str]) -> Path:
     """Write the scalars under ``stoke/profile/...`` into an event file in ``directory``; returns it."""
+    require("torch.utils.tensorboard", extra="profile", what="the profile's TensorBoard scalars")
     from torch.utils.tensorboard import SummaryWriter
 
     directory = Path(directory)
@@ -39,6 +41,7 @@ def write_scalars(report: Report, timeline: StepTimeline, directory: str | os.Pa
             writer.add_scalar("stoke/profile/worker_utilisation", report.workers["utilisation"], report.steps)
         for stage in report.stages:
             writer.add_scalar(f"stoke/profile/stage_seconds/{_tag(stage.name)}", stage.seconds, report.steps)
+            writer.add_scalar(f"stoke/profile/stage_ms_per_step/{_tag(stage.name)}", stage.ms_per_step, report.steps)
         for item in report.recommendations:
             writer.add_scalar(f"stoke/profile/estimated_gain/{_tag(item.action)}", item.estimated_gain, report.steps)
         if report.headspace:

@@ -1,6 +1,8 @@
 """Where data comes from: image folders, CSV/JSONL listings, text, map-style datasets, numpy arrays.
 
-``resolve_source`` picks the source for what the user passed to ``stoke.pack``.
+``resolve_source`` picks the source for what the user passed to ``stoke.pack``. Each source refuses an
+input with nothing to pack (an empty folder, a listing or table without rows, arrays or a dataset of
+length 0) with a ``SourceError`` that names it, before any worker starts.
 
 Example:
     >>> import numpy as np
@@ -52,13 +54,25 @@ def resolve_source(
             return ListingSource(path, image, path_column, label_column)
         raise SourceError(f"{path} does not exist; give an image folder, a .csv/.jsonl listing, or a dataset")
     if is_arrays(source):
-        return ArraysSource(source, names, fields, image)
+        arrays = ArraysSource(source, names, fields, image)
+        if len(arrays) == 0:
+            raise SourceError("the arrays have no rows (their first dimension is 0); nothing to pack")
+        return arrays
     if hasattr(source, "__getitem__") and hasattr(source, "__len__"):
+        if _has_no_items(source):
+            raise SourceError(f"the {type(source).__name__} has no items (its len() is 0); nothing to pack")
         return DatasetSource(source, names, fields, image)
     raise SourceError(
         f"stoke cannot pack a {type(source).__name__}; give an image folder, a .csv/.jsonl listing, numpy arrays "
         f"or a map-style dataset (with __len__ and __getitem__)"
     )
+
+
+def _has_no_items(dataset: Any) -> bool:
+    try:
+        return len(dataset) == 0
+    except TypeError:  # no usable len(): DatasetSource says so
+        return False
 
 
 def is_arrays(source: Any) -> bool:

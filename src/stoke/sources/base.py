@@ -51,6 +51,10 @@ class Source(ABC):
         """Files the source saw and chose not to pack (not images, outside class folders), for the summary."""
         return []
 
+    def notes(self) -> list[str]:
+        """Lines for the pack summary about what the source did to its items (e.g. the gaps a table filled)."""
+        return []
+
     def attachments(self) -> dict[str, bytes]:
         """Whole-dataset files to store beside the shards (name → bytes), e.g. a trained ``tokenizer.json``.
 

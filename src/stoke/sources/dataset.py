@@ -82,6 +82,11 @@ class DatasetSource(Source):
     def names(self) -> list[str]:
         return list(self.fields)
 
+    @property
+    def layout(self) -> str:
+        """The structure of the items: ``"dict"``, ``"tuple"`` (lists too) or ``"single"`` (one value each)."""
+        return self._kind or "single"
+
     def schema(self) -> list[FieldEntry]:
         return [FieldEntry(name, field) for name, field in self.fields.items()]
 

@@ -5,7 +5,8 @@ images below it, at any depth, are its samples, sorted by path. Fields: ``image`
 ``path`` (the path relative to the root). Files whose names do not end in an image extension are not
 packed and are listed in the pack summary, as are files beside the class folders; hidden files (names
 starting with a dot, such as ``.DS_Store``) are skipped; files that do but are not readable images (a text file named
-``.jpg``, a broken symbolic link, a truncated file) are quarantined with their reason.
+``.jpg``, a broken symbolic link, a truncated file) are quarantined with their reason. A folder with no
+class subfolders, or whose class folders hold no images at all, is a ``SourceError`` naming them.
 
 Example:
     >>> import tempfile, pathlib
@@ -66,6 +67,8 @@ class ImageFolderSource(Source):
                     labels.append(label)
                 else:
                     self._ignored.append(relative)
+        if not paths:
+            raise SourceError(self._no_images())
         self.paths = paths
         self.labels = np.asarray(labels, dtype=np.int64)
 
@@ -103,6 +106,19 @@ class ImageFolderSource(Source):
 
     def ignored(self) -> list[str]:
         return list(self._ignored)
+
+    def _no_images(self) -> str:
+        """Why there is nothing to pack: empty class folders, or class folders of files that are not images."""
+        shown = ", ".join(f"{name}/" for name in self.classes[:5]) + (", ..." if len(self.classes) > 5 else "")
+        one = len(self.classes) == 1
+        folders = f"class folder {shown}" if one else f"class folders {shown}"
+        inside = [name for name in self._ignored if "/" in name]  # the files beside the class folders have none
+        if not inside:
+            what = f"{folders} {'is' if one else 'are'} empty"
+        else:
+            files = ", ".join(inside[:3]) + (", ..." if len(inside) > 3 else "")
+            what = f"{folders} {'holds' if one else 'hold'} only files whose names are not images: {files}"
+        return f"{self.root} holds no images ({what}); put images (.jpg, .png, .webp, ...) in {self.root}/CLASS/"
 
 
 def _walk(root: Path, class_name: str) -> list[str]:

@@ -12,7 +12,7 @@ image column at all (``stoke.sources.TextSource`` reads JSONL documents this way
 
 Rows that cannot be packed are quarantined with their line number: a CSV row with the wrong number of
 columns, an invalid JSON line, a missing value, a missing or broken image file. A listing with no path
-column is a plain table.
+column is a plain table. A listing without rows is a ``SourceError``.
 
 Example:
     >>> import tempfile, pathlib
@@ -67,6 +67,8 @@ class ListingSource(Source):
             self.columns, rows = _read_jsonl(self.listing)
         else:
             raise SourceError(f"{self.listing} is not a listing stoke reads (.csv, .tsv, .jsonl or .ndjson)")
+        if not rows:
+            raise SourceError(f"{self.listing} has a header but no rows; nothing to pack")
         self.path_column = _choose_path_column(self.columns, path_column, self.listing) if images else None
         self._lines = [line for line, _ in rows]
         self._rows = [values for _, values in rows]

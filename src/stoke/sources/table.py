@@ -14,11 +14,13 @@ Each column becomes one field. Its type is inferred and can be overridden with `
 
 Missing values (an empty cell, ``NA``, ``null``, ``nan`` and pyarrow's other null spellings, a Parquet
 null or NaN) follow ``missing`` (every column's policy) and ``missing_columns`` (per column); see
-``stoke.prepare.impute``. A dropped row is quarantined with code ``missing_value``; a row with a missing
-label is always dropped. The policy, the value each column was filled with, the rows it dropped and filled,
-and the column statistics (``stoke.prepare.stats``, over the packed rows before filling) are recorded in
-the manifest under ``source.columns``. CSV rows with the wrong number of columns are quarantined as
-``invalid_row``.
+``stoke.prepare.impute``. The default keeps every row: the median fills numbers, the most frequent value
+categories, an empty string text, and :meth:`TableSource.notes` (the pack summary) says what was filled.
+A dropped row (``missing="drop"``) is quarantined with code ``missing_value``; a row with a missing label
+is always dropped. The policy, the value each column was filled with, the rows it dropped and filled, and
+the column statistics (``stoke.prepare.stats``, over the packed rows before filling) are recorded in the
+manifest under ``source.columns``. CSV rows with the wrong number of columns are quarantined as
+``invalid_row``. A table without rows is a ``SourceError``.
 
 Not for: tables with image paths (``ListingSource`` reads those), JSON Lines (``ListingSource``), or
 normalising at load time (``stoke.ops.Standardize``, fitted on the training split).
@@ -32,6 +34,9 @@ Example:
     [('age', 'float', None), ('city', 'int', ['Oslo', 'Rome']), ('label', 'int', ['no', 'yes'])]
     >>> source.read(1)
     [40.0, 1, 0]
+    >>> TableSource(table).notes()  # the default: the median, keeping the row
+    ['filled 1 missing value in 1 column (the median for numbers); pass --missing drop (missing="drop" in \
+Python) to leave rows with missing numbers or categories out instead']
 """
 
 from __future__ import annotations
@@ -39,23 +44,25 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import xxhash
 
 from stoke.errors import ConfigError, InvalidItem, SourceError
+from stoke.extras import require
 from stoke.format.fields import Field, FloatField, IntField, TextField
 from stoke.format.manifest import RESERVED_FIELD_NAMES, FieldEntry
 from stoke.prepare.impute import (
     DEFAULT_NEIGHBORS,
+    DEFAULT_POLICY,
     Policy,
     check_policy_for,
+    describe_fill,
     fill_numeric,
     impute_knn,
     parse_policy,
@@ -65,6 +72,8 @@ from stoke.prepare.stats import category_counts, numeric_stats
 from stoke.sources.base import Source
 
 if TYPE_CHECKING:
+    import pyarrow as pa  # imported where a table is read: pyarrow is the tables extra
+
     from stoke.read import Dataset, DatasetView
 
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
@@ -73,6 +82,8 @@ NUMERIC_SHARE = 0.95  # the share of a text column's values that must spell numb
 MAX_CATEGORIES = 1000
 _INT_RE = r"^[+-]?\d+$"
 _FLOAT_RE = r"(?i)^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)$"
+_GROUP_WORDS = {"numeric": "numbers", "categorical": "categories", "text": "text"}
+_FILL_EXAMPLE = {"numeric": "median", "categorical": "mode"}  # a fill to suggest for a column that drops rows
 
 
 @dataclass
@@ -90,6 +101,7 @@ class _Column:
     infinite: np.ndarray | None = None  # invalid because infinite (a clearer sentence than "not a number")
     vocabulary: list[str] = field(default_factory=list)
     policy: tuple[str, Any] = ("drop", None)
+    explicit: bool = False  # whether the policy is the column's own (missing_columns), not the default
     record: dict[str, Any] = field(default_factory=dict)  # what the manifest says about the column
 
     @property
@@ -106,7 +118,7 @@ class TableSource(Source):
         self,
         path: str | Path,
         types: Mapping[str, str] | None = None,
-        missing: Policy = "drop",
+        missing: Policy | None = None,
         missing_columns: Mapping[str, Policy] | None = None,
         label: str | None = "label",
         null_values: Sequence[str] = (),
@@ -122,9 +134,11 @@ class TableSource(Source):
             raise ConfigError(f"neighbors must be at least 1, got {neighbors}")
         self.label = label
         self.neighbors = neighbors
+        self._default_missing = missing is None  # the pack summary then says how to drop rows instead
+        default = parse_policy(DEFAULT_POLICY if missing is None else missing)
         self._settings = {
             "types": dict(types or {}),
-            "missing": policy_to_json(parse_policy(missing)),
+            "missing": policy_to_json(default),
             "missing_columns": {
                 k: policy_to_json(parse_policy(v, f"the policy of {k!r}")) for k, v in (missing_columns or {}).items()
             },
@@ -137,6 +151,12 @@ class TableSource(Source):
         else:
             table, self._lines, bad_rows = _read_csv(self.path, "\t" if self.format == "tsv" else ",", null_values)
         names = table.column_names
+        if table.num_rows + len(bad_rows) == 0:
+            raise SourceError(
+                f"{self.path} has a header but no rows; nothing to pack"
+                if self.format != "parquet"
+                else f"{self.path} has no rows; nothing to pack"
+            )
         unknown = sorted(set(types or {}) - set(names)) + sorted(set(missing_columns or {}) - set(names))
         if unknown:
             raise ConfigError(f"{self.path} has no column {unknown[0]!r} (its columns: {', '.join(names)})")
@@ -153,9 +173,10 @@ class TableSource(Source):
             _parse_column(name, table.column(name), (types or {}).get(name), name == label, self.path) for name in names
         ]
         kept = self._quarantine_invalid(good)
-        kept = self._drop_missing(kept, parse_policy(missing), dict(missing_columns or {}), good)
+        kept = self._drop_missing(kept, default, dict(missing_columns or {}), good)
         self._fill(kept)
         self.num_dropped = sum(column.record["missing"]["dropped"] for column in self._columns)
+        self.num_filled = sum(column.record["missing"]["filled"] for column in self._columns)
         self.num_invalid = len(self._problems) - self.num_dropped
 
     # -- the Source protocol -------------------------------------------------------------------------
@@ -201,9 +222,34 @@ class TableSource(Source):
             "num_items": len(self),
             "num_invalid": self.num_invalid,
             "num_dropped": self.num_dropped,
+            "num_filled": self.num_filled,
+            "missing": self._settings["missing"],
             "label": self.label if any(c.name == self.label for c in self._columns) else None,
             "columns": [{"name": c.name, "type": c.kind, "inferred": c.inferred, **c.record} for c in self._columns],
         }
+
+    def notes(self) -> list[str]:
+        """What the pack summary says about the cleaning: how many gaps were filled, in which columns, with what."""
+        filled = [column for column in self._columns if column.record["missing"]["filled"]]
+        if not filled:
+            return []
+        phrases: dict[str, dict[str, list[str]]] = {}  # group -> what filled it -> the columns
+        for column in filled:
+            phrase = describe_fill(column.group, column.policy)
+            phrases.setdefault(column.group, {}).setdefault(phrase, []).append(column.name)
+        parts = []
+        for group in ("numeric", "categorical", "text"):
+            for phrase, names in phrases.get(group, {}).items():
+                where = _GROUP_WORDS[group] if len(phrases[group]) == 1 else ", ".join(names)
+                parts.append(f"{phrase} for {where}")
+        values, columns = _plural(self.num_filled, "missing value"), _plural(len(filled), "column")
+        note = f"filled {values} in {columns} ({', '.join(parts)})"
+        if self._default_missing and any(c.group != "text" and not c.explicit for c in filled):
+            note += (
+                '; pass --missing drop (missing="drop" in Python) to leave rows with missing numbers or '
+                "categories out instead"
+            )
+        return [note]
 
     def fingerprint(self) -> str:
         hasher = xxhash.xxh3_64(self.path.read_bytes())
@@ -218,10 +264,14 @@ class TableSource(Source):
             for row in np.flatnonzero(column.invalid & kept):
                 shown = column.text[int(row)].as_py() if column.text is not None else column.values[row].item()
                 problem = "not a finite number" if column.infinite is not None and column.infinite[row] else None
+                problem = problem or column.problem
+                spells_number = re.fullmatch(_FLOAT_RE, str(shown).strip()) is not None  # 1.5 in an int column
+                declare = "numeric" if spells_number else "text"
                 self._problems[int(good[row])] = (
                     "invalid_value",
-                    f"column {column.name!r} holds {shown!r}, which is {problem or column.problem}; fix the value "
-                    f"or declare the column's type with types=",
+                    f"column {column.name!r} holds {shown!r}, which is {problem}; fix the value, or declare the "
+                    f"column's type (--type {column.name}={declare}, or types={{{column.name!r}: {declare!r}}} in "
+                    f"Python)",
                 )
             kept &= ~column.invalid
         return kept
@@ -239,23 +289,44 @@ class TableSource(Source):
                     )
                 policy = ("drop", None)
             column.policy = check_policy_for(column.group, policy, column.name, explicit)
+            column.explicit = explicit
             dropped = 0
             if column.policy[0] == "drop":
                 rows = np.flatnonzero(column.missing & kept)
+                reason = self._drop_reason(column)
                 for row in rows:
-                    self._problems[int(good[row])] = (
-                        "missing_value",
-                        f"column {column.name!r} has no value and its missing-value policy is 'drop'; "
-                        f"choose a fill policy (missing=) to keep the row",
-                    )
+                    self._problems[int(good[row])] = ("missing_value", reason)
                 kept[rows] = False
                 dropped = int(rows.size)
             column.record["missing"] = {"policy": policy_to_json(column.policy), "dropped": dropped}
         return kept
 
+    def _drop_reason(self, column: _Column) -> str:
+        """The sentence for a row left out because ``column`` has no value, naming the knob that keeps it."""
+        if column.name == self.label:
+            return (
+                f"the label column {column.name!r} has no value; a label is never filled in, so the row is "
+                f"left out (give it a label in the table to keep it)"
+            )
+        if column.explicit:
+            fill = _FILL_EXAMPLE.get(column.group)
+            cli, python = (fill, repr(fill)) if fill else ("constant=", "('constant', '')")
+            knob = f"--missing-col {column.name}={cli}, or missing_columns={{{column.name!r}: {python}}} in Python"
+        else:
+            knob = f'--missing {DEFAULT_POLICY}, or missing="{DEFAULT_POLICY}" in Python'
+        return (
+            f"column {column.name!r} has no value and its missing-value policy is 'drop'; fill it to keep the row "
+            f"({knob})"
+        )
+
     def _fill(self, kept: np.ndarray) -> None:
         """Statistics over the kept rows, then every gap filled by its column's policy."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         knn = [c for c in self._columns if c.policy[0] == "knn"]
+        for column in self._columns:
+            self._check_fillable(column, kept)
         for column in self._columns:
             gaps = column.missing & kept
             column.record["missing"]["filled"] = int(gaps.sum()) if column.policy[0] != "drop" else 0
@@ -283,6 +354,19 @@ class TableSource(Source):
                 column.record["missing"]["fill"] = column.policy[1]
         if knn:
             self._fill_knn(knn, kept)
+
+    def _check_fillable(self, column: _Column, kept: np.ndarray) -> None:
+        """A column whose gaps a statistic should fill must have a value to compute it from."""
+        gaps = column.missing & kept
+        if column.policy[0] in ("drop", "constant") or not gaps.any() or (kept & ~column.missing).any():
+            return
+        where = "at all" if column.missing.all() else "in the rows that are kept"
+        constant, spelled = ("0", "0") if column.group == "numeric" else ("none", "'none'")
+        raise ConfigError(
+            f"column {column.name!r} of {self.path} has no values {where}, so its {column.policy[0]} cannot fill "
+            f"its gaps; give it a constant (--missing-col {column.name}=constant={constant}, or "
+            f"missing_columns={{{column.name!r}: ('constant', {spelled})}} in Python) or remove the column"
+        )
 
     def _fill_categories(self, column: _Column, kept: np.ndarray, gaps: np.ndarray) -> None:
         assert column.values is not None
@@ -338,6 +422,10 @@ class TableSource(Source):
             column.values = values
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 def encode_categories(dataset: Dataset | DatasetView, field: str, values: Iterable[Any]) -> np.ndarray:
     """The ids a categorical field stores for ``values`` (new data); values never seen get ``len(classes)``.
 
@@ -379,7 +467,8 @@ def is_table(path: Path, path_column: str | None = None) -> bool:
 # -- reading -----------------------------------------------------------------------------------------------
 def _read_csv(path: Path, delimiter: str, null_values: Sequence[str]) -> tuple[pa.Table, np.ndarray | None, dict]:
     """The table (every column as text), each item's line number, and the rows with the wrong column count."""
-    from pyarrow import csv as arrow_csv
+    arrow_csv = require("pyarrow.csv", extra="tables", what=f"reading the table {path}")
+    import pyarrow as pa
 
     data = path.read_bytes()
     lines = _record_lines(data)
@@ -450,7 +539,8 @@ def _line_end(data: bytes, lines: np.ndarray) -> int:
 
 
 def _read_parquet(path: Path) -> pa.Table:
-    from pyarrow import parquet
+    parquet = require("pyarrow.parquet", extra="tables", what=f"reading the table {path}")
+    import pyarrow as pa
 
     try:
         table = parquet.read_table(path)
@@ -466,6 +556,9 @@ def _read_parquet(path: Path) -> pa.Table:
 def _parse_column(name: str, data: pa.ChunkedArray, declared: str | None, is_label: bool, path: Path) -> _Column:
     if declared is not None and declared not in COLUMN_TYPES:
         raise ConfigError(f"types gives column {name!r} the type {declared!r}; use one of {', '.join(COLUMN_TYPES)}")
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     array = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
     kind_of = array.type
     if pa.types.is_dictionary(kind_of):
@@ -520,6 +613,8 @@ def _parse_column(name: str, data: pa.ChunkedArray, declared: str | None, is_lab
 
 def _parse_numbers(name: str, array: pa.Array, kind: str, inferred: bool) -> _Column:
     """A column pyarrow already holds as numbers (Parquet); NaN counts as missing, infinities are invalid."""
+    import pyarrow as pa
+
     missing = array.is_null().to_numpy(zero_copy_only=False)
     values = array.fill_null(0).to_numpy(zero_copy_only=False)
     invalid = np.zeros(values.size, bool)
@@ -544,6 +639,9 @@ def _parse_number_text(
     name: str, array: pa.Array, trimmed: pa.Array, present: np.ndarray, kind: str, inferred: bool
 ) -> _Column:
     """Numbers spelled as text; values that do not spell one (of ``kind``) are invalid."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     pattern = _INT_RE if kind == "int" else _FLOAT_RE
     spelled = pc.fill_null(pc.match_substring_regex(trimmed, pattern), False).to_numpy(zero_copy_only=False)
     valid = spelled & present
@@ -566,6 +664,9 @@ def _parse_number_text(
 
 
 def _parse_text(name: str, array: pa.Array, kind: str, inferred: bool) -> _Column:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if kind == "text":
         missing = array.is_null().to_numpy(zero_copy_only=False)
         return _Column(name, "text", inferred, text=array, missing=missing, invalid=np.zeros(missing.size, bool))

@@ -21,11 +21,18 @@ from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 from stoke.errors import ConfigError, FormatError, StokeError
+from stoke.extras import require
 from stoke.storage.retry import Retry
 
 CHUNK_BYTES = 4 << 20
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 _STREAMING_PROTOCOLS = ("http", "https")
+# The library behind each protocol of the remote extra (fsspec itself only says "install s3fs").
+_PROTOCOL_LIBRARIES = {
+    **dict.fromkeys(("s3", "s3a"), "s3fs"),
+    **dict.fromkeys(("gs", "gcs"), "gcsfs"),
+    **dict.fromkeys(("http", "https"), "aiohttp"),
+}
 
 
 def is_remote_url(path: str | os.PathLike[str]) -> bool:
@@ -38,7 +45,10 @@ class RemoteStore:
     """The files of one remote dataset directory, read through fsspec with retries."""
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None, retry: Retry | None = None) -> None:
-        import fsspec
+        fsspec = require("fsspec", extra="remote", what=f"reading {url}")
+        protocol_library = _PROTOCOL_LIBRARIES.get(url.partition("://")[0].lower())
+        if protocol_library is not None:
+            require(protocol_library, extra="remote", what=f"reading {url}")
 
         self.url = url.rstrip("/")
         self.retry = retry or Retry()

@@ -34,6 +34,7 @@ import torch.nn.functional as F  # noqa: N812 - the name every PyTorch tutorial 
 from tqdm import tqdm
 
 from stoke.errors import ConfigError
+from stoke.extras import require
 from stoke.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME, check_same_run, load_checkpoint, save_checkpoint
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
@@ -277,6 +278,7 @@ def fit(
     runner = torch.compile(model) if compile_model else model
     writer = None
     if logdir is not None:
+        require("torch.utils.tensorboard", extra="train", what="TensorBoard scalars of training (--logdir, logdir=)")
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step drops events a killed run logged after its last checkpoint

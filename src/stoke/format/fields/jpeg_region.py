@@ -13,8 +13,8 @@ out of a callback, which is what makes it safe to call this way. One handle per 
 
 Which library: the path in ``STOKE_TURBOJPEG`` if set (``off`` turns region decoding off); else the
 system's ``libturbojpeg`` when it has the version 3 API; else the copy bundled in the ``turbojpeg`` wheel
-(``pip install stoke[turbo]``). Without any, :func:`available` is false and stoke decodes whole images
-with simplejpeg, which gives the same pixels.
+(a default dependency of ``pip install stoke``). Without any, :func:`available` is false and stoke
+decodes whole images with simplejpeg, which gives the same pixels.
 
 Exactness: a region decodes to exactly the pixels of a full decode, except the first column of a region
 that does not start at the image's left edge (fancy upsampling sees an edge there). :func:`decode_region`
