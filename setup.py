@@ -1,7 +1,13 @@
-"""The one compiled part of stoke: the bilinear crop-resize-flip kernel (src/stoke/pipeline/_resample.c).
+"""The compiled parts of stoke, both optional: where they cannot be built (no C compiler) stoke installs and
+works all the same.
 
-Everything else is declared in pyproject.toml. The extension is optional: where it cannot be built (no C
-compiler), stoke resizes with OpenCV instead, within one grey level of the same pixels.
+- src/stoke/pipeline/_resample.c: the bilinear crop-resize-flip kernel; without it stoke resizes with
+  OpenCV, within one grey level of the same pixels.
+- src/stoke/format/_mapguard.c: the SIGBUS guard for memory-mapped shards (a shard truncated while in use
+  becomes an error naming it, not a dead process); without it stoke checks each shard's size before each
+  read instead, which leaves a truncation racing the read itself (docs/guarantees.md).
+
+Everything else is declared in pyproject.toml.
 """
 
 from setuptools import Extension, setup
@@ -13,6 +19,12 @@ setup(
             ["src/stoke/pipeline/_resample.c"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
-        )
+        ),
+        Extension(
+            "stoke.format._mapguard",
+            ["src/stoke/format/_mapguard.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
+        ),
     ]
 )

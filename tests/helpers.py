@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import struct
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +85,41 @@ def running(processes: list[Any], grace: float = 1.0) -> list[Any]:
                     process.kill()
             return left
         time.sleep(0.05)
+
+
+def rewrite_manifest(root: Path, change: Any) -> None:
+    """Apply ``change(document)`` to ``root/manifest.json`` and seal it again, as a deliberate writer would:
+    the manifest's own checksum then matches, so what the test checks is the validation of the change."""
+    import json
+
+    from stoke.format.manifest import MANIFEST_CHECKSUM, MANIFEST_NAME, manifest_digest
+
+    path = Path(root) / MANIFEST_NAME
+    document = json.loads(path.read_text())
+    change(document)
+    if MANIFEST_CHECKSUM in document:
+        document[MANIFEST_CHECKSUM] = manifest_digest(document)
+    path.write_text(json.dumps(document))
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid all-black RGB PNG of ``width`` x ``height``, built in milliseconds without the pixels.
+
+    Deflate blocks ended by a full flush are independent, so one compressed block of rows is repeated,
+    and the Adler-32 of all-zero data is computed directly.
+    """
+    row = bytes(1 + 3 * width)  # filter byte 0, then black pixels
+    per_block = max(1, (1 << 20) // len(row))
+    blocks, rest = divmod(height, per_block)
+    compressor = zlib.compressobj(9)
+    head = compressor.compress(row * per_block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    body = compressor.compress(row * per_block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    tail = compressor.compress(row * rest) + compressor.flush(zlib.Z_FINISH)
+    adler = ((len(row) * height % 65521) << 16) | 1
+    stream = head + body * (blocks - 1) + tail[:-4] + struct.pack(">I", adler)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")

@@ -50,10 +50,10 @@ def test_errors_are_one_line_and_an_exit_code(tmp_path, image_folder):
 
 def test_damaged_manifest_is_one_sentence(tmp_path):
     stoke.pack([{"y": 1}], tmp_path / "ds", progress=False)
-    (tmp_path / "ds" / "manifest.json").write_text('{"format": "stoke", "format_version": 2}')
+    (tmp_path / "ds" / "manifest.json").write_text('{"format": "stoke", "format_version": 3}')
     completed = run_cli("inspect", str(tmp_path / "ds"))
     assert completed.returncode == 2
-    assert "format version 2" in completed.stderr and "upgrade stoke" in completed.stderr
+    assert "format version 3" in completed.stderr and "upgrade stoke" in completed.stderr
     assert len(completed.stderr.strip().splitlines()) == 1
 
 

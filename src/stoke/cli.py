@@ -427,13 +427,19 @@ def split_command(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads (default: all cores).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (there is none with --json or off a terminal).")
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Larger images count as damaged (default: Pillow's 89,478,485; the dataset's own limit can only lower it).",
+)
 @_one_line_errors
-def verify_command(dataset: str, as_json: bool, threads: int | None, no_progress: bool) -> None:
+def verify_command(dataset: str, as_json: bool, threads: int | None, no_progress: bool, max_pixels: int | None) -> None:
     """Recompute every checksum and decode every sample of DATASET (a directory or a URL); exit 1 listing
     damaged samples."""
     from stoke.verify import verify
 
-    report = verify(dataset, threads, progress=not no_progress and not as_json)
+    report = verify(dataset, threads, progress=not no_progress and not as_json, max_pixels=max_pixels)
     click.echo(json.dumps(report.to_json()) if as_json else str(report))
     if not report.ok:
         sys.exit(1)

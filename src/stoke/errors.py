@@ -18,9 +18,16 @@ from typing import Any
 
 
 class StokeError(Exception):
-    """Base of every error stoke raises on purpose."""
+    """Base of every error stoke raises on purpose.
+
+    ``ends_epoch`` marks an error that is not one sample's fault (the machine's, such as a full cache
+    disk): raised while loading a sample, it stops the Loader's epoch with itself instead of quarantining
+    the sample, and the Loader keeps its position, so the next ``iter()`` retries from the first batch not
+    handed out.
+    """
 
     exit_code = 2
+    ends_epoch = False
 
 
 class ConfigError(StokeError, ValueError):

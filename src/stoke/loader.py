@@ -37,7 +37,7 @@ from stoke.dataloader_compat import translate
 from stoke.device.jpeg import CompressedImageStage, check_decode, image_stage
 from stoke.device.stream import CopyStream
 from stoke.engines.local import available_cores
-from stoke.errors import ConfigError, ErrorBudgetExceeded, SampleError
+from stoke.errors import ConfigError, ErrorBudgetExceeded, SampleError, StokeError
 from stoke.format.fields import ImageField
 from stoke.ops.base import BatchContext, Op
 from stoke.ops.batch_transform import BatchTransform
@@ -516,10 +516,16 @@ class Loader:
         clock = self._clock
         if clock is not None:
             started, cpu = time.perf_counter_ns(), time.thread_time_ns()
+        position = int(job.positions[j])
         try:
-            values = self._reader.read(int(job.positions[j]))
+            values = self._reader.read(position)
             for stage, value in zip(self._stages, values):
                 stage.run(value, job.params[stage.name], j, job.buffers)
+        except Exception:
+            self._reader.check_read(position)  # zeros from a shard truncated meanwhile: name it, not what they gave
+            raise
+        else:
+            self._reader.check_read(position)  # the same after a decode that went through (stoke.format.mapguard)
         finally:
             if clock is not None:
                 clock.add(clock.busy, time.perf_counter_ns() - started)
@@ -643,10 +649,12 @@ class Loader:
         failure.__cause__ = error
         return failure
 
-    def _describe_failure(self, job: BatchJob) -> SampleError:
+    def _describe_failure(self, job: BatchJob) -> StokeError:
         """The job's fatal error (not one sample's fault), named by the first sample it held."""
         error = job.error
         assert error is not None
+        if getattr(error, "ends_epoch", False):
+            return error  # says what is wrong with the machine, whatever the sample
         return self._describe(job, job.error_position or 0, error)
 
 
@@ -758,8 +766,11 @@ class _EpochIterator:
             if job.error is not None:
                 raise self.loader._describe_failure(job)
             return self.loader._finish(job, self.epoch, len(self._positions))
-        except BaseException:
-            self.cancel()
+        except BaseException as error:
+            if getattr(error, "ends_epoch", False):  # the machine's fault: the next iter() retries from here
+                self.loader._keep_position(self)
+            else:
+                self.cancel()
             raise
         finally:
             self.loader._buffers.release(job.buffers)

@@ -1,9 +1,15 @@
 """``stoke.open``: a map-style dataset over a packed directory.
 
-Opening reads and validates the manifest only; each shard is memory-mapped the first time one of its
-samples is read. The per-sample index lives in the shards' offset tables, so the dataset holds no Python
-object per sample, pickles without its mappings (worker processes re-map the same files, sharing the
-page cache instead of copying the data), and is safe to read from many threads.
+Opening reads and validates the manifest, and confirms its counts against the shard files' sizes (one
+``stat`` per shard, no shard is read), so nothing is ever allocated from a count that the files do not
+back. Each shard is memory-mapped the first time one of its samples is read. The per-sample index lives
+in the shards' offset tables, so the dataset holds no Python object per sample, pickles without its
+mappings (worker processes re-map the same files, sharing the page cache instead of copying the data),
+and is safe to read from many threads.
+
+Limits that protect the reader come from the caller, never from the file: ``max_pixels`` (default
+:data:`~stoke.format.fields.image_codec.DEFAULT_MAX_PIXELS`, Pillow's) bounds every image decode, and a
+dataset's own ``max_pixels`` can only lower it.
 
 Not for: batching, shuffling or augmenting; the Loader does those.
 
@@ -22,39 +28,56 @@ import bisect
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
 
 from stoke.errors import ConfigError, FormatError, SampleError
+from stoke.format import mapguard
 from stoke.format.checksum import file_checksum, format_digest, sample_checksum
-from stoke.format.fields import Field, FloatField, IntField
+from stoke.format.fields import Field, FloatField, ImageField, IntField
+from stoke.format.fields.image_codec import DEFAULT_MAX_PIXELS
 from stoke.format.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from stoke.format.shard import DATA_START, ShardReader
 from stoke.format.splits import Splits, has_splits, read_splits
 from stoke.storage.remote import is_remote_url
 
+# Samples in shards whose files are missing or of another size than listed are damage (verify lists them),
+# up to as many as the files confirm, plus this many: beyond that the counts are not the files' and the
+# dataset is refused before anything is allocated from them.
+MAX_UNCONFIRMED_SAMPLES = 1 << 20
 
-def open(path: str | os.PathLike[str], split: str | None = None, **remote_options: Any) -> Dataset | DatasetView:
-    """Open the packed dataset at ``path``; reads the manifest only.
+
+def open(
+    path: str | os.PathLike[str],
+    split: str | None = None,
+    *,
+    max_pixels: int | None = None,
+    **remote_options: Any,
+) -> Dataset | DatasetView:
+    """Open the packed dataset at ``path``; reads the manifest and stats the shard files.
 
     A URL (``s3://``, ``gs://``, ``https://``, any fsspec protocol) opens a remote dataset whose shards are
     fetched into a bounded, verified local cache; ``remote_options`` (``cache_dir``, ``cache_bytes``,
     ``storage_options``, ``retry``, ``ahead``) go to :func:`stoke.storage.open_remote` (docs/remote.md).
 
     With ``split``, only that stored split (made by ``stoke split``) is returned, as an index view of the
-    dataset: no data is copied. Raises :class:`~stoke.errors.NotADatasetError` for a directory that is
-    not (yet) a dataset and :class:`~stoke.errors.FormatError` for a damaged manifest or splits file, or
-    a split that does not exist.
+    dataset: no data is copied. ``max_pixels`` is the largest image (height x width) any read decodes
+    (default 89,478,485, Pillow's limit); larger ones are damaged samples. The dataset's own
+    ``max_pixels`` (its pack-time limit) can lower it, never raise it.
+
+    Raises :class:`~stoke.errors.NotADatasetError` for a directory that is not (yet) a dataset and
+    :class:`~stoke.errors.FormatError` for a damaged manifest or splits file, counts the shard files do
+    not back, or a split that does not exist.
     """
     if remote_options or is_remote_url(path):
         from stoke.storage.dataset import open_remote
 
-        return open_remote(str(path), split, **remote_options)
+        return open_remote(str(path), split, max_pixels=max_pixels, **remote_options)
     root = Path(path)
-    return with_split(Dataset(root, Manifest.read(root)), split, str(root))
+    return with_split(Dataset(root, Manifest.read(root), max_pixels=max_pixels), split, str(root))
 
 
 def with_split(dataset: Dataset, split: str | None, where: str) -> Dataset | DatasetView:
@@ -75,12 +98,20 @@ class Dataset:
 
     Images decode to HWC uint8 numpy arrays, ``int``/``float`` to Python numbers, ``ndarray`` to numpy
     arrays, ``bytes``/``text``/``json`` to bytes, str and JSON values.
+
+    ``fields`` are the manifest's, with the reader's limits: each image field's ``max_pixels`` is the
+    smaller of the caller's (``max_pixels``, default Pillow's 89,478,485) and the dataset's own.
     """
 
-    def __init__(self, root: Path, manifest: Manifest) -> None:
+    def __init__(self, root: Path, manifest: Manifest, max_pixels: int | None = None) -> None:
         self.root = root
         self.manifest = manifest
-        self.fields: dict[str, Field] = {entry.name: entry.field for entry in manifest.fields}
+        limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+        self.fields: dict[str, Field] = {
+            entry.name: entry.field.limited(limit) if isinstance(entry.field, ImageField) else entry.field
+            for entry in manifest.fields
+        }
+        self._confirm_counts()
         counts = np.fromiter((shard.num_samples for shard in manifest.shards), np.int64, len(manifest.shards))
         self._starts: list[int] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tolist()
         self._readers: list[ShardReader | None] = [None] * len(manifest.shards)
@@ -105,9 +136,12 @@ class Dataset:
         index = self._check_index(index)
         raw = self.read_fields(index, verify=True)
         try:
-            return {name: field.decode(data) for (name, field), data in zip(self.fields.items(), raw)}
+            sample = {name: field.decode(data) for (name, field), data in zip(self.fields.items(), raw)}
         except FormatError as error:
+            self.check_read(index)  # zeros from a shard truncated meanwhile: say that, not what they decoded to
             raise self._sample_error(index, str(error)) from error
+        self.check_read(index)
+        return sample
 
     def __iter__(self):
         for index in range(len(self)):
@@ -200,6 +234,16 @@ class Dataset:
             return parts
         return [parts[position] for position in positions]
 
+    def check_read(self, index: int) -> None:
+        """After sample ``index``'s bytes were used: raise SampleError if its shard was truncated meanwhile
+        (the lost pages read as zeros, ``stoke.format.mapguard``); one flag unless a mapping lost pages."""
+        reader = self._readers[self.locate(index)[0]] if mapguard.pages_lost() else None
+        if reader is not None:
+            try:
+                reader.check_mapping()
+            except FormatError as error:
+                raise self._sample_error(index, str(error)) from error
+
     def is_intact(self, index: int) -> bool:
         """Whether sample ``index`` matches its stored checksum (False also when its shard cannot be read)."""
         shard, local = self.locate(index)
@@ -208,21 +252,74 @@ class Dataset:
         except (FormatError, OSError):
             return False
 
-    def column(self, name: str) -> np.ndarray:
-        """Every sample's value of an ``int`` or ``float`` field, read straight from the shards' tables.
+    def column(self, name: str, indices: np.ndarray | None = None) -> np.ndarray:
+        """Every sample's value of an ``int`` or ``float`` field (or those of ``indices``, in that order),
+        read straight from the shards' tables.
 
         Gathers the eight bytes of each value by its offset, without decoding other fields: labels for
         a stratified split or a class count cost one pass over the offset tables, not over the images.
+        Each shard's offsets table is checked once against its checksum; where it does not match, each
+        sample is checked against its own, and samples that fail raise a
+        :class:`~stoke.errors.FormatError` naming them (a view without them still reads).
         """
         field = self.fields[name]
         if not isinstance(field, (IntField, FloatField)):
             raise TypeError(f"column() reads int and float fields; {name!r} is a {field.type_name} field")
         position = self.field_positions([name])[0]
-        parts = [
-            column_of_shard(self._reader(shard), name, field, position, len(self.fields))
-            for shard in range(len(self.manifest.shards))
-        ]
-        return np.concatenate(parts) if parts else np.empty(0, field.spec.dtype)
+        dtype = field.spec.dtype
+        if indices is None:
+            parts = [
+                self._using_shard(shard, lambda reader, shard=shard: self._column_part(reader, shard, name, position))
+                for shard in range(len(self.manifest.shards))
+            ]
+            return np.concatenate(parts) if parts else np.empty(0, dtype)
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        values = np.empty(indices.size, dtype)
+        for shard, chosen, local in self.by_shard(indices):
+            values[chosen] = self._using_shard(
+                shard, lambda reader, shard=shard, local=local: self._column_part(reader, shard, name, position, local)
+            )
+        return values
+
+    def by_shard(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Dataset ``indices`` shard by shard: (shard number, a mask of the ``indices`` in it, their sample
+        numbers inside it), for readers of many samples at once."""
+        starts = np.asarray(self._starts, dtype=np.int64)
+        shards = np.searchsorted(starts, indices, side="right") - 1
+        for shard in np.unique(shards).tolist():
+            chosen = shards == shard
+            yield shard, chosen, indices[chosen] - starts[shard]
+
+    def damaged_samples_error(self, shard: int, what: str, local: np.ndarray) -> FormatError:
+        """The one-sentence error for samples (``local`` numbers of shard ``shard``) whose ``what`` cannot be
+        read: it names them and what to do."""
+        first = self._starts[shard]
+        listed = ", ".join(str(first + int(i)) for i in local[:5]) + (", ..." if local.size > 5 else "")
+        return FormatError(
+            f"{what} cannot be read for {local.size:,} damaged samples of {self.manifest.shards[shard].file} "
+            f"(samples {listed}); run `stoke verify {self.root}`, then restore the shard, re-pack, or leave those "
+            f"samples out with dataset.select(...)"
+        )
+
+    def _column_part(
+        self, reader: ShardReader, shard: int, name: str, position: int, local: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The values of int or float field ``name`` of shard ``shard`` (its ``local`` samples, or all)."""
+        reader.check_mapping()  # before and after reading the mapping: truncated meanwhile? (stoke.format.mapguard)
+        starts, stops, damaged = reader.field_spans(position, local)
+        wrong_size = stops - starts != 8
+        if np.any(wrong_size):
+            damaged = np.union1d(damaged, (np.arange(reader.num_samples) if local is None else local)[wrong_size])
+        if damaged.size:
+            raise self.damaged_samples_error(shard, f"field {name!r}", damaged)
+        data = np.frombuffer(reader.mapping, np.uint8, reader.layout.offsets_start - DATA_START, DATA_START)
+        gathered = data[starts[:, None] + np.arange(8)]
+        reader.check_mapping()
+        return gathered.view(self.fields[name].spec.dtype).reshape(-1)
+
+    def _using_shard(self, shard: int, use: Any) -> Any:
+        """``use(reader)`` on shard ``shard``'s reader (a remote dataset keeps the shard pinned meanwhile)."""
+        return use(self._reader(shard))
 
     def shard_reader(self, shard: int) -> ShardReader:
         """The (lazily opened) reader of shard number ``shard``."""
@@ -294,9 +391,37 @@ class Dataset:
             reader = self._readers[shard]
             if reader is None:
                 entry = self.manifest.shards[shard]
-                reader = ShardReader(path, len(self.fields), entry.num_samples, entry.file_size)
+                version = self.manifest.format_version
+                reader = ShardReader(path, len(self.fields), entry.num_samples, entry.file_size, version, entry.seed)
                 self._readers[shard] = reader
         return reader
+
+    def _confirm_counts(self) -> None:
+        """Refuse counts the shard files do not back, before anything is allocated from them.
+
+        The manifest's arithmetic is checked already (each count fits its shard's listed size); here each
+        listed size meets the file's real one, one ``stat`` per shard. A missing or resized shard is damage
+        that ``stoke verify`` lists sample by sample, up to as many samples as the intact shards hold (plus
+        :data:`MAX_UNCONFIRMED_SAMPLES`); more than that is a manifest that does not describe these files.
+        """
+        unconfirmed, example = 0, ""
+        for entry in self.manifest.shards:
+            try:
+                size: int | None = os.stat(self.root / entry.file).st_size
+            except OSError:
+                size = None
+            if size != entry.file_size:
+                unconfirmed += entry.num_samples
+                if not example:
+                    found = "is missing" if size is None else f"is {size:,} bytes, not {entry.file_size:,}"
+                    example = f"{entry.file} {found}"
+        confirmed = self.manifest.num_samples - unconfirmed
+        if unconfirmed > confirmed + MAX_UNCONFIRMED_SAMPLES:
+            raise FormatError(
+                f"{self.root / MANIFEST_NAME} lists {self.manifest.num_samples:,} samples, but {unconfirmed:,} of "
+                f"them are in shards that are missing or differ in size from what it lists ({example}): the "
+                f"manifest does not describe these files; restore the dataset from a copy or re-pack it"
+            )
 
     def _inside(self, name: str, what: str = "shard") -> Path:
         """The resolved path of a file the manifest names; refuses any that resolves outside the dataset."""
@@ -315,17 +440,6 @@ class Dataset:
     def _sample_error(self, index: int, reason: str) -> SampleError:
         shard = self.shard_of(index).file
         return SampleError(f"sample {index} in {self.root / shard} is damaged: {reason}", index=index, shard=shard)
-
-
-def column_of_shard(reader: ShardReader, name: str, field: Field, position: int, width: int) -> np.ndarray:
-    """The values of int or float field ``name`` (schema ``position`` of ``width``) of one shard, copied out."""
-    starts = reader.offsets[position : reader.num_samples * width : width].astype(np.int64)
-    stops = reader.offsets[position + 1 : reader.num_samples * width + 1 : width].astype(np.int64)
-    if np.any(stops - starts != 8) or (starts.size and starts.max() + 8 > reader.layout.offsets_start - DATA_START):
-        raise FormatError(f"shard {reader.path.name} has damaged offsets for field {name!r}; run `stoke verify`")
-    data = np.frombuffer(reader.mapping, np.uint8, reader.layout.offsets_start - DATA_START, DATA_START)
-    gathered = data[starts[:, None] + np.arange(8)]
-    return gathered.view(field.spec.dtype).reshape(-1)
 
 
 def selection(index: Any, size: int) -> np.ndarray | None:
@@ -420,6 +534,9 @@ class DatasetView:
     ) -> list[memoryview]:
         return self.base.read_fields(int(self.indices[position]), positions, verify)
 
+    def check_read(self, position: int) -> None:
+        self.base.check_read(int(self.indices[position]))
+
     def field_positions(self, names: Sequence[str]) -> list[int]:
         return self.base.field_positions(names)
 
@@ -430,7 +547,8 @@ class DatasetView:
         return DatasetView(self, positions)
 
     def column(self, name: str) -> np.ndarray:
-        return self.base.column(name)[self.indices]
+        """The view's samples' values of an int or float field: only their shards' samples are read."""
+        return self.base.column(name, self.indices)
 
     def attachment(self, name: str) -> bytes:
         return self.base.attachment(name)

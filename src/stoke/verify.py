@@ -1,12 +1,20 @@
 """``stoke verify``: recompute every checksum and decode every sample of a dataset.
 
 For each shard: its file must exist with the manifest's size and checksum, and its header must match its
-layout; then every sample must match its own checksum and every field must decode (every image in
-full). A problem with a shard as a whole (missing, wrong size) makes all its samples damaged; damage the
+layout; then every sample must match its own checksum (which, from format version 2, covers its field
+boundaries too) and every field must decode (every image in full, under the reader's ``max_pixels``). A
+problem with a shard as a whole (missing, wrong size) makes all its samples damaged; damage the
 per-sample checksums do not localise (a flipped byte in a header or in padding) is reported for the
-shard. Attached files (``tokenizer.json``) must have their listed size and checksum; a damaged one is
+shard, and so is an offsets table that does not match its checksum (its samples are each checked anyway).
+A version-1 dataset gets a note: its checksums do not cover field boundaries, and a re-pack upgrades it.
+Attached files (``tokenizer.json``) must have their listed size and checksum; a damaged one is
 reported as a problem of that file. Shards are checked by a pool of threads: hashing and decoding
 release the GIL. ``progress`` shows a bar of samples checked on stderr (when it is a terminal).
+
+Counts are confirmed before samples are listed: when more samples are in shards that cannot be read
+at all than the readable shards hold (plus ``MAX_UNCONFIRMED_SAMPLES``), the manifest does not describe
+the files, and verify refuses in one :class:`~stoke.errors.FormatError` sentence instead of listing
+counts nothing backs.
 
 Interrupted (Ctrl-C, or SIGTERM through the ``stoke`` command), the threads stop at their next sample,
 shards not started are dropped, and the interruption goes on up: nothing is written, so there is
@@ -34,8 +42,9 @@ from tqdm import tqdm
 from stoke.engines.local import available_cores
 from stoke.errors import FormatError
 from stoke.format.checksum import file_checksum
+from stoke.format.manifest import MANIFEST_NAME
 from stoke.lifecycle import completed
-from stoke.read import Dataset
+from stoke.read import MAX_UNCONFIRMED_SAMPLES, Dataset
 from stoke.read import open as open_dataset
 
 
@@ -48,6 +57,7 @@ class VerifyReport:
     num_shards: int
     damaged: list[dict[str, Any]] = field(default_factory=list)
     shard_problems: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what is not damage but worth knowing (an old format)
 
     @property
     def ok(self) -> bool:
@@ -66,12 +76,18 @@ class VerifyReport:
             "num_damaged": len(self.damaged),
             "damaged": self.damaged,
             "shard_problems": self.shard_problems,
+            "notes": self.notes,
         }
 
     def __str__(self) -> str:
+        notes = [f"  note: {note}" for note in self.notes]
         if self.ok:
-            return f"{self.path}: all {self.num_samples:,} samples in {self.num_shards} shards are intact"
-        lines = [f"{self.path}: {len(self.damaged):,} damaged samples, {len(self.shard_problems)} damaged shards"]
+            return "\n".join(
+                [f"{self.path}: all {self.num_samples:,} samples in {self.num_shards} shards are intact", *notes]
+            )
+        shards = len({problem["shard"] for problem in self.shard_problems})
+        lines = [f"{self.path}: {len(self.damaged):,} damaged samples, {shards} damaged shards"]
+        lines += notes
         lines += [f"  shard {problem['shard']}: {problem['reason']}" for problem in self.shard_problems]
         lines += [f"  sample {entry['index']} ({entry['shard']}): {entry['reason']}" for entry in self.damaged[:50]]
         if len(self.damaged) > 50:
@@ -79,14 +95,35 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def verify(path: str | os.PathLike[str], threads: int | None = None, progress: bool = False) -> VerifyReport:
-    """Check every shard and sample of the dataset at ``path``; never raises for damaged data."""
-    dataset = open_dataset(path)
+def verify(
+    path: str | os.PathLike[str], threads: int | None = None, progress: bool = False, max_pixels: int | None = None
+) -> VerifyReport:
+    """Check every shard and sample of the dataset at ``path``; damaged data is reported, not raised.
+
+    ``max_pixels`` is the reader's image limit, as for :func:`stoke.open`. Raises
+    :class:`~stoke.errors.FormatError` only for a dataset that cannot be checked at all: a damaged
+    manifest, or counts that the shard files do not back.
+    """
+    dataset = open_dataset(path, max_pixels=max_pixels)
     try:
         report = VerifyReport(Path(path), len(dataset), len(dataset.manifest.shards))
-        for problems, damaged in _check_shards(dataset, threads or available_cores(), progress):
-            report.shard_problems.extend(problems)
-            report.damaged.extend(damaged)
+        if dataset.manifest.format_version < 2:
+            report.notes.append(
+                f"format version {dataset.manifest.format_version}: its sample checksums do not cover the field "
+                f"boundaries, so a damaged offset can go unnoticed; `stoke pack SOURCE {path} --overwrite` with "
+                f"this stoke upgrades it"
+            )
+        checks = _check_shards(dataset, threads or available_cores(), progress)
+        _confirm_lost_counts(dataset, checks)
+        for check in checks:
+            report.shard_problems.extend(check.problems)
+            report.damaged.extend(check.damaged)
+            if check.lost is not None:
+                entry = dataset.manifest.shards[check.number]
+                report.damaged.extend(
+                    {"index": check.first + local, "shard": entry.file, "reason": check.lost}
+                    for local in range(entry.num_samples)
+                )
         for attachment in dataset.manifest.attachments:
             try:
                 dataset.attachment(attachment.file)
@@ -98,17 +135,41 @@ def verify(path: str | os.PathLike[str], threads: int | None = None, progress: b
     return report
 
 
-def _check_shards(
-    dataset: Dataset, threads: int, progress: bool
-) -> list[tuple[list[dict[str, str]], list[dict[str, Any]]]]:
-    """Every shard's (problems, damaged samples), in shard order, checked by ``threads`` threads."""
+@dataclass
+class _ShardCheck:
+    """What checking one shard found: shard-level problems, damaged samples, and, when the shard cannot be
+    read at all, why (then every one of its samples is lost, listed only once their count is confirmed)."""
+
+    number: int
+    first: int
+    problems: list[dict[str, str]] = field(default_factory=list)
+    damaged: list[dict[str, Any]] = field(default_factory=list)
+    lost: str | None = None
+
+
+def _confirm_lost_counts(dataset: Dataset, checks: list[_ShardCheck]) -> None:
+    """Refuse, before listing them, more lost samples than the readable shards back (as ``stoke.open`` does)."""
+    shards = dataset.manifest.shards
+    lost = sum(shards[check.number].num_samples for check in checks if check.lost is not None)
+    readable = dataset.manifest.num_samples - lost
+    if lost > readable + MAX_UNCONFIRMED_SAMPLES:
+        example = next(check for check in checks if check.lost is not None)
+        raise FormatError(
+            f"{dataset.root}/{MANIFEST_NAME} lists {dataset.manifest.num_samples:,} samples, but {lost:,} of them are "
+            f"in shards that cannot be read ({shards[example.number].file}: {example.lost}): the manifest does not "
+            f"describe these files; restore the dataset from a copy or re-pack it"
+        )
+
+
+def _check_shards(dataset: Dataset, threads: int, progress: bool) -> list[_ShardCheck]:
+    """Every shard's check, in shard order, by ``threads`` threads."""
     shards = dataset.manifest.shards
     starts = [0]
     for shard in shards:
         starts.append(starts[-1] + shard.num_samples)
     checked = [0] * len(shards)  # samples checked so far in each shard; each slot is written by one thread
     stop = threading.Event()
-    results: dict[int, tuple[list[dict[str, str]], list[dict[str, Any]]]] = {}
+    results: dict[int, _ShardCheck] = {}
     bar = tqdm(total=starts[-1], desc="verifying", unit="sample", disable=not progress or None, dynamic_ncols=True)
     pool = ThreadPoolExecutor(threads)
     try:
@@ -129,18 +190,17 @@ def _check_shards(
     return [results[number] for number in range(len(shards))]
 
 
-def _check_shard(
-    dataset: Dataset, number: int, first: int, checked: list[int], stop: threading.Event
-) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+def _check_shard(dataset: Dataset, number: int, first: int, checked: list[int], stop: threading.Event) -> _ShardCheck:
     entry = dataset.manifest.shards[number]
-    problems: list[dict[str, str]] = []
+    check = _ShardCheck(number, first)
+    problems = check.problems
     try:
         reader = dataset.shard_reader(number)
     except (FormatError, OSError) as error:
-        reason = str(error)
-        every = [{"index": first + local, "shard": entry.file, "reason": reason} for local in range(entry.num_samples)]
+        check.lost = str(error)
+        problems.append({"shard": entry.file, "reason": check.lost})
         checked[number] = entry.num_samples
-        return [{"shard": entry.file, "reason": reason}], every
+        return check
     if file_checksum(reader.path) != entry.checksum:
         problems.append({"shard": entry.file, "reason": "the file's checksum differs from the manifest's"})
     if not reader.header_ok:
@@ -150,14 +210,27 @@ def _check_shard(
                 "reason": "the shard header is damaged (samples are read from the manifest's layout)",
             }
         )
-    damaged: list[dict[str, Any]] = []
+    try:
+        table_intact = reader.offsets_intact()
+    except FormatError as error:  # the file was cut since it was mapped; its samples fail one by one below
+        table_intact = None
+        problems.append({"shard": entry.file, "reason": str(error)})
+    if table_intact is False:
+        problems.append(
+            {
+                "shard": entry.file,
+                "reason": "its offsets table does not match its checksum (each sample is checked on its own)",
+            }
+        )
+    damaged = check.damaged
+    covered = "bytes or field boundaries" if reader.version >= 2 else "bytes"
     fields = list(dataset.fields.values())
     for local in range(entry.num_samples):
         if stop.is_set():
             break
         reason = None
         if not reader.is_intact(local):
-            reason = "its bytes do not match their checksum"
+            reason = f"its {covered} do not match their checksum"
         else:
             try:
                 for value, data in zip(fields, reader.fields(local)):
@@ -167,4 +240,8 @@ def _check_shard(
         if reason is not None:
             damaged.append({"index": first + local, "shard": entry.file, "reason": reason})
         checked[number] = local + 1
-    return problems, damaged
+    try:
+        reader.check_mapping(thorough=True)  # truncated while being checked: its lost pages read as zeros
+    except FormatError as error:
+        problems.append({"shard": entry.file, "reason": str(error)})
+    return check

@@ -23,7 +23,7 @@ import numpy as np, stoke
 checkpoint = sys.argv[1]
 state = json.load(open(checkpoint)) if os.path.exists(checkpoint) else None
 ledger = state["ledger"] if state else {{}}
-loader = stoke.Loader({{"x": np.arange({SIZE})}}, batch_size={BATCH}, seed=7, num_threads=2, prefetch=4)
+loader = stoke.Loader({{"x": np.arange({SIZE})}}, batch_size={BATCH}, shuffle=True, seed=7, num_threads=2, prefetch=4)
 if state:
     loader.load_state_dict(state["loader"])
 

@@ -6,12 +6,22 @@ import os
 import struct
 
 import pytest
+import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stoke.errors import FormatError
-from stoke.format.checksum import file_checksum, sample_checksum
+from stoke.format.checksum import file_checksum
 from stoke.format.shard import DATA_START, HEADER, MAGIC, ShardReader, ShardWriter
+
+
+def reference_checksum(fields: list[bytes], start: int) -> int:
+    """docs/format.md §6, written out: the record hashed with the hash of its F + 1 offsets as its seed."""
+    bounds = [start]
+    for part in fields:
+        bounds.append(bounds[-1] + len(part))
+    seed = xxhash.xxh3_64_intdigest(struct.pack(f"<{len(bounds)}Q", *bounds))
+    return xxhash.xxh3_64_intdigest(b"".join(fields), seed)
 
 
 def write(path, samples, num_fields):
@@ -35,12 +45,15 @@ def test_records_roundtrip(tmp_path_factory, num_fields, data):
     assert info.num_samples == len(samples)
     assert info.file_size == os.path.getsize(path) and info.checksum == file_checksum(path)
     reader = ShardReader(path, num_fields, len(samples), info.file_size)
-    assert reader.header_ok
+    assert reader.header_ok and reader.offsets_intact()
+    start = 0
     for index, fields in enumerate(samples):
         assert [bytes(part) for part in reader.fields(index)] == fields
+        assert [bytes(part) for part in reader.fields_checked(index)] == fields
         assert bytes(reader.record(index)) == b"".join(fields)
         assert reader.is_intact(index)
-        assert int(reader.checksums[index]) == sample_checksum(b"".join(fields))
+        assert int(reader.checksums[index]) == reference_checksum(fields, start)
+        start += sum(map(len, fields))
     reader.close()
 
 
@@ -48,12 +61,13 @@ def test_header_layout(tmp_path):
     path = tmp_path / "s.stk"
     info = write(path, [[b"abc", b"de"], [b"", b"f"]], 2)
     raw = path.read_bytes()
-    magic, version, fields, samples, data_start, offsets_start, checksums_start, size, zero = HEADER.unpack_from(raw)
-    assert (magic, version, fields, samples, data_start, zero) == (MAGIC, 1, 2, 2, 64, 0)
+    magic, version, fields, samples, data_start, offsets_start, checksums_start, size, table = HEADER.unpack_from(raw)
+    assert (magic, version, fields, samples, data_start) == (MAGIC, 2, 2, 2, 64)
     assert offsets_start == 64 + 8  # 6 data bytes padded to 8
     assert checksums_start == offsets_start + 8 * (2 * 2 + 1)
     assert size == checksums_start + 8 * 2 == info.file_size == len(raw)
     assert struct.unpack_from("<5Q", raw, offsets_start) == (0, 3, 5, 5, 6)
+    assert table == xxhash.xxh3_64_intdigest(raw[offsets_start:checksums_start])  # the offsets table's checksum
 
 
 def test_writing_is_atomic(tmp_path):

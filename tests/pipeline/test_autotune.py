@@ -72,8 +72,8 @@ def test_limits_are_respected(monkeypatch):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_batches_do_not_depend_on_tuning(seed):
     data = {"x": np.arange(3000, dtype=np.float32).reshape(1000, 3), "y": np.arange(1000)}
-    fixed = stoke.Loader(data, batch_size=16, seed=seed, num_threads=2, prefetch=3)
-    tuned = stoke.Loader(data, batch_size=16, seed=seed, cpu_budget=1)
+    fixed = stoke.Loader(data, batch_size=16, shuffle=True, seed=seed, num_threads=2, prefetch=3)
+    tuned = stoke.Loader(data, batch_size=16, shuffle=True, seed=seed, cpu_budget=1)
     tuned._tuner.window = 0.0  # decide after every batch: settings change many times within the epoch
     for _ in range(2):
         for a, b in zip(fixed, tuned, strict=True):

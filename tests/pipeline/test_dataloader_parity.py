@@ -127,6 +127,8 @@ def test_a_table_gets_a_float32_features_tensor(tmp_path):
     torch.nn.functional.cross_entropy(logits, batch["label"]).backward()  # standard layers take it as it is
     chosen = next(iter(stoke.Loader(dataset, batch_size=4, batch_transforms=[stoke.ops.Features(["alcohol"])])))
     assert chosen["features"].shape == (4, 1)
+    labels_only = next(iter(stoke.Loader(dataset, batch_size=4, fields=["label"])))
+    assert set(labels_only) == {"label", "index"}  # no numeric column loaded: no empty features tensor
 
 
 def test_dataloader_arguments_are_translated_or_answered():

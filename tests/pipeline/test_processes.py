@@ -53,7 +53,7 @@ def assert_same(left: list[list[dict]], right: list[list[dict]]) -> None:
 def test_packed_images_come_out_identical_to_threads(photos):
     transforms = {"image": [RandomResizedCrop(24), RandomHorizontalFlip(), Map(jitter, random=True)]}
     make = lambda workers: stoke.Loader(  # noqa: E731
-        photos, batch_size=5, seed=3, transforms=transforms, workers=workers, num_threads=2, prefetch=2
+        photos, batch_size=5, shuffle=True, seed=3, transforms=transforms, workers=workers, num_threads=2, prefetch=2
     )
     threads, processes = epochs_of(make("thread")), epochs_of(make("process"))
     assert_same(threads, processes)
@@ -66,7 +66,7 @@ def test_a_users_dataset_with_every_kind_of_field(tmp_path):
         {"x": float(i), "tokens": np.arange(i % 4 + 1), "text": "t" * (i % 3), "meta": {"i": i}, "grid": np.eye(2) * i}
         for i in range(23)
     ]
-    make = lambda workers: stoke.Loader(records, batch_size=4, seed=1, workers=workers, num_threads=3)  # noqa: E731
+    make = lambda workers: stoke.Loader(records, batch_size=4, shuffle=True, seed=1, workers=workers, num_threads=3)  # noqa: E731
     threads, processes = epochs_of(make("thread")), epochs_of(make("process"))
     assert_same(threads, processes)
     batch = processes[0][0]

@@ -19,7 +19,7 @@ def copied(batch: dict) -> dict:
 
 def make(photos, workers="thread", **options):
     transforms = {"image": [RandomResizedCrop(16), RandomHorizontalFlip(), Map(lambda image: image // 2)]}
-    return stoke.Loader(photos, batch_size=3, seed=5, transforms=transforms, workers=workers, **options)
+    return stoke.Loader(photos, batch_size=3, shuffle=True, seed=5, transforms=transforms, workers=workers, **options)
 
 
 @pytest.mark.parametrize("workers", ["thread", "process"])
@@ -64,7 +64,7 @@ def test_elastic_world_sizes_2_3_1_consume_each_sample_once_per_epoch():
     state = None
     for world_size, steps in ((2, 2), (3, 3), (1, None)):
         ranks = [
-            stoke.Loader(data, batch_size=12 // world_size, seed=9, rank=rank, world_size=world_size)
+            stoke.Loader(data, batch_size=12 // world_size, shuffle=True, seed=9, rank=rank, world_size=world_size)
             for rank in range(world_size)
         ]
         for loader in ranks:

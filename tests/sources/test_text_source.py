@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import stoke
+from helpers import rewrite_manifest
 from stoke.cli import main
 from stoke.errors import ConfigError, FormatError, SourceError
 from stoke.format.checksum import file_checksum
@@ -88,10 +89,7 @@ def test_a_tampered_tokenizer_is_refused_before_use(corpus, tmp_path):
 @pytest.mark.parametrize("name", ["../tokenizer.json", ".hidden", "manifest.json", "shard-000000.stk", "a/b"])
 def test_a_manifest_naming_an_unsafe_attachment_is_refused(corpus, tmp_path, name):
     stoke.pack(TextSource(corpus), tmp_path / "ds", workers=1, progress=False)
-    manifest = tmp_path / "ds" / "manifest.json"
-    document = json.loads(manifest.read_text())
-    document["attachments"][0]["file"] = name
-    manifest.write_text(json.dumps(document))
+    rewrite_manifest(tmp_path / "ds", lambda document: document["attachments"][0].update(file=name))
     with pytest.raises(FormatError, match=r"attachments\[0\]"):
         stoke.open(tmp_path / "ds")
 

@@ -24,18 +24,26 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         if faults:
             fault = faults.pop(0)
             if fault == "cut":  # promise the whole file, send half, hang up: a transfer cut short
-                data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data[: len(data) // 2])
-                self.wfile.flush()
+                self._send_half()
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             if fault == "error":
                 self.send_error(503, "try again")
                 return
+            if fault == "stall":  # promise the whole file, send half, then hold on: a download in progress
+                self._send_half()
+                self.server.owner.released.wait(30)
+                return
         super().do_GET()
+
+    def _send_half(self) -> None:
+        """Promise the whole file (its Content-Length) and send its first half."""
+        data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -46,8 +54,8 @@ class _Server(http.server.ThreadingHTTPServer):
 class HttpDatasetServer:
     """Serves ``directory`` over HTTP on 127.0.0.1; ``stop()`` and ``start()`` keep the port.
 
-    ``faults[file_name]`` is a list of faults ("cut", "error") applied to that file's next requests;
-    ``requests`` lists every path asked for.
+    ``faults[file_name]`` is a list of faults ("cut", "error", "stall") applied to that file's next requests
+    (a stalled request holds on until ``stop()``); ``requests`` lists every path asked for.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -64,12 +72,14 @@ class HttpDatasetServer:
     def start(self) -> None:
         server = _Server(("127.0.0.1", self.port), functools.partial(_Handler, directory=str(self.directory)))
         server.owner = self
+        self.released = threading.Event()  # ends the stalled requests
         self.port = server.server_address[1]
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self._server = server
 
     def stop(self) -> None:
         if self._server is not None:
+            self.released.set()
             self._server.shutdown()
             self._server.server_close()
             self._server = None

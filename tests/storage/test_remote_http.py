@@ -16,6 +16,7 @@ import pytest
 from remote_servers import HttpDatasetServer
 
 import stoke
+from helpers import rewrite_manifest
 from stoke.errors import ConfigError, FormatError, NotADatasetError, SampleError
 from stoke.inspect import summarize
 from stoke.prepare.split import make_splits
@@ -181,10 +182,8 @@ def test_a_server_that_stays_down_is_reported_with_the_url_and_attempts(served, 
 
 def test_a_manifest_naming_a_file_outside_the_dataset_is_refused(served, tmp_path):
     server, local_root = served
-    manifest = json.loads((local_root / "manifest.json").read_text())
     for hostile in ("../secret.stk", "sub/shard.stk", ".hidden", "/etc/passwd"):
-        manifest["shards"][0]["file"] = hostile
-        (local_root / "manifest.json").write_text(json.dumps(manifest))
+        rewrite_manifest(local_root, lambda document, name=hostile: document["shards"][0].update(file=name))
         with pytest.raises(FormatError, match="not a plain file name"):
             open_served(server, tmp_path)
 

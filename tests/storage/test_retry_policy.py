@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from stoke.errors import FormatError
@@ -40,6 +42,10 @@ def failing(errors):
         (PermissionError("denied"), False),
         (DownloadMismatch("cut", short=True), True),
         (FormatError("bad manifest"), False),
+        (OSError(errno.ENOSPC, "No space left on device"), False),  # the local disk: another try meets it again
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), False),
+        (OSError(errno.EROFS, "Read-only file system"), False),
+        (OSError(errno.EIO, "Input/output error"), True),
         (ValueError("a bug"), False),
     ],
 )

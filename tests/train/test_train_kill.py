@@ -42,7 +42,7 @@ class Ledger(torch.nn.Module):
         return self.linear(images * 0.001)
 
 data = {{"image": np.arange({SIZE}, dtype=np.float32)[:, None], "label": np.arange({SIZE}) % 2}}
-loader = stoke.Loader(data, batch_size={BATCH}, seed={SEED}, num_threads=2, prefetch=3)
+loader = stoke.Loader(data, batch_size={BATCH}, shuffle=True, seed={SEED}, num_threads=2, prefetch=3)
 fit(Ledger(), loader, epochs={EPOCHS}, device="cpu", checkpoint_dir=sys.argv[1], checkpoint_every={EVERY}, resume=True,
     log=lambda line: None)
 """
@@ -72,7 +72,7 @@ def test_sigkill_and_resume_train_on_every_sample_exactly_once_per_epoch(tmp_pat
     with ThreadPoolExecutor(TRIALS) as pool:
         results = list(pool.map(lambda seed: run_trial(tmp_path, seed), range(TRIALS)))
     assert all(kills >= 1 for _, kills in results)  # every trial was really interrupted
-    order = stoke.Loader({"x": np.arange(SIZE)}, batch_size=BATCH, seed=SEED).order
+    order = stoke.Loader({"x": np.arange(SIZE)}, batch_size=BATCH, shuffle=True, seed=SEED).order
     uninterrupted = np.concatenate([order.indices(epoch) for epoch in range(EPOCHS)])
     for final, _ in results:
         seen = final["model"]["seen"].numpy()

@@ -6,9 +6,12 @@ the pack settings, a description of the source and, when the source provides any
 (whole-dataset files such as ``tokenizer.json``: name, byte size, checksum). It holds nothing per
 sample, so it stays small: the per-sample index lives in the shards and is mapped lazily.
 
-Everything read from a manifest is validated before it is trusted: types, counts that must add up, and
-shard names that can only name plain files inside the dataset directory. Unknown newer versions are
-refused with a message that names both versions.
+Everything read from a manifest is validated before it is trusted: types, counts that must add up and
+fit the sizes they imply (a shard of N samples and F fields is at least ``64 + 8*(N*F + 1) + 8*N`` bytes,
+plus what its fields' fixed sizes take), image statistics that fit the pixel limit, and shard names that
+can only name plain files inside the dataset directory. Unknown newer versions are refused with a message
+that names both versions; version 1 datasets are still read (their checksums do not cover the field
+boundaries: ``stoke verify`` says so, and a re-pack upgrades them).
 
 Example:
     >>> from stoke.format.fields import IntField
@@ -30,13 +33,15 @@ from stoke._version import __version__
 from stoke.errors import FormatError, NotADatasetError, VersionError
 from stoke.format import strict_json
 from stoke.format.atomic import write_text_atomically
-from stoke.format.checksum import ALGORITHM
-from stoke.format.fields import Field, field_from_json
+from stoke.format.checksum import ALGORITHM, canonical_json, format_digest, sample_checksum
+from stoke.format.fields import Field, ImageField, field_from_json
 from stoke.format.fields.base import is_int, require
-from stoke.format.shard import DATA_START
+from stoke.format.shard import ShardLayout
 
 FORMAT_NAME = "stoke"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what this stoke writes; it reads every version from 1 to this one
+MAX_SHARD_BYTES = (1 << 63) - 1  # the largest file a filesystem can hold
+IMAGE_STATS = ("min_height", "max_height", "min_width", "max_width")
 MANIFEST_NAME = "manifest.json"
 QUARANTINE_NAME = "quarantine.jsonl"
 PACK_STATE_DIR = ".stoke-pack"
@@ -46,6 +51,7 @@ MAX_ATTACHMENT_BYTES = 1 << 30
 MAX_ATTACHMENTS = 256
 _SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
+MANIFEST_CHECKSUM = "manifest_checksum"  # version 2: the xxh3-64 of the rest of the manifest (manifest_digest)
 
 
 @dataclass(frozen=True)
@@ -74,14 +80,18 @@ class ShardEntry:
     num_samples: int
     file_size: int
     checksum: str
+    seed: int = 0  # version 2: the shard's sample_seed, which every sample checksum of the shard is bound to
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def to_json(self, version: int = 2) -> dict[str, Any]:
+        entry: dict[str, Any] = {
             "file": self.file,
             "num_samples": self.num_samples,
             "bytes": self.file_size,
             ALGORITHM: self.checksum,
         }
+        if version >= 2:
+            entry["sample_seed"] = format_digest(self.seed)
+        return entry
 
 
 @dataclass(frozen=True)
@@ -129,12 +139,14 @@ class Manifest:
             "num_quarantined": self.num_quarantined,
             "checksum": ALGORITHM,
             "fields": [entry.to_json() for entry in self.fields],
-            "shards": [shard.to_json() for shard in self.shards],
+            "shards": [shard.to_json(self.format_version) for shard in self.shards],
             "source": self.source,
             "pack": self.pack,
         }
         if self.attachments:  # only when used, so datasets without attachments stay byte-identical
             document["attachments"] = [attachment.to_json() for attachment in self.attachments]
+        if self.format_version >= 2:
+            document[MANIFEST_CHECKSUM] = manifest_digest(document)
         return document
 
     def attachment(self, name: str) -> AttachmentEntry:
@@ -189,16 +201,21 @@ class Manifest:
         if version > FORMAT_VERSION:
             raise VersionError(
                 f"{where} was written in format version {version} by {document.get('created_by', 'a newer stoke')}; "
-                f"this stoke ({__version__}) reads version {FORMAT_VERSION}: upgrade stoke"
+                f"this stoke ({__version__}) reads versions 1 to {FORMAT_VERSION}: upgrade stoke"
             )
         if document.get("checksum") != ALGORITHM:
             raise FormatError(f"{where} uses checksum {document.get('checksum')!r}; this stoke knows only {ALGORITHM}")
+        if version >= 2 and document.get(MANIFEST_CHECKSUM) != manifest_digest(document):
+            raise FormatError(
+                f"{where} does not match its {MANIFEST_CHECKSUM}: it was changed after packing (a damaged byte, or "
+                f"an edit); restore it from a copy or re-pack the dataset"
+            )
         num_samples = document.get("num_samples")
         num_quarantined = document.get("num_quarantined", 0)
         require(is_int(num_samples) and num_samples >= 0, where, f"is damaged: num_samples is {num_samples!r}")
         require(is_int(num_quarantined) and num_quarantined >= 0, where, "is damaged: num_quarantined is invalid")
         fields = _read_fields(document.get("fields"), where)
-        shards = _read_shards(document.get("shards"), where)
+        shards = _read_shards(document.get("shards"), [entry.field for entry in fields], where, version)
         listed = sum(shard.num_samples for shard in shards)
         require(
             listed == num_samples,
@@ -275,12 +292,42 @@ def _read_fields(entries: Any, where: str) -> list[FieldEntry]:
             "is damaged: 'classes' must be a list of strings",
         )
         params = {key: value for key, value in entry.items() if key not in ("name", "stats", "classes")}
-        fields.append(FieldEntry(name, field_from_json(params, place), stats, classes))
+        value_field = field_from_json(params, place)
+        if stats is not None and isinstance(value_field, ImageField):
+            _check_image_stats(stats, value_field.max_pixels, place)
+        fields.append(FieldEntry(name, value_field, stats, classes))
     return fields
 
 
-def _read_shards(entries: Any, where: str) -> list[ShardEntry]:
+def _check_image_stats(stats: dict[str, int], max_pixels: int, place: str) -> None:
+    """Image statistics are sizes the Loader allocates from: each must be possible under ``max_pixels``.
+
+    The tallest image is at least ``min_width`` wide and the widest at least ``min_height`` high, and
+    neither has more than ``max_pixels`` pixels.
+    """
+    require(set(stats) == set(IMAGE_STATS), place, f"is damaged: image 'stats' must hold exactly {list(IMAGE_STATS)}")
+    min_height, max_height, min_width, max_width = (stats[key] for key in IMAGE_STATS)
+    require(
+        1 <= min_height <= max_height
+        and 1 <= min_width <= max_width
+        and max_height * min_width <= max_pixels
+        and max_width * min_height <= max_pixels,
+        place,
+        f"is damaged: its image stats ({min_height}-{max_height} high, {min_width}-{max_width} wide) are not "
+        f"sizes of images of at most {max_pixels:,} pixels",
+    )
+
+
+def manifest_digest(document: dict[str, Any]) -> str:
+    """The ``manifest_checksum`` of a manifest document: the xxh3-64 of its canonical JSON without that key
+    (``stoke.format.checksum.canonical_json``), so that no byte of the manifest changes unnoticed."""
+    body = {key: value for key, value in document.items() if key != MANIFEST_CHECKSUM}
+    return format_digest(sample_checksum(canonical_json(body)))
+
+
+def _read_shards(entries: Any, fields: list[Field], where: str, version: int = 2) -> list[ShardEntry]:
     require(isinstance(entries, list), where, "is damaged: 'shards' must be a list")
+    record_floor = sum(value.min_record_bytes() for value in fields)  # the bytes every record takes at least
     shards: list[ShardEntry] = []
     seen: set[str] = set()
     for position, entry in enumerate(entries):
@@ -300,13 +347,27 @@ def _read_shards(entries: Any, where: str) -> list[ShardEntry]:
         require(name not in seen, place, f"repeats the shard {name!r}")
         seen.add(name)
         require(is_int(count) and count >= 0, place, "is damaged: num_samples is invalid")
-        require(is_int(size) and size >= DATA_START + 8, place, "is damaged: bytes is invalid")
+        require(
+            is_int(size) and 0 <= size <= MAX_SHARD_BYTES and size % 8 == 0,
+            place,
+            f"is damaged: bytes is {size!r}, not a shard's size (a multiple of 8, at most 2**63 - 1)",
+        )
+        # The count is checked against the size it implies before anything is allocated from it.
+        smallest = ShardLayout.smallest(count, len(fields)) + count * record_floor
+        require(
+            size >= smallest,
+            place,
+            f"is damaged: it lists {count:,} samples, which take at least {smallest:,} bytes, in a shard of "
+            f"{size:,} bytes",
+        )
         require(
             isinstance(checksum, str) and bool(_HEX16.fullmatch(checksum)),
             place,
             "is damaged: checksum is invalid",
         )
-        shards.append(ShardEntry(name, count, size, checksum))
+        seed = entry.get("sample_seed", "0" * 16) if version < 2 else entry.get("sample_seed")
+        require(isinstance(seed, str) and bool(_HEX16.fullmatch(seed)), place, "is damaged: sample_seed is invalid")
+        shards.append(ShardEntry(name, count, size, checksum, int(seed, 16) if version >= 2 else 0))
     return shards
 
 

@@ -23,5 +23,12 @@ def _refuse(constant: str) -> Any:
 
 
 def loads(text: str | bytes) -> Any:
-    """Parse strict JSON; raises ValueError (``json.JSONDecodeError`` included) for anything else."""
-    return json.loads(text, parse_constant=_refuse)
+    """Parse strict JSON; raises ValueError (``json.JSONDecodeError`` included) for anything else.
+
+    Nesting deeper than Python's recursion limit is refused the same way: it is a file stoke did not
+    write, not a bug to report.
+    """
+    try:
+        return json.loads(text, parse_constant=_refuse)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None

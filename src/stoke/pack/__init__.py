@@ -34,10 +34,11 @@ from stoke.engines.local import available_cores, run_tasks
 from stoke.errors import ConfigError, PackError, SourceError, StokeError
 from stoke.extras import require
 from stoke.format.atomic import fsync_directory, temporary_name
-from stoke.format.checksum import format_digest, sample_checksum
+from stoke.format.checksum import format_digest, sample_checksum, shard_seed
 from stoke.format.fields import Field, ImageField
 from stoke.format.fields.image_codec import DEFAULT_MAX_PIXELS
 from stoke.format.manifest import (
+    FORMAT_VERSION,
     MANIFEST_NAME,
     PACK_STATE_DIR,
     QUARANTINE_NAME,
@@ -161,7 +162,8 @@ def pack(
     _prepare_directory(out, overwrite)
     entries = resolved.schema()
     attachments = _checked_attachments(resolved.attachments())
-    settings = {"shard_bytes": shard_bytes, "shard_items": shard_items}
+    # The format version too: a resume must not mix shards of another version into this pack.
+    settings = {"shard_bytes": shard_bytes, "shard_items": shard_items, "format_version": FORMAT_VERSION}
     if attachments:  # a re-trained tokenizer that differs must not meet shards encoded with the old one
         settings["attachments"] = {name: format_digest(sample_checksum(data)) for name, data in attachments.items()}
     fingerprint = _fingerprint(resolved, entries, settings)
@@ -218,7 +220,11 @@ def pack(
     attached = [_write_attachment(out, name, data) for name, data in attachments.items()]
     manifest = Manifest(
         fields=_with_stats(entries, ordered),
-        shards=[ShardEntry(r.file, r.num_samples, r.file_size, r.checksum) for r in ordered if r.file is not None],
+        shards=[
+            ShardEntry(r.file, r.num_samples, r.file_size, r.checksum, shard_seed(plan.fingerprint, r.shard))
+            for r in ordered
+            if r.file is not None
+        ],
         num_samples=sum(result.num_samples for result in ordered),
         num_quarantined=num_quarantined,
         source=resolved.describe(),

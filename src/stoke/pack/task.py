@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from stoke.errors import InvalidItem, StokeError
-from stoke.format.checksum import file_checksum
+from stoke.format.checksum import file_checksum, shard_seed
 from stoke.format.fields import Field
 from stoke.format.manifest import PACK_STATE_DIR, FieldEntry, shard_file_name, write_json_atomically
 from stoke.format.shard import ShardWriter
@@ -82,7 +82,7 @@ def pack_shard(
     """Pack the items of ``shard``; ``advance(n)`` is called as items are done (for progress bars)."""
     fields: list[Field] = [entry.field for entry in entries]
     name = shard_file_name(shard)
-    writer = ShardWriter(out / name, len(fields))
+    writer = ShardWriter(out / name, len(fields), shard_seed(plan.fingerprint, shard))
     quarantined: list[dict[str, Any]] = []
     stats: dict[str, dict[str, int] | None] = {entry.name: None for entry in entries}
     done = 0

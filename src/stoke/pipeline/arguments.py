@@ -69,16 +69,20 @@ def with_features(transforms: Sequence[Any] | None, reader: Any, automatic: bool
     manifest = getattr(reader, "dataset", None) and reader.dataset.manifest
     source = manifest.source if manifest is not None and isinstance(manifest.source, Mapping) else {}
     is_table = source.get("kind") == "table"
-    if is_table and automatic and not any(isinstance(transform, Features) for transform in chosen):
+    added = is_table and automatic and not any(isinstance(transform, Features) for transform in chosen)
+    if added:
         chosen.insert(0, Features())
     if not any(isinstance(transform, Features) for transform in chosen):
         return chosen
     classes = {entry.name: entry.classes for entry in manifest.fields} if manifest is not None else {}
     label = source.get("label") if is_table else "label"
-    return [
+    bound = [
         transform.bind(reader.fields, classes, label) if isinstance(transform, Features) else transform
         for transform in chosen
     ]
+    if added and not bound[0].columns:
+        bound.pop(0)  # the automatic one, with no numeric column loaded (fields=["label"]): nothing to stack
+    return bound
 
 
 def translated(value: Any, settings: Mapping[str, Any], name: str, dataloader_name: str) -> Any:

@@ -74,6 +74,8 @@ class BatchJob:
                 try:
                     produce(self, position)
                 except Exception as failure:
+                    if getattr(failure, "ends_epoch", False):  # the machine's fault, not the sample's
+                        raise
                     self.fail(position, failure)
         except BaseException as raised:  # KeyboardInterrupt and the like: not the sample's fault
             error = raised

@@ -15,8 +15,9 @@ Each block is a dict of three int64 arrays of length ``block_size``:
 
 Only the per-document token counts are held, in one int64 array of cumulative ends computed from the
 shards' offset tables without reading any token (the record size of a ``(None,)`` ndarray gives its
-length). A block reads the few documents it overlaps, checked against their checksums; a document
-longer than a block is read once per block it spans (zero-copy, checksummed each time).
+length; each table is checked against its checksum first, see :func:`token_counts`). A block reads the
+few documents it overlaps, checked against their checksums; a document longer than a block is read once
+per block it spans (zero-copy, checksummed each time).
 
 ``TokenBlocks`` is a map-style dataset, so ``stoke.Loader(blocks, batch_size=..., shuffle=True)`` gives
 batches ``{"tokens": [B, block_size], "document": ..., "position": ..., "index": ...}`` where ``index``
@@ -45,7 +46,6 @@ import numpy as np
 
 from stoke.errors import ConfigError, FormatError, SampleError
 from stoke.format.fields import NDArrayField
-from stoke.format.shard import DATA_START
 from stoke.read import Dataset, DatasetView
 
 _VARIABLE_HEADER = 16  # u32 ndim, u32 zero, u64 length: a 1-D variable ndarray record's header
@@ -106,6 +106,7 @@ class TokenBlocks:
             ids = self._document(doc)
             body = ids[low : min(high, len(ids))]
             tokens[filled : filled + len(body)] = body
+            self.dataset.check_read(doc)  # copied from a shard truncated meanwhile: zeros (stoke.format.mapguard)
             if len(body) < count:  # the span reaches the document's end-of-text token
                 tokens[filled + len(body) : filled + count] = self.eos_id
             document[filled : filled + count] = documents[offset]
@@ -139,33 +140,43 @@ class TokenBlocks:
 
 
 def token_counts(dataset: Dataset | DatasetView, field: str) -> np.ndarray:
-    """Each sample's number of tokens in a 1-D ndarray ``field``, from the offset tables alone (int64)."""
-    if isinstance(dataset, DatasetView):
-        return token_counts(dataset.base, field)[dataset.indices]
-    declared = dataset.fields.get(field)
+    """Each sample's number of tokens in a 1-D ndarray ``field``, from the offset tables alone (int64).
+
+    Each shard's offsets table is checked once against its checksum; where it does not match, each
+    sample is checked against its own, and damaged samples raise a :class:`~stoke.errors.FormatError`
+    naming them. A view reads only its own samples, so a view without the damaged ones still counts.
+    """
+    base = dataset.base if isinstance(dataset, DatasetView) else dataset
+    declared = base.fields.get(field)
     if not isinstance(declared, NDArrayField) or declared.shape is None or len(declared.shape) != 1:
         kind = (
             "missing" if declared is None else f"a {declared.type_name} field of shape {getattr(declared, 'shape', '')}"
         )
         raise ConfigError(
-            f"field {field!r} of {dataset.root} is {kind}; TokenBlocks needs a 1-D ndarray field of token ids "
+            f"field {field!r} of {base.root} is {kind}; TokenBlocks needs a 1-D ndarray field of token ids "
             f"(as stoke.sources.TextSource packs)"
         )
     if declared.is_fixed:
         return np.full(len(dataset), declared.shape[0], np.int64)
     itemsize = declared.dtype.itemsize
-    position = dataset.field_positions([field])[0]
-    width = len(dataset.fields)
-    parts = [np.empty(0, np.int64)]
-    for shard in range(len(dataset.manifest.shards)):
-        reader = dataset.shard_reader(shard)
-        starts = reader.offsets[position : reader.num_samples * width : width].astype(np.int64)
-        stops = reader.offsets[position + 1 : reader.num_samples * width + 1 : width].astype(np.int64)
+    position = base.field_positions([field])[0]
+
+    def counts_of(shard: int, local: np.ndarray | None) -> np.ndarray:
+        reader = base.shard_reader(shard)
+        starts, stops, damaged = reader.field_spans(position, local)
         sizes = stops - starts - _VARIABLE_HEADER
-        data_size = reader.layout.offsets_start - DATA_START
-        if np.any(sizes < 0) or np.any(sizes % itemsize) or (stops.size and int(stops.max()) > data_size):
-            raise FormatError(
-                f"shard {reader.path.name} of {dataset.root} has damaged offsets for field {field!r}; run stoke verify"
-            )
-        parts.append(sizes // itemsize)
-    return np.concatenate(parts)
+        wrong = (sizes < 0) | (sizes % itemsize != 0)
+        if np.any(wrong):
+            every = np.arange(reader.num_samples) if local is None else local
+            damaged = np.union1d(damaged, every[wrong])
+        if damaged.size:
+            raise base.damaged_samples_error(shard, f"the token count of field {field!r}", damaged)
+        return sizes // itemsize
+
+    if not isinstance(dataset, DatasetView):
+        parts = [np.empty(0, np.int64)] + [counts_of(shard, None) for shard in range(len(base.manifest.shards))]
+        return np.concatenate(parts)
+    counts = np.empty(len(dataset), np.int64)
+    for shard, chosen, local in base.by_shard(dataset.indices):
+        counts[chosen] = counts_of(shard, local)
+    return counts

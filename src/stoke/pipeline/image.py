@@ -96,8 +96,9 @@ class ImageStage:
                 f"stoke.ops.RandomResizedCrop(224) or stoke.ops.Resize((224, 224)), {where}"
             )
         self.size = size
-        # One decode buffer per worker thread, as large as the largest stored image.
-        self._scratch_bytes = stats["max_height"] * stats["max_width"] * field.channels if packed and stats else 0
+        # One decode buffer per worker thread, as large as the largest stored image (never above the pixel limit).
+        largest = min(stats["max_height"] * stats["max_width"], field.max_pixels) if packed and stats else 0
+        self._scratch_bytes = largest * field.channels
         self._local = threading.local()
         self._per_sample: list[SampleOp | PixelOp] = [*self.sample_ops, *self.pixel_ops]
         self.streams = [stream_id(name, position) for position in range(len(self._per_sample))]

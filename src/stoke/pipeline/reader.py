@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from stoke.errors import ConfigError, InvalidItem, SampleError, StokeError
+from stoke.format import mapguard
 from stoke.format.fields import Field, ImageField
 from stoke.read import Dataset, DatasetView
 from stoke.sources import ArraysSource, DatasetSource, Source, is_arrays
@@ -108,6 +109,12 @@ class PackedReader:
                 checked.add(position)
         return fields
 
+    def check_read(self, position: int) -> None:
+        """After the sample was used: raise SampleError if its shard was truncated meanwhile (its lost pages
+        read as zeros; ``stoke.format.mapguard``). One flag unless some mapping of this process lost pages."""
+        if mapguard.pages_lost():
+            self.dataset.check_read(position)
+
     def dataset_index(self, positions: np.ndarray) -> np.ndarray:
         return self.dataset.dataset_index(positions)
 
@@ -154,6 +161,9 @@ class LiveReader:
         if clock is not None:
             clock.add(self.slots[0], time.perf_counter_ns() - started)
         return [values[index] for index in self._positions]
+
+    def check_read(self, position: int) -> None:
+        """Nothing to check: the values are the user's own, not mapped shards."""
 
     def dataset_index(self, positions: np.ndarray) -> np.ndarray:
         return np.asarray(positions, dtype=np.int64)

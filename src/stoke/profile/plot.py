@@ -72,7 +72,7 @@ def draw(report: Report, timeline: StepTimeline, warmup: int = 1) -> Any:
 def write_png(report: Report, timeline: StepTimeline, path: str | os.PathLike[str], warmup: int = 1) -> Path:
     """Draw ``report`` (see :func:`draw`) into the PNG file ``path``; returns it."""
     path = Path(path)
-    draw(report, timeline, warmup).savefig(path, dpi=80)
+    draw(report, timeline, warmup).savefig(path, dpi=80, bbox_inches="tight")  # the bold label fits too
     return path
 
 

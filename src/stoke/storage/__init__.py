@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stoke.storage.cache import ShardCache
+from stoke.storage.cache import CacheWriteError, ShardCache
 from stoke.storage.remote import RemoteStore, is_remote_url
 from stoke.storage.retry import DownloadMismatch, RemoteError, Retry
 
@@ -30,6 +30,7 @@ def __getattr__(name: str) -> Any:  # dataset.py imports stoke.read, which impor
 
 
 __all__ = [
+    "CacheWriteError",
     "DownloadMismatch",
     "RemoteDataset",
     "RemoteError",

@@ -11,6 +11,19 @@ so the directory never holds more than ``max_bytes``. To make room, entries are 
 first those the caller says are no longer needed (``prefer``), then the others. A pinned entry (one being
 read) is never evicted; the eviction callback lets the dataset unmap a shard before its file goes.
 
+The disk counts too: before a download starts, the free space of the cache's filesystem (``os.statvfs``,
+less what the downloads in progress will still write) must hold it, and entries are evicted the same way
+to make room there, so a disk smaller than ``max_bytes`` works as a smaller cache (logged once). When even
+evicting every unpinned entry would not make room, or a write fails anyway (the disk filled meanwhile, a
+quota, a read-only filesystem), the read raises one :class:`CacheWriteError` naming the directory, the bytes
+needed and what to do. It is not retried like a network error: the partial temporary file is removed at
+once and the reservation released, so no entry exists for a shard that is not whole.
+
+Temporary files are named ``.<key>.tmp-<pid>-<thread>``. A killed process leaves its own behind:
+:meth:`ShardCache.adopt` (the start of every run on a directory) removes every file of an earlier run that
+is not a verified entry, and also the temporaries of dead processes in the other cache directories beside
+it (those of other dataset URLs) that no open dataset holds.
+
 Not for: fetching (``remote.py``), or choosing what to fetch next (``prefetch.py``).
 
 Example:
@@ -27,8 +40,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import fcntl
+import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -38,16 +54,59 @@ from typing import BinaryIO
 
 import xxhash
 
-from stoke.errors import ConfigError
+from stoke.errors import ConfigError, StokeError
 from stoke.format.atomic import fsync_directory
 from stoke.storage.retry import DownloadMismatch, Retry
 
 LOCK_NAME = ".lock"
 FULL_WAIT_SECONDS = 60.0  # how long a read waits for pinned entries to be released before giving up
+LOCK_PATIENCE_SECONDS = 0.25  # another run may hold a directory's lock for an instant while it sweeps it
+# What a remote dataset's cache directory and its download temporaries are named (see dataset.py's cache_key:
+# an xxh3 digest, then the shard's plain file name); the sweep touches nothing else.
+_CACHE_DIRECTORY = re.compile(r"[0-9a-f]{16}")
+_TEMPORARY = re.compile(r"\.[0-9a-f]{16}-[^/]+\.tmp-(?P<pid>\d+)-\d+")
+
+logger = logging.getLogger("stoke")
+
+
+class CacheWriteError(StokeError):
+    """The cache directory cannot take a shard: its disk is full, a quota is used up, it is read-only, ...
+
+    ``directory`` is the cache directory, ``needed`` the bytes the shard needs there and ``errno`` the
+    operating system's error number (``errno.ENOSPC`` when stoke found the disk too full before writing).
+    Not a network error, so never retried, and not a damaged sample: the data is intact where it came from,
+    so a Loader's epoch ends with this error rather than quarantining samples (``StokeError.ends_epoch``).
+    """
+
+    ends_epoch = True
+
+    def __init__(self, message: str, *, directory: Path, needed: int, errno: int) -> None:
+        super().__init__(message)
+        self.directory, self.needed, self.errno = directory, needed, errno
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _cache_write_error, (str(self), self.directory, self.needed, self.errno)
+
+
+def _cache_write_error(message: str, directory: Path, needed: int, number: int) -> CacheWriteError:
+    return CacheWriteError(message, directory=directory, needed=needed, errno=number)
+
+
+class _LocalWriteFailed(StokeError):  # noqa: N818 - an OSError of the local file, carried past the download
+    """Raised by :class:`_HashingWriter` so that a failed local write is never taken for a network error
+    (a StokeError: the retry policy raises it at once; the cache turns it into a CacheWriteError)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _HashingWriter:
-    """A file that hashes what is written to it and counts the bytes."""
+    """A file that hashes what is written to it and counts the bytes.
+
+    ``stream`` is an unbuffered file, so a full disk fails the very write that meets it (a buffered one
+    would fail later, in a flush or a close, perhaps while another error is being handled).
+    """
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
@@ -55,9 +114,19 @@ class _HashingWriter:
         self.size = 0
 
     def write(self, data: bytes | memoryview) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        return self.stream.write(data)
+        view = memoryview(data).cast("B")
+        total = len(view)
+        self.digest.update(view)
+        self.size += total
+        try:
+            while view:  # a raw write may write less than asked (the disk filled mid-way)
+                written = self.stream.write(view)
+                if not written:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[written:]
+        except OSError as error:
+            raise _LocalWriteFailed(error) from error
+        return total
 
 
 class ShardCache:
@@ -85,10 +154,12 @@ class ShardCache:
         self._lock_file: BinaryIO | None = _lock_directory(self.directory)
         self._entries: collections.OrderedDict[str, int] = collections.OrderedDict()  # LRU first
         self._pins: collections.Counter[str] = collections.Counter()
-        self._in_flight: set[str] = set()
+        self._in_flight: dict[str, int] = {}  # key -> bytes reserved
+        self._writers: dict[str, _HashingWriter] = {}  # key -> its download's current attempt
         self._reserved = 0
         self._used = 0
         self._condition = threading.Condition()
+        self._warned_disk = False
         self.counters = {"hits": 0, "downloads": 0, "evictions": 0, "bytes_downloaded": 0}
 
     # ---- what is there ---------------------------------------------------------------------------
@@ -113,7 +184,10 @@ class ShardCache:
 
         Only verified downloads are ever renamed to a key, so a kept file is one that matched its checksum;
         each sample is still checked against its own checksum when it is read. Oldest first in LRU order.
+        Also removes the temporary files that killed processes left in the other cache directories beside
+        this one (see :func:`sweep_stale_temporaries`).
         """
+        sweep_stale_temporaries(self.directory.parent, skip=self.directory.name)
         kept: list[tuple[float, str, int]] = []
         with self._condition:
             for entry in os.scandir(self.directory):
@@ -143,9 +217,10 @@ class ShardCache:
     ) -> Path:
         """The verified local copy of ``key``, downloaded now if it is not cached; pinned until :meth:`release`.
 
-        To make room, evicts unpinned entries least-recently-used, those ``prefer`` accepts first. Waits
-        while the budget is taken by pinned entries or other downloads; raises ConfigError when it stays
-        full for ``FULL_WAIT_SECONDS``.
+        To make room (in the budget and on the disk), evicts unpinned entries least-recently-used, those
+        ``prefer`` accepts first. Waits while the room is taken by pinned entries or other downloads;
+        raises ConfigError when the budget stays full for ``FULL_WAIT_SECONDS``, and CacheWriteError when
+        the disk cannot hold the entry (at once if waiting cannot help) or writing it fails.
         """
         deadline = time.monotonic() + FULL_WAIT_SECONDS
         self.lock()
@@ -157,11 +232,14 @@ class ShardCache:
                     self.counters["hits"] += 1
                     return self.path(key)
                 if key not in self._in_flight:
-                    if self._make_room(size, None, prefer):
+                    short = self._make_room(size, None, prefer)
+                    if short is None:
                         self._start(key, size)
                         break
+                    if short == "disk" and not self._room_after_waiting(size):
+                        raise self._no_room(key, size, what)
                     if not (self._pins or self._in_flight) or time.monotonic() > deadline:
-                        raise self._too_small(key, size)
+                        raise self._too_small(key, size) if short == "budget" else self._no_room(key, size, what)
                 self._condition.wait(timeout=0.5)
         return self._finish(key, size, checksum, download, pin=True, what=what)
 
@@ -184,13 +262,13 @@ class ShardCache:
     ) -> bool:
         """Download ``key`` ahead of need, evicting only unpinned entries ``evictable`` accepts.
 
-        Returns False, downloading nothing, when that cannot make room (the caller waits for progress);
-        True when the entry is cached (or being downloaded by another thread).
+        Returns False, downloading nothing, when that cannot make room in the budget or on the disk (the
+        caller waits for progress); True when the entry is cached (or being downloaded by another thread).
         """
         with self._condition:
             if key in self._entries or key in self._in_flight:
                 return True
-            if not self._make_room(size, evictable, None):
+            if self._make_room(size, evictable, None) is not None:
                 return False
             self._start(key, size)
         self._finish(key, size, checksum, download, pin=False, what=what)
@@ -228,7 +306,7 @@ class ShardCache:
 
     # ---- internals -------------------------------------------------------------------------------
     def _start(self, key: str, size: int) -> None:
-        self._in_flight.add(key)
+        self._in_flight[key] = size
         self._reserved += size
 
     def _finish(
@@ -237,19 +315,26 @@ class ShardCache:
         final = self.path(key)
         temporary = self.directory / f".{key}.tmp-{os.getpid()}-{threading.get_ident()}"
         try:
-            self.retry.call(lambda: self._download_once(temporary, size, checksum, download), what or key)
-            os.replace(temporary, final)
+            try:
+                self.retry.call(lambda: self._download_once(key, temporary, size, checksum, download), what or key)
+                os.replace(temporary, final)
+            except _LocalWriteFailed as failed:
+                raise self._write_failed(failed.error, key, size, what) from failed.error
+            except OSError as error:  # os.replace: a local error, never retried
+                raise self._write_failed(error, key, size, what) from error
             fsync_directory(self.directory)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(temporary)
+                os.unlink(temporary)  # at once: a partial file must not hold the disk
             with self._condition:
-                self._in_flight.discard(key)
+                self._in_flight.pop(key, None)
+                self._writers.pop(key, None)
                 self._reserved -= size
                 self._condition.notify_all()
             raise
         with self._condition:
-            self._in_flight.discard(key)
+            self._in_flight.pop(key, None)
+            self._writers.pop(key, None)
             self._reserved -= size
             self._entries[key] = size
             self._used += size
@@ -260,43 +345,97 @@ class ShardCache:
             self._condition.notify_all()
         return final
 
-    @staticmethod
-    def _download_once(temporary: Path, size: int, checksum: str, download: Callable[[BinaryIO], object]) -> None:
-        with open(temporary, "wb") as stream:
-            writer = _HashingWriter(stream)
+    def _download_once(
+        self, key: str, temporary: Path, size: int, checksum: str, download: Callable[[BinaryIO], object]
+    ) -> None:
+        """One attempt: ``download`` into a fresh ``temporary``, checked, fsynced. An OSError of the local
+        file is raised as :class:`_LocalWriteFailed`, so that the retry policy never takes it for the network's."""
+        try:
+            stream = open(temporary, "wb", buffering=0)  # noqa: SIM115 - closed below, errors told apart
+        except OSError as error:
+            raise _LocalWriteFailed(error) from error
+        with stream:  # closes it on an error (a no-op after the close below)
+            writer = _HashingWriter(stream)  # type: ignore[arg-type]
+            self._writers[key] = writer  # its size tells the disk check what this download still needs
             download(writer)  # type: ignore[arg-type]
             if writer.size != size:
                 raise DownloadMismatch(
-                    f"{temporary.name[1:].split('.tmp-')[0]} arrived with {writer.size:,} bytes, not the "
-                    f"{size:,} the manifest lists",
+                    f"{key} arrived with {writer.size:,} bytes, not the {size:,} the manifest lists",
                     short=writer.size < size,
                 )
             if writer.digest.hexdigest() != checksum:
-                raise DownloadMismatch(
-                    f"{temporary.name[1:].split('.tmp-')[0]} does not match its checksum in the manifest",
-                    short=False,
-                )
-            stream.flush()
-            os.fsync(stream.fileno())
+                raise DownloadMismatch(f"{key} does not match its checksum in the manifest", short=False)
+            try:
+                os.fsync(stream.fileno())
+                stream.close()  # here, not on leaving the block: some filesystems report write errors on close
+            except OSError as error:
+                raise _LocalWriteFailed(error) from error
 
     def _make_room(
         self, size: int, evictable: Callable[[str], bool] | None, prefer: Callable[[str], bool] | None
-    ) -> bool:
-        """Evict until ``size`` more bytes fit, if enough unpinned (and evictable) entries exist."""
+    ) -> str | None:
+        """Evict until ``size`` more bytes fit in the budget and on the disk, if enough unpinned (and
+        evictable) entries exist. None when they fit; else which is short, ``"budget"`` or ``"disk"``,
+        and nothing is evicted."""
         free = self.max_bytes - self._used - self._reserved
-        if size <= free:
-            return True
+        disk = self._disk_room()
+        room, block = disk if disk is not None else (0, 1)
+        needed = _on_disk(size, block)
+
+        def fits() -> bool:
+            return size <= free and (disk is None or needed <= room)
+
+        if fits():
+            return None
         candidates = [key for key in self._entries if not self._pins[key] and (evictable is None or evictable(key))]
         if prefer is not None:
             candidates.sort(key=lambda key: not prefer(key))  # stable: LRU order within each group
         if sum(self._entries[key] for key in candidates) < size - free:
-            return False
+            return "budget"
+        if disk is not None and sum(_on_disk(self._entries[key], block) for key in candidates) < needed - room:
+            return "disk"
         for key in candidates:
-            if size <= free:
+            if fits():
                 break
+            if size <= free and not self._warned_disk:  # the disk, not the budget, makes this eviction
+                self._warned_disk = True
+                logger.warning(
+                    "the disk under the cache %s has room for fewer shards than cache_bytes=%s allows; shards are "
+                    "evicted to fit it (pass a smaller cache_bytes= or another cache_dir= to silence this)",
+                    self.directory,
+                    f"{self.max_bytes:,}",
+                )
             free += self._entries[key]
+            room += _on_disk(self._entries[key], block)
             self._remove(key)
-        return True
+        return None
+
+    def _disk_room(self) -> tuple[int, int] | None:
+        """(bytes the cache's filesystem can still take, its block size), less what the downloads in
+        progress will still write; None where the filesystem does not say."""
+        try:
+            usage = os.statvfs(self.directory)
+        except OSError:
+            return None
+        block = usage.f_frsize or usage.f_bsize or 1
+        # Root may use the blocks reserved for it; anyone else only the available ones.
+        free = (usage.f_bfree if os.geteuid() == 0 else usage.f_bavail) * block
+        pending = 0
+        for key, reserved in self._in_flight.items():
+            writer = self._writers.get(key)
+            pending += max(0, _on_disk(reserved, block) - (writer.size if writer is not None else 0))
+        return free - pending, block
+
+    def _room_after_waiting(self, size: int) -> bool:
+        """Whether the disk could take ``size`` once every pinned entry is released and every download in
+        progress has finished (so that waiting for them can help)."""
+        disk = self._disk_room()
+        if disk is None:
+            return True
+        room, block = disk
+        reclaimable = sum(_on_disk(entry, block) for entry in self._entries.values())
+        reclaimable += sum(_on_disk(reserved, block) for reserved in self._in_flight.values())
+        return _on_disk(size, block) <= room + reclaimable
 
     def _remove(self, key: str) -> None:
         if self.on_evict is not None:
@@ -314,15 +453,144 @@ class ShardCache:
             f"the {pinned:,} bytes of shards in use; pass a larger cache_bytes= (at least a few shards per thread)"
         )
 
+    def _no_room(self, key: str, size: int, what: str | None) -> CacheWriteError:
+        """The disk cannot take ``key``, found before writing a byte of it."""
+        disk = self._disk_room()
+        free = max(0, disk[0]) if disk is not None else 0
+        in_use = sum(self._entries[key] for key in self._pins if key in self._entries) + self._reserved
+        return CacheWriteError(
+            f"no room for {what or key} ({size:,} bytes) in the cache {self.directory}: its disk has only "
+            f"{free:,} bytes free (the cache holds {self._used + self._reserved:,} bytes of shards, {in_use:,} of "
+            f"them in use); {self._remedy(errno.ENOSPC)}",
+            directory=self.directory,
+            needed=size,
+            errno=errno.ENOSPC,
+        )
+
+    def _write_failed(self, error: OSError, key: str, size: int, what: str | None) -> CacheWriteError:
+        """A local write of ``key`` that failed with ``error``, as one sentence saying what to do."""
+        number = error.errno or 0
+        if number == errno.ENOSPC:
+            disk = self._disk_room()
+            free = f" ({max(0, disk[0]):,} bytes free)" if disk is not None else ""
+            why = f"its disk is full{free}"
+        elif number == errno.EDQUOT:
+            why = "your disk quota there is used up"
+        elif number == errno.EROFS:
+            why = "its filesystem is read-only"
+        elif number in (errno.EACCES, errno.EPERM):
+            why = "permission denied"
+        else:
+            why = f"{error.strerror or error} (errno {errno.errorcode.get(number, number)})"
+        return CacheWriteError(
+            f"writing {what or key} ({size:,} bytes) into the cache {self.directory} failed: {why}; "
+            f"{self._remedy(number)}",
+            directory=self.directory,
+            needed=size,
+            errno=number,
+        )
+
+    def _remedy(self, number: int) -> str:
+        elsewhere = (
+            f"a cache_dir= on a disk with room for a few shards, and a cache_bytes= that disk can hold "
+            f"(now {self.max_bytes:,})"
+        )
+        if number == errno.ENOSPC:
+            return f"free space on that disk, or pass {elsewhere}"
+        if number == errno.EDQUOT:
+            return f"free space within your quota, or pass {elsewhere}"
+        if number in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return f"pass a cache_dir= you can write to (now {self.directory.parent})"
+        return f"check that disk, or pass {elsewhere}"
+
+
+def sweep_stale_temporaries(root: str | os.PathLike[str], skip: str | None = None) -> list[Path]:
+    """Remove the download temporaries that killed processes left in the cache directories under ``root``.
+
+    A directory counts only if it is named and locked like a remote dataset's cache (a 16-digit hex name,
+    a ``.lock`` file) and no open dataset holds that lock; a temporary only if it is named like stoke's
+    (``.<xxh3>-<file>.tmp-<pid>-<thread>``) and its process no longer runs. ``skip`` names a directory to
+    leave alone (the caller's own, which :meth:`ShardCache.adopt` cleans). Returns what was removed.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> (root / "944ee3436a874647").mkdir(); (root / "944ee3436a874647" / ".lock").touch()
+        >>> killed = root / "944ee3436a874647" / ".de3a8890c38dc1e5-shard-000000.stk.tmp-999999999-1"
+        >>> killed.write_bytes(b"half a shard")
+        12
+        >>> [path.name for path in sweep_stale_temporaries(root)]
+        ['.de3a8890c38dc1e5-shard-000000.stk.tmp-999999999-1']
+    """
+    removed: list[Path] = []
+    try:
+        directories = [
+            entry
+            for entry in os.scandir(root)
+            if entry.name != skip and _CACHE_DIRECTORY.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+        ]
+    except OSError:
+        return removed
+    for directory in directories:
+        try:
+            if not os.path.isfile(os.path.join(directory.path, LOCK_NAME)):
+                continue
+            stale = [
+                entry
+                for entry in os.scandir(directory.path)
+                if (match := _TEMPORARY.fullmatch(entry.name)) is not None
+                and entry.is_file(follow_symlinks=False)
+                and not _process_runs(int(match.group("pid")))
+            ]
+            if not stale:
+                continue
+            # Only while holding its lock, briefly: a run that opens it meanwhile waits (LOCK_PATIENCE_SECONDS).
+            with open(os.path.join(directory.path, LOCK_NAME), "rb") as lock:
+                try:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # an open dataset holds it: its temporaries may be downloads in progress
+                for entry in stale:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+                        removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
+def _process_runs(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it runs, as another user
+    except (OverflowError, ValueError):
+        return False  # not a number a process can have
+    return True
+
+
+def _on_disk(size: int, block: int) -> int:
+    """The bytes a file of ``size`` takes on a filesystem of ``block``-byte blocks, with a block to spare."""
+    return -(-size // block) * block + block
+
 
 def _lock_directory(directory: Path) -> BinaryIO:
     stream = open(directory / LOCK_NAME, "ab")  # noqa: SIM115 - held for the cache's lifetime
-    try:
-        fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        stream.close()
-        raise ConfigError(
-            f"the cache directory {directory} is in use by another open dataset or process; close that one, "
-            f"or give each its own cache_dir="
-        ) from None
-    return stream
+    deadline = time.monotonic() + LOCK_PATIENCE_SECONDS
+    while True:
+        try:
+            fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return stream
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+            stream.close()
+            raise ConfigError(
+                f"the cache directory {directory} is in use by another open dataset or process; close that one, "
+                f"or give each its own cache_dir="
+            ) from None

@@ -40,7 +40,7 @@ from stoke.format.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, S
 from stoke.format.shard import ShardReader
 from stoke.format.splits import SPLITS_DIR, SPLITS_NAME, Splits, check_name, read_splits
 from stoke.home import default_home
-from stoke.read import Dataset, DatasetView, column_of_shard, with_split
+from stoke.read import Dataset, DatasetView, with_split
 from stoke.storage.cache import ShardCache
 from stoke.storage.prefetch import Prefetcher, ReadPlan
 from stoke.storage.remote import RemoteStore
@@ -60,13 +60,19 @@ def open_remote(
     storage_options: Mapping[str, Any] | None = None,
     retry: Retry | None = None,
     ahead: int = DEFAULT_AHEAD,
+    max_pixels: int | None = None,
 ) -> RemoteDataset | DatasetView:
     """Open the packed dataset at ``url`` through fsspec; reads the manifest only.
 
     ``cache_dir`` (default ``$STOKE_HOME/remote``) holds a directory per dataset URL, of at most
     ``cache_bytes`` (default 8 GiB, and never less than one shard); ``storage_options`` go to fsspec
     (``{"endpoint_url": ...}`` for an S3-compatible server, credentials, ...); ``retry`` sets how transient
-    errors are retried; ``ahead`` is how many shards the prefetcher keeps ready.
+    errors are retried; ``ahead`` is how many shards the prefetcher keeps ready; ``max_pixels`` is the
+    reader's image limit, as for a local dataset (:func:`stoke.open`).
+
+    The manifest's counts are checked against the shard sizes it lists, as for a local dataset; those
+    sizes are believed until a shard is fetched, and each fetch stops one byte past the listed size and
+    checks the file's size and checksum before it is read.
     """
     store = RemoteStore(url, storage_options, retry)
     missing = _not_a_dataset(url)
@@ -88,6 +94,7 @@ def open_remote(
         cache=directory / identity,
         cache_bytes=DEFAULT_CACHE_BYTES if cache_bytes is None else cache_bytes,
         ahead=ahead,
+        max_pixels=max_pixels,
     )
     return with_split(dataset, split, url)
 
@@ -111,8 +118,9 @@ class RemoteDataset(Dataset):
         cache: str | os.PathLike[str],
         cache_bytes: int,
         ahead: int = DEFAULT_AHEAD,
+        max_pixels: int | None = None,
     ) -> None:
-        super().__init__(Path(cache), manifest)
+        super().__init__(Path(cache), manifest, max_pixels)
         self.root = store.url  # type: ignore[assignment]  # messages name the URL
         self.url = store.url
         self.store = store
@@ -169,19 +177,12 @@ class RemoteDataset(Dataset):
         finally:
             self._release(shard)
 
-    def column(self, name: str) -> np.ndarray:
-        field = self.fields[name]
-        if field.type_name not in ("int", "float"):
-            raise TypeError(f"column() reads int and float fields; {name!r} is a {field.type_name} field")
-        position = self.field_positions([name])[0]
-        parts = []
-        for shard in range(len(self.manifest.shards)):
-            reader = self._hold(shard)
-            try:
-                parts.append(column_of_shard(reader, name, field, position, len(self.fields)))
-            finally:
-                self._release(shard)
-        return np.concatenate(parts) if parts else np.empty(0, field.spec.dtype)
+    def _using_shard(self, shard: int, use: Any) -> Any:
+        reader = self._hold(shard)
+        try:
+            return use(reader)
+        finally:
+            self._release(shard)
 
     def shard_reader(self, shard: int) -> ShardReader:
         """The reader of shard ``shard``, fetched if need be and kept in the cache until :meth:`close`."""
@@ -292,6 +293,9 @@ class RemoteDataset(Dataset):
         )
 
     # ---- internals -------------------------------------------------------------------------------
+    def _confirm_counts(self) -> None:
+        """Nothing to stat: the counts fit the listed sizes (``Manifest``), and each fetch checks its size."""
+
     def _hold(self, shard: int) -> ShardReader:
         """Shard ``shard`` mapped and pinned in the cache, fetched first if need be; release with _release."""
         if os.getpid() != self._pid:

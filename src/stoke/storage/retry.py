@@ -3,8 +3,9 @@
 A transient error (a refused or reset connection, a timeout, a server error 5xx or 429, a body cut short)
 is retried after ``min(max_delay, base_delay * 2**attempt)`` seconds times a random factor in [0.5, 1], so
 many readers do not hammer a recovering server in step. A permanent one (the file does not exist, access
-is denied, a 4xx answer) is raised at once. When every attempt failed, one :class:`RemoteError` names what
-was read, from where, how many attempts were made and the last cause.
+is denied, a 4xx answer) is raised at once, and so is a full or read-only local disk (``ENOSPC``,
+``EDQUOT``, ``EROFS``): another attempt would meet the same disk. When every attempt failed, one
+:class:`RemoteError` names what was read, from where, how many attempts were made and the last cause.
 
 Not for: deciding what to download or where to keep it (``remote.py``, ``cache.py``).
 
@@ -21,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import random
 import time
 from collections.abc import Callable
@@ -30,6 +32,9 @@ from typing import TypeVar
 from stoke.errors import ConfigError, FormatError, StokeError
 
 T = TypeVar("T")
+
+# A local disk that cannot take more: no retry helps (the cache reports it as a CacheWriteError).
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 class RemoteError(StokeError):
@@ -96,6 +101,8 @@ def is_transient(error: BaseException) -> bool:
         cause = error.__cause__
         return cause is not None and not isinstance(cause, type(error)) and is_transient(cause)
     if isinstance(error, StokeError):
+        return False
+    if isinstance(error, OSError) and error.errno in _DISK_ERRNOS:
         return False
     status = getattr(error, "status", None)  # aiohttp.ClientResponseError
     if isinstance(status, int):

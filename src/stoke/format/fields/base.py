@@ -74,6 +74,11 @@ class Field(ABC):
         """The settings that ``to_json`` stores beside the type name."""
         return {}
 
+    def min_record_bytes(self) -> int:
+        """The fewest bytes any valid record of this field takes: what a count of samples implies about
+        the size of the shards that hold them (``Manifest`` checks it before trusting a count)."""
+        return 0
+
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type_name, **self.params()}
 

@@ -84,6 +84,9 @@ class JsonField(Field):
         except (TypeError, ValueError, RecursionError) as error:
             raise InvalidItem("invalid_value", f"value is not JSON-serialisable ({error})") from None
 
+    def min_record_bytes(self) -> int:
+        return 1  # the shortest JSON text is one digit
+
     def decode(self, data: memoryview) -> Any:
         try:
             return strict_json.loads(str(data, "utf-8"))

@@ -17,6 +17,12 @@ pack time) and ``max_pixels`` (the decompression-bomb limit). With ``keep``, an 
 shrinks is re-encoded: JPEG sources as JPEG at ``quality``, others as PNG; arrays and Pillow images have
 no source bytes and are stored as PNG.
 
+At load time ``max_pixels`` protects the reader, so it is the reader's: ``stoke.open(path, max_pixels=)``
+(default :data:`~stoke.format.fields.image_codec.DEFAULT_MAX_PIXELS`) replaces the field with
+:meth:`ImageField.limited`, and a dataset's own value can only lower it. A record whose header declares
+more pixels is refused before anything is decoded, and so is a payload whose own header (JPEG, PNG,
+any Pillow format) declares another size than the record's header.
+
 Example:
     >>> import numpy as np
     >>> field = ImageField(mode="L", encoding="png")
@@ -26,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -33,7 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from stoke.errors import FormatError, InvalidItem
+from stoke.errors import ConfigError, FormatError, InvalidItem
 from stoke.format.fields import image_codec as codec
 from stoke.format.fields import jpeg_region
 from stoke.format.fields.base import Field, ValueSpec, is_int, require
@@ -146,6 +153,12 @@ class ImageField(Field):
             return codec.orient(codec.decode_source(data, found, self.mode), found.orientation)
         return self._pixels_of(value)
 
+    def limited(self, max_pixels: int) -> ImageField:
+        """This field with the reader's pixel limit: the smaller of ``max_pixels`` and the dataset's own."""
+        if not (is_int(max_pixels) and max_pixels >= 1):
+            raise ConfigError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        return dataclasses.replace(self, max_pixels=min(self.max_pixels, max_pixels))
+
     def record_stats(self, record: bytes) -> dict[str, int]:
         header = self.header(memoryview(record))
         return {
@@ -169,11 +182,15 @@ class ImageField(Field):
             or reserved != 0
             or height == 0
             or width == 0
-            or height * width > self.max_pixels
         ):
             raise FormatError(
                 f"an image record has a damaged header (codec {kind}, orientation {orientation}, "
                 f"{height}x{width}x{channels})"
+            )
+        if height * width > self.max_pixels:
+            raise FormatError(
+                f"the image is {height}x{width} = {height * width:,} pixels, above the limit of {self.max_pixels:,} "
+                f"(a decompression bomb, or open the dataset with stoke.open(path, max_pixels=N) if it is genuine)"
             )
         return ImageHeader(kind, orientation, channels, height, width)
 

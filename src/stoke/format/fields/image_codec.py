@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,13 +126,26 @@ def decode_payload(
     allocating per image; the result is then a view of it. ``fast`` selects libjpeg-turbo's fast integer
     inverse DCT and nearest-neighbour chroma upsampling: about 12% less work, within a grey level or two
     of the accurate decode on photographs. Raises :class:`FormatError` when the bytes do not decode.
+
+    The payload's own header must declare exactly ``height`` x ``width``, and that is checked before any
+    decoder allocates: the caller has checked that size against its pixel limit, and a payload that
+    claims more (a decompression bomb behind a harmless record header) is refused unread.
     """
     channels = CHANNELS[mode]
     if codec == CODEC_RAW:
         if len(payload) != height * width * channels:
             raise FormatError(f"a raw image holds {len(payload)} bytes instead of {height * width * channels}")
         return np.frombuffer(payload, np.uint8).reshape(height, width, channels)
+    if codec not in CODEC_NAMES:
+        raise FormatError(f"an image record names codec {codec}, which this stoke does not know")
     try:
+        image = Image.open(io.BytesIO(payload)) if codec == CODEC_PILLOW else None  # reads the header only
+        declared = (image.size[1], image.size[0]) if image is not None else declared_size(codec, payload)
+        if declared != (height, width):
+            raise FormatError(
+                f"the image data declares {declared[0]}x{declared[1]} pixels where its record header says "
+                f"{height}x{width}"
+            )
         if codec == CODEC_JPEG:
             big_enough = scratch is not None and scratch.size >= height * width * channels
             array = simplejpeg.decode_jpeg(
@@ -149,12 +163,10 @@ def decode_payload(
             if array is None:
                 raise ValueError("OpenCV could not decode the PNG")
             array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB) if channels == 3 else array[:, :, None]
-        elif codec == CODEC_PILLOW:
-            image = Image.open(io.BytesIO(payload))
+        else:
+            assert image is not None
             image.load()
             array = pil_to_array(image, mode)
-        else:
-            raise FormatError(f"an image record names codec {codec}, which this stoke does not know")
     except FormatError:
         raise
     except Exception as error:
@@ -164,6 +176,24 @@ def decode_payload(
     if min_height <= 0 and (array.shape[0], array.shape[1]) != (height, width):
         raise FormatError(f"the image decodes to {array.shape[:2]}, its header says {height}x{width}")
     return array
+
+
+def declared_size(codec: int, payload: memoryview) -> tuple[int, int]:
+    """(height, width) that a JPEG or PNG payload's own header declares, read without decoding a pixel.
+
+    Any decoder of a payload (the GPU's too) must compare it with the record header's stored size before
+    it decodes, because decoders allocate from the payload's header.
+
+    >>> declared_size(CODEC_PNG, memoryview(encode_png(np.zeros((4, 6, 3), np.uint8))))
+    (4, 6)
+    """
+    if codec == CODEC_JPEG:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(payload)
+        return height, width
+    if len(payload) < 24 or bytes(payload[:8]) != PNG_MAGIC or bytes(payload[12:16]) != b"IHDR":
+        raise FormatError("the PNG data has no valid header")
+    width, height = struct.unpack_from(">II", payload, 16)
+    return height, width
 
 
 def pil_to_array(image: Image.Image, mode: str) -> np.ndarray:

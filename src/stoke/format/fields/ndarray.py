@@ -24,6 +24,7 @@ from stoke.errors import FormatError, InvalidItem
 from stoke.format.fields.base import Field, ValueSpec, is_int, require
 
 _MAX_NDIM = 32
+_MAX_RECORD_BYTES = (1 << 63) - 1  # no file, so no record, is larger
 _HEADER = struct.Struct("<II")
 # Every dtype the format holds, spelled as numpy's ``dtype.str`` of its little-endian form.
 STORED_DTYPES = frozenset(
@@ -64,6 +65,8 @@ class NDArrayField(Field):
             len(self.shape) > _MAX_NDIM or not all(d is None or (is_int(d) and d >= 0) for d in self.shape)
         ):
             raise ValueError(f"shape {shape} must list at most {_MAX_NDIM} non-negative sizes or None")
+        if self.shape is not None and _product(d or 1 for d in self.shape) * self.dtype.itemsize > _MAX_RECORD_BYTES:
+            raise ValueError(f"shape {shape} of {self.dtype.name} describes arrays larger than any file")
 
     @property
     def is_fixed(self) -> bool:
@@ -92,6 +95,11 @@ class NDArrayField(Field):
             return body
         dims = np.asarray(array.shape, dtype="<u8").tobytes()
         return _HEADER.pack(array.ndim, 0) + dims + body
+
+    def min_record_bytes(self) -> int:
+        if self.is_fixed:
+            return _product(self.shape) * self.dtype.itemsize  # type: ignore[arg-type]
+        return _HEADER.size + 8 * (len(self.shape) if self.shape is not None else 0)
 
     def decode_view(self, data: memoryview) -> np.ndarray:
         """A read-only array over ``data`` itself (no copy); the Loader copies it into its batch buffer."""
@@ -149,7 +157,14 @@ class NDArrayField(Field):
         try:
             return cls(dtype, shape)
         except (TypeError, ValueError) as error:
-            raise FormatError(f"{where} has an invalid dtype {dtype!r}: {error}") from None
+            raise FormatError(f"{where} has invalid ndarray settings: {error}") from None
+
+
+def _product(dims: Any) -> int:
+    total = 1
+    for dim in dims:
+        total *= dim
+    return total
 
 
 def _fits(shape: tuple[int, ...], declared: tuple[int | None, ...]) -> bool:

@@ -46,6 +46,9 @@ class IntField(Field):
         except struct.error:
             raise InvalidItem("invalid_value", f"integer {value} does not fit in 64 bits") from None
 
+    def min_record_bytes(self) -> int:
+        return 8
+
     def decode(self, data: memoryview) -> int:
         if len(data) != 8:
             raise FormatError(f"an int record holds {len(data)} bytes instead of 8")
@@ -70,6 +73,9 @@ class FloatField(Field):
         if math.isinf(as_float) and not math.isinf(value):  # an integer too large for a float
             raise InvalidItem("invalid_value", f"number {value} does not fit in a 64-bit float")
         return _FLOAT64.pack(as_float)
+
+    def min_record_bytes(self) -> int:
+        return 8
 
     def decode(self, data: memoryview) -> float:
         if len(data) != 8:
