@@ -38,7 +38,7 @@ import stoke
 from stoke.bench.images import bench_images
 from stoke.bench.meter import Meter
 from stoke.bench.run import describe_machine
-from stoke.engines.local import available_cores
+from stoke.machine import available_cores
 from stoke.ops import RandomHorizontalFlip, RandomResizedCrop
 from stoke.pack import pack
 from stoke.sources import ImageFolderSource

@@ -81,9 +81,9 @@ import torch
 import stoke
 from stoke.bench.baseline import SIZE, ImageFiles
 from stoke.bench.run import benchmark_dataset, describe_machine
-from stoke.engines.local import available_cores
 from stoke.errors import ConfigError, StokeError
 from stoke.home import default_home
+from stoke.machine import available_cores
 from stoke.ops import Normalize, RandomHorizontalFlip, RandomResizedCrop, ToDevice
 from stoke.train.loop import AMP_CHOICES, autocast_dtype, pick_device, train_one_epoch
 from stoke.train.models import MODELS, SmallCNN, build_model

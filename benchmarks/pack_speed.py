@@ -38,8 +38,8 @@ from typing import Any
 
 import stoke
 from stoke.bench.images import bench_images
-from stoke.engines.local import available_cores
 from stoke.format.manifest import MANIFEST_NAME
+from stoke.machine import available_cores
 
 LOCAL, DASK_RUNNING, DASK_OWN, FFCV = "local", "dask (running cluster)", "dask (own LocalCluster)", "ffcv"
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import stoke
-from stoke.errors import SampleError
+from stoke.errors import ConfigError, SampleError
 from stoke.format.shard import DATA_START
 
 
@@ -71,7 +71,7 @@ def test_column_reads_scalars_without_decoding(numbers):
     np.testing.assert_array_equal(dataset.column("y"), np.arange(20) * 3)
     np.testing.assert_allclose(dataset.column("w"), np.linspace(0, 1, 20))
     np.testing.assert_array_equal(dataset.select([3, 2]).column("y"), [9, 6])
-    with pytest.raises(TypeError, match=r"int and float"):
+    with pytest.raises(ConfigError, match=r"int and float"):
         dataset.column("x")
 
 

@@ -2,9 +2,10 @@
 
 The public API: ``stoke.pack`` (source → dataset directory), ``stoke.open`` (directory → map-style
 dataset), ``stoke.TokenBlocks`` (token fields → fixed-length blocks for language models),
-``stoke.Loader`` (dataset → batches of tensors), ``stoke.ops`` (what happens to samples and
+``stoke.Loader`` (dataset → batches of tensors), ``stoke.mix`` (datasets → one weighted mixture),
+``stoke.ops`` (what happens to samples and
 batches), ``stoke.profile`` (is training waiting for data, and what to change) and the field types
-for declaring a schema. ``Loader``, ``ops`` and ``profile`` import torch, so they are loaded on first
+for declaring a schema. ``Loader``, ``mix``, ``ops`` and ``profile`` import torch, so they are loaded on first
 use: the CLI's pack, inspect and verify start without it.
 
 Example:
@@ -36,6 +37,7 @@ from stoke.read import Dataset, DatasetView, open
 if TYPE_CHECKING:
     from stoke import ops, profile
     from stoke.loader import Loader
+    from stoke.mixture import Mixture, mix
 
 
 def __getattr__(name: str) -> Any:
@@ -47,6 +49,10 @@ def __getattr__(name: str) -> Any:
         import stoke.ops
 
         return stoke.ops
+    if name in ("mix", "Mixture"):
+        import stoke.mixture
+
+        return getattr(stoke.mixture, name)
     if name == "profile":  # a callable package: stoke.profile(loader) attaches a profiler
         import stoke.profile
 
@@ -63,11 +69,13 @@ __all__ = [
     "IntField",
     "JsonField",
     "Loader",
+    "Mixture",
     "NDArrayField",
     "PackResult",
     "TextField",
     "TokenBlocks",
     "__version__",
+    "mix",
     "open",
     "ops",
     "pack",

@@ -273,25 +273,7 @@ def pack_command(
         result = pack(packed, out, progress=not no_progress and not as_json, **options)
     except QuarantineLimitError as error:  # the same sentence, with this command's flags
         raise PackError(error.cli_message) from None
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "path": str(result.path),
-                    "num_samples": result.num_samples,
-                    "num_quarantined": result.num_quarantined,
-                    "num_shards": result.num_shards,
-                    "total_bytes": result.total_bytes,
-                    "seconds": result.seconds,
-                    "quarantine": result.quarantine,
-                    "ignored": result.ignored,
-                    "reused_shards": result.reused_shards,
-                    "notes": result.notes,
-                }
-            )
-        )
-    else:
-        click.echo(str(result))
+    click.echo(result.to_json() if as_json else str(result))
 
 
 def _table_source(
@@ -399,9 +381,9 @@ def split_command(
         content=list(content) or None,
     )
     if as_json:
-        click.echo(json.dumps(report.to_json()))
+        click.echo(report.to_json())
         return
-    balance = report.to_json()["balance"]
+    balance = report.to_dict()["balance"]
     names = {str(key): name for key, name in report.class_names.items()}
     lines: list[Any] = [*split_tables(report.counts, balance, names), ""]
     if report.dropped:
@@ -440,7 +422,7 @@ def verify_command(dataset: str, as_json: bool, threads: int | None, no_progress
     from stoke.verify import verify
 
     report = verify(dataset, threads, progress=not no_progress and not as_json, max_pixels=max_pixels)
-    click.echo(json.dumps(report.to_json()) if as_json else str(report))
+    click.echo(report.to_json() if as_json else str(report))
     if not report.ok:
         sys.exit(1)
 

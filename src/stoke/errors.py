@@ -31,7 +31,18 @@ class StokeError(Exception):
 
 
 class ConfigError(StokeError, ValueError):
-    """An argument or combination of arguments that cannot work."""
+    """An argument or combination of arguments that cannot work: the caller's to fix.
+
+    Every bad argument or setting stoke reports is a ConfigError, whatever was wrong with it, its value or
+    its type (``Map(5)``: not a function), so that one ``except ConfigError`` catches them all and the CLI
+    prints each as one line. It is a ``ValueError`` too, so ``except ValueError`` keeps working; it is
+    deliberately not a ``TypeError``: a wrong type among the arguments is still a wrong argument.
+
+    Built-in errors stay where Python's protocols expect them: ``IndexError`` and ``TypeError`` from
+    ``__getitem__`` (iteration and ``numpy``-style indexing rely on them), ``KeyError`` from a lookup by
+    name, ``AttributeError`` from a module's ``__getattr__``, ``ValueError`` from ``strict_json.loads``
+    (a ``json.loads`` twin). ``tests/test_errors.py`` keeps the list of them and fails on any other.
+    """
 
 
 class MissingExtra(ConfigError):  # noqa: N818 - it names what is missing, like the extra it asks for
@@ -54,7 +65,31 @@ class NotADatasetError(StokeError):
 
 
 class FormatError(StokeError):
-    """Bytes on disk that do not follow ``docs/format.md``: a damaged manifest, shard or sample."""
+    """Bytes on disk that do not follow ``docs/format.md``: a damaged manifest, shard or sample.
+
+    ``reason`` is the cause without the place (``"its offsets are damaged"``), for a caller that names the
+    place its own way, such as the :class:`SampleError` ``stoke.read`` raises for a damaged sample; where
+    the raiser gives none it is the whole message. It survives pickling (a worker process's error).
+
+    Example:
+        >>> error = FormatError("sample 3 of shard-000000.stk has damaged offsets", reason="its offsets are damaged")
+        >>> error.reason, FormatError("the manifest is not JSON").reason
+        ('its offsets are damaged', 'the manifest is not JSON')
+    """
+
+    def __init__(self, *args: Any, reason: str | None = None) -> None:
+        super().__init__(*args)
+        self.reason = str(self) if reason is None else reason
+
+    def __reduce__(self) -> tuple[Any, ...]:  # every attribute, whatever a subclass's __init__ takes
+        return _rebuilt, (type(self), self.args, self.__dict__)
+
+
+def _rebuilt(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class VersionError(FormatError):

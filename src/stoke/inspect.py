@@ -52,11 +52,11 @@ def summarize(dataset: Dataset) -> dict[str, Any]:
         "num_quarantined": manifest.num_quarantined,
         "num_shards": len(manifest.shards),
         "total_bytes": manifest.total_bytes,
-        "fields": [entry.to_json() for entry in manifest.fields],
+        "fields": [entry.to_dict() for entry in manifest.fields],
         "source": manifest.source,
         "pack": manifest.pack,
         "splits": _splits(dataset),
-        "attachments": [attachment.to_json() for attachment in manifest.attachments],
+        "attachments": [attachment.to_dict() for attachment in manifest.attachments],
     }
 
 

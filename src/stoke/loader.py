@@ -1,15 +1,12 @@
 """``stoke.Loader``: order + pipeline + device, composed; each part lives in its own module.
 
-For each epoch the order (``stoke.order``) fixes the sequence of positions; consecutive slices of it are
-the batches. A few batches are kept in flight: each becomes a :class:`~stoke.pipeline.batch.BatchJob`
-whose samples are split into chunks for the worker threads (``stoke.pipeline.threads``); every sample is
-read (``stoke.pipeline.reader``) and run through one stage per field (``stoke.pipeline.image``,
-``stoke.pipeline.values``) straight into preallocated buffers (``stoke.pipeline.buffers``). The batch the
-loop asks for next is collected into tensors, its batch ops run (on the device, if one is given), and the
-next batch is started before it is handed over.
-
-Every random choice is drawn from (seed, epoch, sample index, op), so a fixed seed gives the same batches,
-with the same augmentations, whatever the thread count.
+The order (``stoke.pipeline.ordering``) fixes each epoch's positions; ``stoke.pipeline.epoch`` keeps a few
+of this rank's batches in flight. The batch line (``stoke.pipeline.line``) starts each on an executor
+(``stoke.pipeline.executor``: threads or processes), which reads every sample (``stoke.pipeline.reader``)
+and runs one stage per field (``stoke.pipeline.stage``) into preallocated buffers; ``stoke.pipeline.finish``
+makes the batch (failures settled by ``stoke.pipeline.quarantine``, tensors moved, batch ops). The Loader
+builds the parts from its arguments and connects them. Every random choice is drawn from (seed, epoch,
+sample index, op), so a fixed seed gives the same batches whatever the thread count.
 
 Example:
     >>> import numpy as np, stoke
@@ -21,59 +18,41 @@ Example:
 from __future__ import annotations
 
 import atexit
-import collections
 import contextlib
-import os
-import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import psutil
 import torch
 
-from stoke.dataloader_compat import translate
-from stoke.device.jpeg import CompressedImageStage, check_decode, image_stage
+from stoke.device.jpeg import check_decode
 from stoke.device.stream import CopyStream
-from stoke.engines.local import available_cores
-from stoke.errors import ConfigError, ErrorBudgetExceeded, SampleError, StokeError
-from stoke.format.fields import ImageField
-from stoke.ops.base import BatchContext, Op
+from stoke.errors import ConfigError
+from stoke.ops.base import Op
 from stoke.ops.batch_transform import BatchTransform
-from stoke.ops.device import ToDevice
-from stoke.order import (
-    Order,
-    RandomOrder,
-    SequentialOrder,
-    WeightedOrder,
-    batches_in_share,
-    class_balance,
-    rank_share,
-)
-from stoke.pipeline.arguments import field_transforms, with_features
-from stoke.pipeline.arguments import translated as from_dataloader
-from stoke.pipeline.autotune import AutoTuner
-from stoke.pipeline.batch import BatchJob
-from stoke.pipeline.buffers import BufferPool, BufferSet
-from stoke.pipeline.image import ImageStage
-from stoke.pipeline.processes import ProcessPool
-from stoke.pipeline.quarantine import MAX_REPLACEMENT_ATTEMPTS, LoadQuarantine
+from stoke.order import Order, batches_in_share
+from stoke.pipeline import arguments
+from stoke.pipeline.autotune import AutoTuner, tuner_for
+from stoke.pipeline.batch import chunk_size
+from stoke.pipeline.buffers import batch_buffers
+from stoke.pipeline.epoch import EpochHost, EpochIterator, EpochPlan
+from stoke.pipeline.finish import BatchFinisher, goes_to_device, stream_device
+from stoke.pipeline.line import BatchLine
+from stoke.pipeline.observer import UNOBSERVED, Observer
+from stoke.pipeline.ordering import order_for
+from stoke.pipeline.produce import SampleProducer
+from stoke.pipeline.quarantine import FailureSettler, LoadQuarantine
 from stoke.pipeline.reader import reader_for, verify_mode
-from stoke.pipeline.shared import SharedBlock
+from stoke.pipeline.stage import FieldStage, pipeline_facts, stage_for
+from stoke.pipeline.state import Position, loader_state, resume_point
 from stoke.pipeline.structure import BatchStructure
-from stoke.pipeline.threads import WorkerPool
-from stoke.pipeline.values import ValueStage
+from stoke.pipeline.timing import Timing
 from stoke.profile.profiler import Profiler, from_setting
 
-STATE_FORMAT = "stoke.loader.v1"
 # Loaders whose workers may be running: closed at interpreter exit, because a script that breaks out of an
 # epoch and ends would otherwise tear down OpenCV and libjpeg-turbo under threads still inside them (abort).
 _LIVE_LOADERS: weakref.WeakSet[Loader] = weakref.WeakSet()
-DEFAULT_PREFETCH = 3
-MAX_PREFETCH = 32
-MAX_CHUNK = 16  # images per task: fewer, larger tasks measured best (stoke bench, 2 cores)
-_WAIT_SLICE = 0.1
 
 
 class Loader:
@@ -135,7 +114,8 @@ class Loader:
             (``stoke.pipeline.processes``), with the same batches. Auto-tuning then tunes prefetch only.
         profile: measure where the time goes (``stoke.profile``, docs/profiling.md): True, a directory to
             write the report into, or a ``stoke.profile.Profiler``; ``$STOKE_PROFILE`` (set by ``stoke
-            profile``) turns it on for every Loader. Off, it costs one None check per step and stage.
+            profile``) turns it on for every Loader. Off, it costs one check per sample and a no-op call per step
+            (``stoke.pipeline.timing``).
         decode: where JPEG image fields are decoded: ``"cpu"`` (default), ``"device"`` (nvJPEG on the CUDA
             ``device``, batched; falls back to the CPU with a warning when it cannot) or ``"auto"`` (the
             device when it can, silently); ``stoke.device.jpeg``, docs/device.md.
@@ -194,140 +174,65 @@ class Loader:
         decode: str = "cpu",
         **dataloader_options: Any,
     ) -> None:
-        translated = translate(dataloader_options)
-        if batch_size is None:
-            raise ConfigError(
-                "batch_size=None (DataLoader's unbatched mode) has no meaning here; give a batch size, or read "
-                "samples one at a time with dataset[i]"
-            )
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if workers not in ("thread", "process"):
-            raise ConfigError(f"workers must be 'thread' or 'process', got {workers!r}")
-        if "seed" in translated and seed is not None and seed != translated["seed"]:
-            raise ConfigError(f"seed={seed} and a generator seeded with {translated['seed']} disagree; give one")
-        num_threads = from_dataloader(num_threads, translated, "num_threads", "num_workers")
-        prefetch = from_dataloader(prefetch, translated, "prefetch", "prefetch_factor")
-        if collate_fn is not None and not callable(collate_fn):
-            raise ConfigError(f"collate_fn must be callable, got {type(collate_fn).__name__}")
-        if collate_fn is not None and batch_transforms:
-            raise ConfigError(
-                "batch_transforms run on stoke's batch dict, and collate_fn makes the batch itself; "
-                "do the batch transform's work in collate_fn"
-            )
-        self.batch_size = batch_size
-        self.workers = workers
-        self.shuffle = bool(shuffle)
-        self.seed = int(translated.get("seed", 0) if seed is None else seed)
-        self.drop_last = drop_last
+        given = arguments.settings(
+            batch_size, seed, workers, num_threads, prefetch, collate_fn, batch_transforms, dataloader_options
+        )
+        self.batch_size, self.seed, self.workers = given.batch_size, given.seed, workers
+        self.shuffle, self.drop_last = bool(shuffle), drop_last
         self.device = torch.device(device) if device is not None else None
-        cores = available_cores()
-        self.num_threads = _resolve_count(num_threads, cores, "num_threads")
-        self.prefetch = _resolve_count(prefetch, DEFAULT_PREFETCH, "prefetch")
-        self.channels_last = channels_last
-        self.fast_decode = fast_decode
-        self.decode = check_decode(decode)
-        self._reader = reader_for(dataset, fields, verify_mode(verify), names)
-        transforms = field_transforms(transforms, list(self._reader.fields))
-        self._stages = [
-            self._stage(name, field, transforms.get(name, ())) for name, field in self._reader.fields.items()
-        ]
-        outputs = ["index"] + [key for stage in self._stages for key in stage.output_names()]
-        clashes = sorted({key for key in outputs if outputs.count(key) > 1})
-        if clashes:
-            raise ConfigError(
-                f"the batch key {clashes[0]!r} would hold two things (a field's name, its lengths, or 'index'); "
-                f"rename the field or leave it out with fields="
-            )
-        self.batch_transforms = with_features(batch_transforms, self._reader, collate_fn is None)
-        for position, transform in enumerate(self.batch_transforms):
-            if not isinstance(transform, BatchTransform):
-                raise ConfigError(
-                    f"batch_transforms[{position}] is {transform!r}, not a stoke.ops.BatchTransform "
-                    f"(per-field ops go in transforms=)"
-                )
-            missing = [key for key in transform.needs() if key not in outputs]
-            if missing:
-                raise ConfigError(
-                    f"batch_transforms[{position}] {transform!r} needs the batch key {missing[0]!r}, which this "
-                    f"Loader does not load (keys: {', '.join(outputs)})"
-                )
-        size = len(self._reader)
-        self.rank, self.world_size = _distributed(rank, world_size)
-        if timeout == 0:  # DataLoader's "wait forever"
-            timeout = None
-        if timeout is not None and not timeout > 0:
-            raise ConfigError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-        self.timeout = timeout
+        self.channels_last, self.fast_decode, self.decode = channels_last, fast_decode, check_decode(decode)
+        self.timing = Timing()  # the parts' timing hook: a no-op until an observer connects counters
+        self._reader = reader_for(dataset, fields, verify_mode(verify), names, self.timing)
+        transforms = arguments.field_transforms(transforms, list(self._reader.fields))
+        self._stages = [self._stage(name, transforms.get(name, ())) for name in self._reader.fields]
+        keys = arguments.batch_keys(self._stages)
+        self.batch_transforms = arguments.checked_batch_transforms(
+            batch_transforms, self._reader, keys, collate_fn is None
+        )
+        self.rank, self.world_size = arguments.distributed(rank, world_size)
+        self.timeout = arguments.timeout_setting(timeout)
         self.structure = BatchStructure(self._reader.layout, list(self._reader.fields), collate_fn)
         self.quarantine_log = LoadQuarantine(on_error, max_bad_fraction)
-        self.order: Order = RandomOrder(size, self.seed) if shuffle else SequentialOrder(size)
-        if weights is not None and balance_by is not None:
-            raise ConfigError("give weights= or balance_by=, not both")
-        if balance_by is not None:
-            weights = class_balance(self._column(balance_by))
-        if weights is not None:
-            if len(weights) != size:
-                raise ConfigError(f"weights has {len(weights)} values for {size} samples; give one per sample")
-            self.order = WeightedOrder(np.asarray(weights, dtype=np.float64), self.seed)
-        specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {"index": ((), np.dtype(np.int64))}
-        lists: list[str] = []
-        for stage in self._stages:
-            specs.update(stage.buffer_specs())
-            lists.extend(stage.list_names())
-        shared = workers == "process"
-        self._copy_stream = CopyStream(self._stream_device())  # checks that CUDA is there if asked for
-        # Batches that go to a device are finished one ahead of the loop (its copy overlaps the loop's step):
-        # one more buffer set then stays out of the pool.
-        self._finishes_ahead = self._goes_to_device()
-        self._spare_sets = 3 if self._finishes_ahead else 2
-        self._buffers = BufferPool(
-            specs,
-            batch_size,
-            self._copy_stream.active or bool(translated.get("pin_memory")),  # pinned: copies run asynchronously
-            max_sets=self.prefetch + self._spare_sets,
-            list_names=tuple(lists),
-            shared=shared,
-            on_retire=_weak_method(self._retire),
-        )
-        self._chunk = max(1, min(MAX_CHUNK, -(-batch_size // self.num_threads)))
-        self._tuner: AutoTuner | None = None
-        if num_threads == "auto" or prefetch == "auto":
-            set_bytes = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in specs.values()) * batch_size
-            budget = ram_budget if ram_budget is not None else psutil.virtual_memory().available // 4
-            self._tuner = AutoTuner(
-                self.num_threads,
-                self.prefetch,
-                max_threads=2 * (cpu_budget or cores) if num_threads == "auto" and not shared else self.num_threads,
-                max_prefetch=max(self.prefetch, min(MAX_PREFETCH, budget // max(set_bytes, 1) - 2))
-                if prefetch == "auto"
-                else self.prefetch,
-                cpu_budget=float(cpu_budget or cores),
-            )
-        self._pool: WorkerPool | ProcessPool | None = None
-        # The unfinished epoch's iterator, held weakly: the iterator holds the Loader, and a cycle between
-        # them would keep both (and the workers) alive until the cyclic GC ran, possibly in a forked worker.
-        # An iterator dropped unfinished hands its position back first (_EpochIterator.__del__).
-        self._active_ref: weakref.ref[_EpochIterator] | None = None
-        self._pid = os.getpid()  # a forked copy of this Loader (in a worker) must never touch its pools
-        self._weak_produce = _weak_method(self._produce)  # what worker threads call: they must not hold the Loader
-        self.epoch = 0
-        self._resume_start = 0  # samples of epoch ``self.epoch`` the job had consumed (load_state_dict)
-        self._stats = {"batches": 0, "samples": 0, "wait_seconds": 0.0}
-        self._profiler: Profiler | None = None
-        self._clock: Any = None  # the profiler's StageClock while profiled
+        self.order: Order = order_for(self._reader, self.seed, self.shuffle, weights, balance_by)
+        self._copy_stream = CopyStream(stream_device(self.device, self._stages))  # checks that CUDA is there
+        # Batches that go to a device are finished one ahead of the loop, so that its copy overlaps the step.
+        self._finishes_ahead = goes_to_device(self.device, self._stages)
+        buffers = batch_buffers(
+            self._stages, self.batch_size, given.prefetch, finishes_ahead=self._finishes_ahead,
+            pin=self._copy_stream.active or given.pin_memory,  # pinned: copies run asynchronously
+            shared=given.executor.shared_buffers,
+        )  # fmt: skip
+        self._tuner: AutoTuner | None = tuner_for(
+            given.asked, (given.num_threads, given.prefetch), resizable=given.executor.resizable, cores=given.cores,
+            cpu_budget=cpu_budget, ram_budget=ram_budget, set_bytes=buffers.set_bytes,
+        )  # fmt: skip
+        producer = SampleProducer(self._reader, self._stages, self.seed, self.timing)  # workers hold it, not the Loader
+        produce, draw = producer.produce, producer.draw
+        self._line = BatchLine(
+            workers, given.num_threads, given.prefetch, produce, draw, buffers, self._reader.dataset_index,
+            chunk_size(self.batch_size, given.num_threads), self._tuner,
+        )  # fmt: skip
+        settler = FailureSettler(self.quarantine_log, self._reader, self.seed, draw, produce)
+        self._finisher = BatchFinisher(
+            self._stages, self.device, self.seed, self.batch_transforms, self._copy_stream, settler, buffers.pin,
+            self.timing, self._reader.origin,
+        )  # fmt: skip
+        self._forks_workers = given.executor.shared_buffers  # workers in other processes, forked with the hook
+        self._position = Position()  # the next epoch, or the unfinished one's iterator (held weakly)
+        self._observer: Observer = UNOBSERVED
         profiler = from_setting(profile)
         if profiler is not None:
             profiler.attach(self)
         _LIVE_LOADERS.add(self)
 
-    @property
-    def _active(self) -> _EpochIterator | None:
-        return self._active_ref() if self._active_ref is not None else None
+    num_threads = property(lambda self: self._line.num_workers, doc="Workers in use (the tuner moves it).")
+    prefetch = property(lambda self: self._line.in_flight, doc="Batches kept in flight (the tuner moves it).")
+    epoch = property(lambda self: self._position.epoch, doc="The epoch the next new iter() starts.")
 
-    @_active.setter
-    def _active(self, iterator: _EpochIterator | None) -> None:
-        self._active_ref = weakref.ref(iterator) if iterator is not None else None
+    @property
+    def observer(self) -> Observer | None:
+        """What watches this Loader (``watch``): the Profiler of ``profile=True``, say; None if nothing does."""
+        return None if self._observer is UNOBSERVED else self._observer
 
     # ---- public -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -346,83 +251,72 @@ class Loader:
         Loader (in a new process, with any world size) continues with exactly the samples not yet
         consumed, with the same augmentations.
         """
-        active = self._active
-        if active is not None and not active.finished:
-            epoch, consumed = active.epoch, active.consumed
-        else:
-            epoch, consumed = self.epoch, self._resume_start
-        return {
-            "format": STATE_FORMAT,
-            "epoch": epoch,
-            "samples_consumed": consumed,
-            "seed": self.seed,
-            "epoch_length": self.order.length,
-            "order": type(self.order).__name__,
-            "batch_size": self.batch_size,
-            "world_size": self.world_size,
-        }
+        epoch, consumed = self._position.now()
+        return loader_state(
+            epoch, consumed, seed=self.seed, order=self.order, batch_size=self.batch_size, world_size=self.world_size
+        )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from ``state`` (from :meth:`state_dict`): the next ``iter()`` resumes its epoch."""
-        problem = _state_problem(state, self)
-        if problem:
-            raise ConfigError(f"cannot resume from this loader state: {problem}")
-        if self._active is not None:
-            self._active.cancel()
-            self._active = None
-        self.epoch = int(state["epoch"])
-        self._resume_start = int(state["samples_consumed"])
+        self._position.load(*resume_point(state, seed=self.seed, order=self.order))
 
     def __iter__(self) -> Iterator[Any]:
         """The unfinished epoch's iterator, continuing where the loop left it; else the next epoch's (the
         first iteration is epoch 0, or the one a loaded state names)."""
-        if self._active is not None and not self._active.finished:
-            return self._active
-        if isinstance(self._pool, ProcessPool) and self._pool.broken:
-            self._pool.shutdown()  # a worker died: start afresh
-            self._pool = None
-        if self._pool is None:
-            self._pool = (
-                ProcessPool(self.num_threads, _weak_method(self._produce), _weak_method(self._draw))
-                if self.workers == "process"
-                else WorkerPool(self.num_threads)
-            )
-        iterator = _EpochIterator(self, self.epoch, self._resume_start)
-        self._active = iterator
-        self._resume_start = 0
-        self.epoch += 1
+        if self._position.active is not None:
+            return self._position.active
+        self._line.ready()  # made now, or afresh after a worker died
+        epoch, start = self._position.epoch, self._position.start
+        plan = EpochPlan.of(
+            self.order.indices(epoch), epoch, start, self.batch_size, self.rank, self.world_size, self.drop_last
+        )
+        self._reader.will_read(plan.positions)  # a remote dataset fetches its shards ahead, in this order
+        iterator = EpochIterator(plan, self._host())
+        self._position.begin(iterator)
         return iterator
 
     def stats(self) -> dict[str, Any]:
         """Settings in use and counters: batches and samples delivered, seconds the loop waited for data."""
-        return {
-            "workers": self.workers,
-            "num_threads": self.num_threads,
-            "prefetch": self.prefetch,
-            "chunk": self._chunk,
-            "epoch": self.epoch,
-            "buffer_sets": self._buffers.sets,
-            "buffer_allocations": self._buffers.allocations,
-            "quarantined": len(self.quarantine),
-            "autotune": self._tuner.as_dict() if self._tuner is not None else None,
-            **self._stats,
-        }
+        return {"workers": self.workers, "epoch": self.epoch, "quarantined": len(self.quarantine), **self._line.stats()}
+
+    def watch(self, observer: Observer) -> None:
+        """Have ``observer`` watch this Loader's steps, and time its workers' stages into the observer's
+        ``counters`` if it has some (``stoke.pipeline.observer``; ``stoke.profile`` attaches its profiler
+        so). One observer at a time. Process workers fork with the timing hook as it is then, so a Loader
+        with ``workers="process"`` is watched before its epoch starts (its idle workers are restarted).
+        """
+        if self._observer is not UNOBSERVED:
+            raise ConfigError(f"this Loader is already watched by {self._observer!r}; unwatch it first")
+        if observer.counters is not None and self._forks_workers:
+            if self._position.active is not None and not self._position.active.finished:
+                raise ConfigError(
+                    "attach the profiler before iterating a Loader with workers='process' (its workers are "
+                    "already running without it), or pass profile= to the Loader"
+                )
+            self._line.shutdown()  # the workers fork again, with the counters, when the next epoch starts
+        if observer.counters is not None:
+            self.timing.connect(observer.counters)
+        self._observer = observer
+
+    def unwatch(self, observer: Observer) -> None:
+        """Stop ``observer`` watching (if it does): every hook is a no-op again (process workers keep adding
+        to its counters until they are restarted)."""
+        if self._observer is observer:
+            self.timing.disconnect()
+            self._observer = UNOBSERVED
+
+    def describe(self) -> dict[str, Any]:
+        """What the pipeline is made of, for reports (``stoke.profile``): ``stoke.pipeline.stage.pipeline_facts``."""
+        return pipeline_facts(self._reader, self._stages)
 
     def close(self) -> None:
         """Stop the workers; the Loader starts them again if iterated. An unfinished epoch is kept: the
         next ``iter()`` continues it."""
-        if os.getpid() != self._pid:
+        if self._position.forked:
             return  # a copy inherited by a forked process: its workers and batches belong to the parent
-        if isinstance(self._pool, ProcessPool):  # first: it stops busy workers now, failing their chunks,
-            self._pool.shutdown()  # so that the epoch's batches in flight are not waited for (Ctrl-C, exit)
-            self._pool = None
-        active = self._active
-        if active is not None and not active.finished:
-            self._keep_position(active)
-        self._active = None
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self._line.shutdown()  # first: the batches in flight are dropped, not waited for (Ctrl-C, exit)
+        if self._position.active is not None:
+            self._position.keep(self._position.active)
 
     def __enter__(self) -> Loader:
         return self
@@ -437,429 +331,40 @@ class Loader:
         except Exception:  # at interpreter shutdown there is nothing useful to do
             pass
 
-    # ---- internals --------------------------------------------------------------------------------
-    def _keep_position(self, iterator: _EpochIterator) -> None:
-        """Stop ``iterator``'s batches in flight and keep its position: the next ``iter()`` continues there."""
-        epoch, consumed = iterator.epoch, iterator.consumed
-        iterator.cancel()
-        self.epoch, self._resume_start = epoch, consumed
-
-    def _stage(self, name: str, field: Any, ops: Sequence[Op]) -> ImageStage | CompressedImageStage | ValueStage:
-        if isinstance(field, ImageField):
-            stats = self._reader.field_stats(name)
-            if self.decode != "cpu":
-                device, options = self.device, (self.channels_last, self.fast_decode)
-                return image_stage(self.decode, name, field, ops, self._reader, stats, device, *options)
-            return ImageStage(name, field, ops, self._reader.packed, stats, self.channels_last, self.fast_decode)
-        return ValueStage(name, field, ops, self._reader.packed)
-
-    def _goes_to_device(self) -> bool:
-        """Whether batches move to a device (``device=`` or a ``ToDevice`` in some field's ops)."""
-        return self.device is not None or any(
-            isinstance(op, ToDevice) for stage in self._stages for op in stage.batch_ops
+    # ---- the parts' connections -------------------------------------------------------------------
+    def _stage(self, name: str, ops: Sequence[Op]) -> FieldStage:
+        """The stage of field ``name``, running ``ops`` (``stoke.pipeline.stage``)."""
+        return stage_for(
+            name, ops, self._reader, self.decode, self.device, self.channels_last, self.fast_decode, self.timing
         )
 
-    def _stream_device(self) -> torch.device | None:
-        """The CUDA device the batches are copied to, if any: ``device=``, else the first ``ToDevice``'s."""
-        devices = [self.device] if self.device is not None else []
-        devices += [op.device for stage in self._stages for op in stage.batch_ops if isinstance(op, ToDevice)]
-        cuda = next((device for device in devices if device.type == "cuda"), None)
-        if cuda is not None and not torch.cuda.is_available():
-            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise ConfigError(
-                f"batches are to go to {cuda}, but {why}; pass device='cpu' (or leave device out), or run where "
-                f"a GPU and a CUDA build of torch are"
-            )
-        return cuda
-
-    def _column(self, name: str) -> np.ndarray:
-        """Every sample's value of an int field (for ``balance_by``)."""
-        field = self._reader.fields.get(name)
-        if field is None or field.type_name != "int":
-            raise ConfigError(f"balance_by names {name!r}, which is not an int field of the loaded fields")
-        if self._reader.packed:
-            return self._reader.dataset.column(name)  # type: ignore[union-attr]
-        position = list(self._reader.fields).index(name)
-        return np.array([int(self._reader.read(i)[position]) for i in range(len(self._reader))], dtype=np.int64)
-
-    def _start(self, epoch: int, number: int, positions: np.ndarray) -> BatchJob:
-        buffers = self._buffers.acquire()
-        indices = self._reader.dataset_index(positions)
-        buffers.arrays["index"][: len(indices)] = indices
-        if isinstance(self._pool, ProcessPool):
-            job = BatchJob(number, positions, indices, buffers, {}, self._chunk, epoch)  # workers draw
-            self._pool.dispatch(job)
-            return job
-        job = BatchJob(number, positions, indices, buffers, self._draw(epoch, indices), self._chunk, epoch)
-        assert self._pool is not None
-        for start, stop in job.chunks():
-            self._pool.submit(job.run, self._weak_produce, start, stop)
-        return job
-
-    def _draw(self, epoch: int, indices: np.ndarray) -> dict[str, Any]:
-        """Every stage's random numbers for these samples: a function of (seed, epoch, index) only."""
-        return {stage.name: stage.draw(self.seed, epoch, indices) for stage in self._stages}
-
-    def _abandon_pool(self) -> None:
-        """Drop a pool with stuck work: stuck processes are killed, stuck threads are left to finish alone."""
-        pool, self._pool = self._pool, None
-        if isinstance(pool, ProcessPool):
-            pool.shutdown(timeout=0.5)
-        elif pool is not None:
-            pool.resize(0)  # idle threads leave; a stuck one leaves once its task returns
-
-    def _retire(self, block: SharedBlock) -> None:
-        if isinstance(self._pool, ProcessPool):
-            self._pool.retire(block)
-
-    def _produce(self, job: BatchJob, j: int) -> None:
-        clock = self._clock
-        if clock is not None:
-            started, cpu = time.perf_counter_ns(), time.thread_time_ns()
-        position = int(job.positions[j])
-        try:
-            values = self._reader.read(position)
-            for stage, value in zip(self._stages, values):
-                stage.run(value, job.params[stage.name], j, job.buffers)
-        except Exception:
-            self._reader.check_read(position)  # zeros from a shard truncated meanwhile: name it, not what they gave
-            raise
-        else:
-            self._reader.check_read(position)  # the same after a decode that went through (stoke.format.mapguard)
-        finally:
-            if clock is not None:
-                clock.add(clock.busy, time.perf_counter_ns() - started)
-                clock.add(clock.cpu, time.thread_time_ns() - cpu)
-
-    def _finish(self, job: BatchJob, epoch: int, epoch_size: int) -> tuple[dict[str, Any], Any]:
-        """The job's batch, its failures settled, moved and transformed on the copy stream; with the
-        copy stream's event after it (None off CUDA), for ``CopyStream.hand_over``."""
-        buffers: BufferSet = job.buffers
-        count = self._settle_failures(job, epoch, epoch_size) if job.failures else job.size
-        if count == 0:  # every sample failed and was skipped: nothing to collect, the epoch goes on
-            return {"index": torch.empty(0, dtype=torch.int64)}, None
-        with self._copy_stream.issuing():
-            batch = self._transfer(buffers, count, epoch, job.padding)
-            ready = self._copy_stream.record()
-        if ready is not None and self._buffers.pin:
-            buffers.copy_done = ready  # the pinned buffers are refilled once the copies have run
-        return batch, ready
-
-    def _transfer(self, buffers: BufferSet, count: int, epoch: int, padding: np.ndarray | None) -> dict[str, Any]:
-        """The buffers' first ``count`` rows as tensors, moved, through the batch ops and batch transforms."""
-        batch: dict[str, Any] = {}
-        context = BatchContext(self.seed, epoch, buffers.arrays["index"][:count].copy())
-        profiler, clock = self._profiler, self._clock
-        lap = time.perf_counter_ns() if clock is not None else 0
-        for position, stage in enumerate(self._stages):
-            outputs = stage.collect(buffers, count)
-            if clock is not None:
-                lap = clock.lap(profiler.slots["collate"], lap)
-            if self.device is not None:
-                copy = profiler.copy_started() if profiler is not None else None
-                moves_itself = any(isinstance(op, ToDevice) for op in stage.batch_ops)
-                outputs = {
-                    key: value.to(self.device, non_blocking=True)
-                    if isinstance(value, torch.Tensor) and not (moves_itself and key == stage.name)
-                    else value
-                    for key, value in outputs.items()
-                }
-                if copy is not None:
-                    lap = profiler.copy_ended(copy)
-            for index, op in enumerate(stage.batch_ops):
-                outputs[stage.name] = op.apply(outputs[stage.name], context)
-                if clock is not None:
-                    lap = clock.lap(profiler.slots[("batch_op", position, index)], lap)
-            batch.update(outputs)
-        batch["index"] = torch.from_numpy(buffers.arrays["index"][:count])
-        if padding is not None:
-            batch["is_padding"] = torch.from_numpy(padding[:count].copy())
-        for index, transform in enumerate(self.batch_transforms):
-            batch = transform.apply(batch, context)
-            if clock is not None:
-                lap = clock.lap(profiler.slots[("batch_transform", index)], lap)
-        return batch
-
-    def _after_batch(self, samples: int, waited: float) -> None:
-        """Let the tuner see the batch just delivered, and apply any settings it asks for."""
-        if self._tuner is None or self._pool is None:
-            return
-        change = self._tuner.after_batch(samples, waited, self._pool.cpu_stat_paths)
-        if change is not None:
-            self.num_threads, self.prefetch = change
-            if isinstance(self._pool, WorkerPool):
-                self._pool.resize(self.num_threads)
-            self._buffers.max_sets = self.prefetch + self._spare_sets
-
-    def _settle_failures(self, job: BatchJob, epoch: int, epoch_size: int) -> int:
-        """Quarantine the batch's failed samples and apply the policy; returns the rows left."""
-        failures = sorted(job.failures, key=lambda failure: failure[0])
-        job.failures.clear()  # the failures are data now (loader.quarantine); see quarantine._without_frames
-        for row, error in failures:
-            self.quarantine_log.admit(self._describe(job, row, error), epoch, epoch_size)
-        buffers = job.buffers
-        if self.quarantine_log.policy == "replace":
-            for row, _ in failures:
-                self._replace(job, row, epoch, epoch_size)
-            return job.size
-        failed = {row for row, _ in failures}
-        keep = np.array([row for row in range(job.size) if row not in failed], dtype=np.int64)
-        for array in buffers.arrays.values():
-            array[: len(keep)] = array[keep]
-        for values in buffers.lists.values():
-            values[: len(keep)] = [values[row] for row in keep]
-        if job.padding is not None:
-            job.padding = job.padding[keep]
-        return len(keep)
-
-    def _replace(self, job: BatchJob, row: int, epoch: int, epoch_size: int) -> None:
-        """Fill ``row`` with the failed sample's deterministic stand-in (produced here, in this thread)."""
-        failed_index = int(job.indices[row])
-        buffers = job.buffers
-        for attempt in range(MAX_REPLACEMENT_ATTEMPTS):
-            position = self.quarantine_log.replacement(self.seed, epoch, failed_index, attempt, len(self._reader))
-            index = self._reader.dataset_index(np.array([position]))
-            rows = BufferSet(
-                {name: array[row : row + 1] for name, array in buffers.arrays.items()},
-                {name: [None] for name in buffers.lists},
-            )
-            single = BatchJob(0, np.array([position]), index, rows, self._draw(epoch, index), 1, epoch)
-            single.run(self._produce, 0, 1)
-            if single.error is not None:
-                raise single.error
-            if not single.failures:
-                buffers.arrays["index"][row] = index[0]
-                for name, values in rows.lists.items():
-                    buffers.lists[name][row] = values[0]
-                return
-            self.quarantine_log.admit(self._describe(single, 0, single.failures[0][1]), epoch, epoch_size)
-        raise SampleError(
-            f"no stand-in for sample {failed_index} loaded in {MAX_REPLACEMENT_ATTEMPTS} attempts; "
-            f"the dataset looks mostly damaged: run stoke verify",
-            index=failed_index,
+    def _host(self) -> EpochHost:
+        """What a new epoch's iterator may use of this Loader (not kept here: it holds the Loader)."""
+        return EpochHost(
+            line=self._line,
+            finish=lambda job, epoch_size: self._finisher.finish(job, epoch_size, self._observer),
+            hand_over=self._hand_over,
+            hand_back=self._position.keep,
+            requested=lambda in_flight: self._observer.requested(in_flight),
+            stand_in=self._stand_in,
+            quarantine=self.quarantine_log,
+            timeout=self.timeout,
+            finish_ahead=self._finishes_ahead,
         )
 
-    def _describe(self, job: BatchJob, row: int, error: BaseException) -> SampleError:
-        """``error`` as a SampleError naming the sample in ``row`` (index, shard), chained to the original."""
-        if isinstance(error, SampleError) and error.index is not None:
-            return error  # already names its sample
-        index = int(job.indices[row])
-        where = self._reader.describe(int(job.positions[row]))
-        failure = SampleError(f"{where} failed: {type(error).__name__}: {error}", index=index)
-        failure.__cause__ = error
-        return failure
-
-    def _describe_failure(self, job: BatchJob) -> StokeError:
-        """The job's fatal error (not one sample's fault), named by the first sample it held."""
-        error = job.error
-        assert error is not None
-        if getattr(error, "ends_epoch", False):
-            return error  # says what is wrong with the machine, whatever the sample
-        return self._describe(job, job.error_position or 0, error)
-
-
-class _EpochIterator:
-    """One epoch's batches, with a bounded number in flight; see the Loader docstring."""
-
-    def __init__(self, loader: Loader, epoch: int, start: int = 0) -> None:
-        self.loader = loader
-        self.epoch = epoch
-        order = loader.order.indices(epoch)
-        self._order_length = len(order)
-        self._start = min(start, len(order))
-        self._positions, padding = rank_share(
-            order, self._start, loader.batch_size, loader.rank, loader.world_size, loader.drop_last
-        )
-        self._padding = padding if loader.world_size > 1 and not loader.drop_last else None
-        loader._reader.will_read(self._positions)  # a remote dataset fetches its shards ahead, in this order
-        self._count = -(-len(self._positions) // loader.batch_size)
-        self._next_start = 0
-        self._next_yield = 0
-        self._delivered = 0  # samples handed out in this epoch on this rank
-        self._in_flight: collections.deque[BatchJob] = collections.deque()
-        # A batch finished ahead of the loop (batch, ready event, samples, seconds waited), or the error that
-        # finishing it raised; see _finish_ahead.
-        self._ahead: tuple[dict[str, Any], Any, int, float] | BaseException | None = None
-
-    def __iter__(self) -> _EpochIterator:
-        return self
-
-    def __len__(self) -> int:
-        return self._count - self._next_yield
-
-    @property
-    def finished(self) -> bool:
-        return self._next_yield >= self._count
-
-    @property
-    def consumed(self) -> int:
-        """Samples of the epoch's order the whole job has consumed (every rank has had as many batches)."""
-        global_batch = self.loader.batch_size * self.loader.world_size
-        return min(self._start + self._next_yield * global_batch, self._order_length)
-
-    def __next__(self) -> dict[str, Any]:
-        profiler = self.loader._profiler
-        if profiler is not None:
-            profiler.requested(self._in_flight)
-        if isinstance(self._ahead, BaseException):  # finishing the batch ahead failed, and ended the epoch
-            error, self._ahead = self._ahead, None
-            raise error
-        if self._next_yield >= self._count:
-            raise StopIteration
-        if profiler is not None and profiler.serving_headspace:
-            # a repeated batch, for profiling only: the epoch does not advance
-            return self.loader.structure.shape(profiler.serve_headspace())
-        waited = 0.0
-        while True:  # a batch whose every sample failed and was skipped is not handed out: on to the next
-            if self._next_yield >= self._count:
-                self._end_without_samples()
-            if self._ahead is not None:
-                (batch, ready, size, waited_now), self._ahead = self._ahead, None
-            else:
-                self._fill()
-                job = self._in_flight.popleft()
-                waited_now = self._wait(job)
-                batch, ready = self._take(job)
-                size = len(batch["index"])
-            waited += waited_now
-            self._next_yield += 1
-            if size:
-                break
-        self._delivered += size
-        self._fill()
-        if self.loader._finishes_ahead:
-            self._finish_ahead()
-        self.loader._stats["batches"] += 1
-        self.loader._stats["samples"] += size
-        self.loader._after_batch(size, waited)
+    def _hand_over(self, batch: dict[str, Any], ready: Any, samples: int, waited: float) -> Any:
+        """The loop's value for a finished batch: counted (and tuned on), its copy awaited, shaped."""
+        self._line.delivered(samples, waited)
         # The loop's stream waits for the copy before the profiler marks the hand-over on it, so a GPU
         # idling for the copy counts as waiting for input.
-        batch = self.loader._copy_stream.hand_over(batch, ready)
-        if profiler is not None:
-            profiler.handed_out(batch, waited)
-        return self.loader.structure.shape(batch)
+        batch = self._copy_stream.hand_over(batch, ready)
+        self._observer.handed_out(batch, waited)
+        return self.structure.shape(batch)
 
-    def _end_without_samples(self) -> None:
-        """The epoch ends after batches that all failed: an error if it delivered no sample at all."""
-        if self._delivered == 0 and self._positions.size:
-            failed = self.loader.quarantine_log.failed_in(self.epoch)
-            raise ErrorBudgetExceeded(
-                f"every one of the {self._positions.size:,} samples of epoch {self.epoch} failed "
-                f"({failed:,} are listed in loader.quarantine), so it delivered no batch; fix the data (stoke verify "
-                f"lists damaged samples) or the transform"
-            )
-        raise StopIteration
-
-    def _wait(self, job: BatchJob) -> float:
-        """Seconds spent waiting for ``job``'s samples (raises if it is stuck past the timeout)."""
-        started = time.perf_counter()
-        while not job.done.wait(_WAIT_SLICE):
-            if self.loader.timeout is not None and time.perf_counter() - started > self.loader.timeout:
-                raise self._stuck(job)
-        waited = time.perf_counter() - started
-        self.loader._stats["wait_seconds"] += waited
-        return waited
-
-    def _take(self, job: BatchJob) -> tuple[dict[str, Any], Any]:
-        """The finished ``job``'s batch and its ready event; its buffers go back to the pool either way."""
-        try:
-            if job.error is not None:
-                raise self.loader._describe_failure(job)
-            return self.loader._finish(job, self.epoch, len(self._positions))
-        except BaseException as error:
-            if getattr(error, "ends_epoch", False):  # the machine's fault: the next iter() retries from here
-                self.loader._keep_position(self)
-            else:
-                self.cancel()
-            raise
-        finally:
-            self.loader._buffers.release(job.buffers)
-
-    def _finish_ahead(self) -> None:
-        """Finish the next batch now if its samples are all in, so that its copy to the device runs while
-        the loop computes on the batch just handed out.
-
-        Only a batch without failures: settling failures changes the quarantine, which must happen in the
-        order batches are handed out. An error while finishing it is raised by the next ``next()``, as it
-        would have been without finishing ahead; the batch handed out now is not lost.
-        """
-        if self._ahead is not None or not self._in_flight or self._next_yield >= self._count:
-            return
-        job = self._in_flight[0]
-        if not job.done.is_set() or job.error is not None or job.failures:
-            return
-        self._in_flight.popleft()
-        try:
-            batch, ready = self._take(job)
-        except Exception as error:  # raised by the next next()
-            self._ahead = error
-            return
-        self._ahead = (batch, ready, job.size, 0.0)
-        self._fill()
-
-    def _fill(self) -> None:
-        size = self.loader.batch_size
-        while self._next_start < self._count and len(self._in_flight) < self.loader.prefetch:
-            number = self._next_start
-            positions = self._positions[number * size : (number + 1) * size]
-            job = self.loader._start(self.epoch, number, positions)
-            if self._padding is not None:
-                job.padding = self._padding[number * size : (number + 1) * size]
-            self._in_flight.append(job)
-            self._next_start += 1
-
-    def _stuck(self, job: BatchJob) -> SampleError:
-        """Give up on a batch that has not finished in time: name its samples still in work, leave the
-        workers behind (a stuck thread cannot be stopped; stuck processes are killed) and end the epoch."""
-        rows = sorted(job.running.values()) or list(range(job.size))  # processes: the whole batch
-        indices = [int(job.indices[row]) for row in rows]
-        for pending in [job, *self._in_flight]:
-            pending.cancelled = True
-        self._in_flight.clear()  # their buffers may still be written: they are not reused
-        self._next_yield = self._next_start = self._count
-        self.loader._abandon_pool()
-        shown = ", ".join(map(str, indices[:8])) + (", ..." if len(indices) > 8 else "")
-        return SampleError(
-            f"batch {job.number} of epoch {self.epoch} did not finish in {self.loader.timeout:g} s; samples still "
-            f"in work: {shown}; a transform or the dataset's read is stuck or far too slow (pass a larger "
-            f"timeout= if it is just slow)",
-            index=indices[0] if indices else None,
-        )
-
-    def __del__(self) -> None:
-        """Dropped unfinished (``next(iter(loader))``, a loop that broke out): hand the position back."""
-        loader = self.loader
-        try:
-            if not self.finished and os.getpid() == loader._pid and loader._active is self:
-                loader._keep_position(self)  # (not an iterator that load_state_dict replaced)
-        except Exception:  # at interpreter shutdown there is nothing useful to do
-            pass
-
-    def cancel(self) -> None:
-        """Stop the batches in flight and give their buffers back; the epoch ends here."""
-        for job in self._in_flight:
-            job.cancelled = True
-        while self._in_flight:
-            job = self._in_flight.popleft()
-            job.done.wait()
-            self.loader._buffers.release(job.buffers)
-        if not isinstance(self._ahead, BaseException):
-            self._ahead = None  # a finished batch: its buffers are back in the pool already
-        self._next_yield = self._next_start = self._count
-
-
-def _weak_method(method: Callable[..., Any]) -> Callable[..., Any]:
-    """``method`` without a strong reference to its object (the Loader): pools and buffers hold this, and a
-    reference back to the Loader would make a cycle."""
-    reference = weakref.WeakMethod(method)
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        bound = reference()
-        if bound is None:
-            raise ReferenceError("the Loader this worker served has been closed")
-        return bound(*args, **kwargs)
-
-    return call
+    def _stand_in(self) -> Any:
+        """The observer's batch instead of the epoch's next (the profiler's headspace steps), or None."""
+        batch = self._observer.stand_in()
+        return self.structure.shape(batch) if batch is not None else None
 
 
 @atexit.register
@@ -867,43 +372,3 @@ def _close_live_loaders() -> None:
     for loader in list(_LIVE_LOADERS):
         with contextlib.suppress(Exception):
             loader.close()
-
-
-def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """(rank, world size): as given, else from an initialized ``torch.distributed``, else (0, 1)."""
-    if rank is None and world_size is None and torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    world_size = 1 if world_size is None else world_size
-    rank = 0 if rank is None else rank
-    if not isinstance(world_size, int) or world_size < 1:
-        raise ConfigError(f"world_size must be a positive integer, got {world_size!r}")
-    if not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise ConfigError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
-    return rank, world_size
-
-
-def _state_problem(state: Mapping[str, Any], loader: Loader) -> str | None:
-    """Why ``state`` cannot resume ``loader``, or None."""
-    if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
-        return f"it is not a stoke loader state (expected format {STATE_FORMAT!r})"
-    for key in ("epoch", "samples_consumed", "seed", "epoch_length"):
-        if not isinstance(state.get(key), int) or isinstance(state.get(key), bool) or state[key] < 0:
-            return f"{key!r} must be a non-negative integer, got {state.get(key)!r}"
-    if state["seed"] != loader.seed:
-        return f"it was saved with seed {state['seed']}, this Loader has seed {loader.seed}"
-    if state["order"] != type(loader.order).__name__ or state["epoch_length"] != loader.order.length:
-        return (
-            f"it was saved for a {state['order']} of {state['epoch_length']} samples per epoch, this Loader "
-            f"has a {type(loader.order).__name__} of {loader.order.length} (a different dataset, view or sampling)"
-        )
-    if state["samples_consumed"] > state["epoch_length"]:
-        return f"samples_consumed {state['samples_consumed']} exceeds the epoch's {state['epoch_length']} samples"
-    return None
-
-
-def _resolve_count(value: int | str, automatic: int, name: str) -> int:
-    if value == "auto":
-        return automatic
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer or 'auto', got {value!r}")
-    return value

@@ -1,17 +1,23 @@
-"""``stoke.open``: a map-style dataset over a packed directory.
+"""``stoke.open``: a map-style dataset over a packed dataset's shard store.
+
+A :class:`Dataset` reads through a shard store (:class:`~stoke.storage.store.ShardStore`): a
+:class:`~stoke.storage.local.LocalStore` for a directory, a :class:`~stoke.storage.remote_store.RemoteStore`
+for a URL. The store says where the files are and makes a shard readable; the dataset does everything
+else the same way for both: locating a sample, checksums, decoding, columns, attachments, the tokenizer,
+splits and views.
 
 Opening reads and validates the manifest, and confirms its counts against the shard files' sizes (one
 ``stat`` per shard, no shard is read), so nothing is ever allocated from a count that the files do not
-back. Each shard is memory-mapped the first time one of its samples is read. The per-sample index lives
-in the shards' offset tables, so the dataset holds no Python object per sample, pickles without its
-mappings (worker processes re-map the same files, sharing the page cache instead of copying the data),
-and is safe to read from many threads.
+back. Each shard is opened (memory-mapped; fetched first for a remote dataset) the first time one of its
+samples is read. The per-sample index lives in the shards' offset tables, so the dataset holds no Python
+object per sample, pickles without its mappings (worker processes re-map the same files, sharing the page
+cache instead of copying the data), and is safe to read from many threads.
 
 Limits that protect the reader come from the caller, never from the file: ``max_pixels`` (default
 :data:`~stoke.format.fields.image_codec.DEFAULT_MAX_PIXELS`, Pillow's) bounds every image decode, and a
 dataset's own ``max_pixels`` can only lower it.
 
-Not for: batching, shuffling or augmenting; the Loader does those.
+Not for: batching, shuffling or augmenting (the Loader does those), or where shards live (``stoke.storage``).
 
 Example:
     >>> import stoke, numpy as np, tempfile
@@ -20,14 +26,14 @@ Example:
     >>> dataset = stoke.open(out)
     >>> len(dataset), dataset[1]["y"], dataset[1]["x"].tolist()
     (3, 1, [2.0, 3.0])
+    >>> type(dataset.store).__name__, dataset.root == dataset.store.root
+    ('LocalStore', True)
 """
 
 from __future__ import annotations
 
 import bisect
 import os
-import threading
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -36,18 +42,19 @@ import numpy as np
 
 from stoke.errors import ConfigError, FormatError, SampleError
 from stoke.format import mapguard
-from stoke.format.checksum import file_checksum, format_digest, sample_checksum
+from stoke.format.checksum import format_digest, sample_checksum
 from stoke.format.fields import Field, FloatField, ImageField, IntField
 from stoke.format.fields.image_codec import DEFAULT_MAX_PIXELS
-from stoke.format.manifest import MANIFEST_NAME, Manifest, ShardEntry
+from stoke.format.manifest import ShardEntry
 from stoke.format.shard import DATA_START, ShardReader
-from stoke.format.splits import Splits, has_splits, read_splits
+from stoke.format.splits import Splits
+from stoke.storage.cache import ShardCache
+from stoke.storage.local import LocalStore
 from stoke.storage.remote import is_remote_url
+from stoke.storage.remote_store import RemoteStore
+from stoke.storage.store import MAX_UNCONFIRMED_SAMPLES, ShardStore, fork_safe_lock, shard_starts
 
-# Samples in shards whose files are missing or of another size than listed are damage (verify lists them),
-# up to as many as the files confirm, plus this many: beyond that the counts are not the files' and the
-# dataset is refused before anything is allocated from them.
-MAX_UNCONFIRMED_SAMPLES = 1 << 20
+__all__ = ["MAX_UNCONFIRMED_SAMPLES", "Dataset", "DatasetView", "open", "selection", "with_split"]
 
 
 def open(
@@ -61,7 +68,8 @@ def open(
 
     A URL (``s3://``, ``gs://``, ``https://``, any fsspec protocol) opens a remote dataset whose shards are
     fetched into a bounded, verified local cache; ``remote_options`` (``cache_dir``, ``cache_bytes``,
-    ``storage_options``, ``retry``, ``ahead``) go to :func:`stoke.storage.open_remote` (docs/remote.md).
+    ``storage_options``, ``retry``, ``ahead``) go to :class:`~stoke.storage.remote_store.RemoteStore`
+    (docs/remote.md).
 
     With ``split``, only that stored split (made by ``stoke split``) is returned, as an index view of the
     dataset: no data is copied. ``max_pixels`` is the largest image (height x width) any read decodes
@@ -73,20 +81,23 @@ def open(
     not back, or a split that does not exist.
     """
     if remote_options or is_remote_url(path):
-        from stoke.storage.dataset import open_remote
+        store: ShardStore = RemoteStore(str(path), **remote_options)
+    else:
+        store = LocalStore(path)
+    try:
+        return with_split(Dataset(store, max_pixels=max_pixels), split)
+    except BaseException:
+        store.close()  # a remote store holds its cache directory's lock
+        raise
 
-        return open_remote(str(path), split, max_pixels=max_pixels, **remote_options)
-    root = Path(path)
-    return with_split(Dataset(root, Manifest.read(root), max_pixels=max_pixels), split, str(root))
 
-
-def with_split(dataset: Dataset, split: str | None, where: str) -> Dataset | DatasetView:
-    """``dataset``, or the view of its stored split ``split`` (``where`` names it in the error)."""
+def with_split(dataset: Dataset, split: str | None) -> Dataset | DatasetView:
+    """``dataset``, or the view of its stored split ``split``."""
     if split is None:
         return dataset
     parts = dataset.splits().parts
     if split not in parts:
-        raise FormatError(f"{where} has no split {split!r}; its splits are {sorted(parts)}")
+        raise FormatError(f"{dataset.location} has no split {split!r}; its splits are {sorted(parts)}")
     return dataset.select(parts[split])
 
 
@@ -101,23 +112,33 @@ class Dataset:
 
     ``fields`` are the manifest's, with the reader's limits: each image field's ``max_pixels`` is the
     smaller of the caller's (``max_pixels``, default Pillow's 89,478,485) and the dataset's own.
+
+    ``store`` is where the shards live (:class:`~stoke.storage.store.ShardStore`); ``root`` is the dataset
+    as its user named it, the directory (a ``Path``) of a local dataset or the URL (a ``str``) of a remote
+    one, and ``location`` is ``str(root)``; ``cache`` is a remote dataset's
+    :class:`~stoke.storage.cache.ShardCache` (None for a local one).
     """
 
-    def __init__(self, root: Path, manifest: Manifest, max_pixels: int | None = None) -> None:
-        self.root = root
-        self.manifest = manifest
+    def __init__(self, store: ShardStore, max_pixels: int | None = None) -> None:
+        self.store = store
+        self.manifest = store.manifest
+        self.root: Path | str = store.root
+        self.location = store.location
         limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
         self.fields: dict[str, Field] = {
             entry.name: entry.field.limited(limit) if isinstance(entry.field, ImageField) else entry.field
-            for entry in manifest.fields
+            for entry in self.manifest.fields
         }
-        self._confirm_counts()
-        counts = np.fromiter((shard.num_samples for shard in manifest.shards), np.int64, len(manifest.shards))
-        self._starts: list[int] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tolist()
-        self._readers: list[ShardReader | None] = [None] * len(manifest.shards)
-        self._lock = threading.Lock()
-        self._real_root: str | None = None
-        _OPEN_DATASETS.add(self)
+        store.confirm_counts()  # before anything is allocated from the counts
+        self._starts: list[int] = shard_starts(self.manifest).tolist()
+        self._copy_out = store.evicts  # a released shard may be unmapped at once: hand out copies
+        self._held: set[int] = set()  # shards handed out by shard_reader(): held until close()
+        self._lock = fork_safe_lock(self)
+
+    @property
+    def cache(self) -> ShardCache | None:
+        """A remote dataset's cache (``cache.stats()``: hits, downloads, evictions); None for a local one."""
+        return getattr(self.store, "cache", None)
 
     # ---- the map-style protocol --------------------------------------------------------------------
     def __len__(self) -> int:
@@ -139,7 +160,7 @@ class Dataset:
             sample = {name: field.decode(data) for (name, field), data in zip(self.fields.items(), raw)}
         except FormatError as error:
             self.check_read(index)  # zeros from a shard truncated meanwhile: say that, not what they decoded to
-            raise self._sample_error(index, str(error)) from error
+            raise self._sample_error(index, error.reason) from error
         self.check_read(index)
         return sample
 
@@ -149,45 +170,40 @@ class Dataset:
 
     def __repr__(self) -> str:
         schema = ", ".join(f"{name}: {field.type_name}" for name, field in self.fields.items())
-        return f"stoke.Dataset({str(self.root)!r}, {len(self):,} samples, {{{schema}}})"
+        return f"stoke.Dataset({self.location!r}, {len(self):,} samples, {{{schema}}})"
 
     # ---- splits ----------------------------------------------------------------------------------
     @property
     def packing_id(self) -> str:
         """The xxh3 digest of the manifest: what stored splits are tied to (a re-pack changes it)."""
-        return file_checksum(self.root / MANIFEST_NAME)
+        return self.store.packing_id
 
     def splits(self) -> Splits:
         """The stored splits (``stoke split``), validated; raises FormatError when there are none."""
-        return read_splits(self.root, len(self), self.packing_id)
+        return self.store.read_splits()
 
     def has_splits(self) -> bool:
         """Whether ``stoke split`` has stored splits in the dataset (not whether they are valid)."""
-        return has_splits(self.root)
+        return self.store.has_splits()
 
     # ---- attachments -----------------------------------------------------------------------------
     def attachment(self, name: str) -> bytes:
         """The bytes of a file the manifest attaches (such as ``tokenizer.json``), checked before use.
 
-        Only names the manifest lists are read; each must resolve inside the dataset directory and have
-        the listed size and xxh3 checksum, else :class:`~stoke.errors.FormatError`. An unlisted name is
-        a KeyError.
+        Only names the manifest lists are read; each must lie inside the dataset (a local one's must
+        resolve inside its directory) and have the listed size and xxh3 checksum, else
+        :class:`~stoke.errors.FormatError`. An unlisted name is a KeyError.
         """
         try:
             entry = self.manifest.attachment(name)
         except KeyError:
             listed = ", ".join(a.file for a in self.manifest.attachments) or "none"
-            raise KeyError(f"{self.root} attaches no file {name!r} (it attaches: {listed})") from None
-        path = self._inside(entry.file, what="attached file")
-        with path.open("rb") as stream:
-            size = os.fstat(stream.fileno()).st_size
-            if size != entry.file_size:
-                raise FormatError(
-                    f"{path} is {size:,} bytes but the manifest lists {entry.file_size:,}; restore it or re-pack"
-                )
-            data = stream.read(entry.file_size)
+            raise KeyError(f"{self.location} attaches no file {name!r} (it attaches: {listed})") from None
+        data = self.store.read_file(entry.file, entry.file_size)
         if format_digest(sample_checksum(data)) != entry.checksum:
-            raise FormatError(f"{path} does not match its checksum in the manifest; restore it or re-pack")
+            raise FormatError(
+                f"{self.store.where(entry.file)} does not match its checksum in the manifest; restore it or re-pack"
+            )
         return data
 
     def tokenizer(self) -> Any:
@@ -199,8 +215,10 @@ class Dataset:
 
         names = [a.file for a in self.manifest.attachments]
         if TOKENIZER_FILE not in names:
-            raise ConfigError(f"{self.root} has no {TOKENIZER_FILE}; only datasets packed from text carry a tokenizer")
-        return tokenizer_from_json(self.attachment(TOKENIZER_FILE), str(self.root / TOKENIZER_FILE)).hf
+            raise ConfigError(
+                f"{self.location} has no {TOKENIZER_FILE}; only datasets packed from text carry a tokenizer"
+            )
+        return tokenizer_from_json(self.attachment(TOKENIZER_FILE), self.store.where(TOKENIZER_FILE)).hf
 
     # ---- what the Loader and verify use -------------------------------------------------------------
     def dataset_index(self, positions: np.ndarray) -> np.ndarray:
@@ -209,6 +227,7 @@ class Dataset:
 
     def will_read(self, indices: np.ndarray) -> None:
         """The Loader announces the dataset indices an epoch will read, in order (remote datasets prefetch)."""
+        self.store.will_read(indices)
 
     def locate(self, index: int) -> tuple[int, int]:
         """(shard number, sample number inside the shard) of dataset index ``index``."""
@@ -219,38 +238,49 @@ class Dataset:
         return self.manifest.shards[self.locate(index)[0]]
 
     def read_fields(self, index: int, positions: Sequence[int] | None = None, verify: bool = False) -> list[memoryview]:
-        """The encoded bytes of each field of sample ``index`` (all, or those at ``positions``), zero-copy.
+        """The encoded bytes of each field of sample ``index`` (all, or those at ``positions``).
 
-        With ``verify`` the sample's checksum is checked first, and a damaged sample raises
+        Zero-copy views into the mapped shard for a local dataset; copies taken while the shard is held for
+        a store that may unmap a shard as soon as it is released (a remote cache evicting it). With
+        ``verify`` the sample's checksum is checked first, and a damaged sample raises
         :class:`~stoke.errors.SampleError`.
         """
         shard, local = self.locate(index)
-        reader = self._reader(shard)
+        store = self.store
+        reader = store.open_shard(shard)
         try:
             parts = reader.fields_checked(local) if verify else reader.fields(local)
+            if positions is not None:
+                parts = [parts[position] for position in positions]
+            if self._copy_out:
+                parts = [memoryview(bytes(part)) for part in parts]
         except FormatError as error:
-            raise self._sample_error(index, str(error).rsplit(": ", 1)[-1]) from error
-        if positions is None:
-            return parts
-        return [parts[position] for position in positions]
+            raise self._sample_error(index, error.reason) from error
+        finally:
+            store.release(shard, sample_read=True)
+        return parts
 
     def check_read(self, index: int) -> None:
         """After sample ``index``'s bytes were used: raise SampleError if its shard was truncated meanwhile
         (the lost pages read as zeros, ``stoke.format.mapguard``); one flag unless a mapping lost pages."""
-        reader = self._readers[self.locate(index)[0]] if mapguard.pages_lost() else None
+        reader = self.store.mapped_shard(self.locate(index)[0]) if mapguard.pages_lost() else None
         if reader is not None:
             try:
                 reader.check_mapping()
             except FormatError as error:
-                raise self._sample_error(index, str(error)) from error
+                raise self._sample_error(index, error.reason) from error
 
     def is_intact(self, index: int) -> bool:
         """Whether sample ``index`` matches its stored checksum (False also when its shard cannot be read)."""
         shard, local = self.locate(index)
         try:
-            return self._reader(shard).is_intact(local)
+            reader = self.store.open_shard(shard)
         except (FormatError, OSError):
             return False
+        try:
+            return reader.is_intact(local)
+        finally:
+            self.store.release(shard)
 
     def column(self, name: str, indices: np.ndarray | None = None) -> np.ndarray:
         """Every sample's value of an ``int`` or ``float`` field (or those of ``indices``, in that order),
@@ -264,7 +294,7 @@ class Dataset:
         """
         field = self.fields[name]
         if not isinstance(field, (IntField, FloatField)):
-            raise TypeError(f"column() reads int and float fields; {name!r} is a {field.type_name} field")
+            raise ConfigError(f"column() reads int and float fields; {name!r} is a {field.type_name} field")
         position = self.field_positions([name])[0]
         dtype = field.spec.dtype
         if indices is None:
@@ -297,8 +327,8 @@ class Dataset:
         listed = ", ".join(str(first + int(i)) for i in local[:5]) + (", ..." if local.size > 5 else "")
         return FormatError(
             f"{what} cannot be read for {local.size:,} damaged samples of {self.manifest.shards[shard].file} "
-            f"(samples {listed}); run `stoke verify {self.root}`, then restore the shard, re-pack, or leave those "
-            f"samples out with dataset.select(...)"
+            f"(samples {listed}); run `stoke verify {self.location}`, then restore the shard, re-pack, or leave "
+            f"those samples out with dataset.select(...)"
         )
 
     def _column_part(
@@ -313,17 +343,28 @@ class Dataset:
         if damaged.size:
             raise self.damaged_samples_error(shard, f"field {name!r}", damaged)
         data = np.frombuffer(reader.mapping, np.uint8, reader.layout.offsets_start - DATA_START, DATA_START)
-        gathered = data[starts[:, None] + np.arange(8)]
+        gathered = data[starts[:, None] + np.arange(8)]  # a copy: nothing refers to the mapping afterwards
         reader.check_mapping()
         return gathered.view(self.fields[name].spec.dtype).reshape(-1)
 
     def _using_shard(self, shard: int, use: Any) -> Any:
-        """``use(reader)`` on shard ``shard``'s reader (a remote dataset keeps the shard pinned meanwhile)."""
-        return use(self._reader(shard))
+        """``use(reader)`` on shard ``shard``'s reader, held by the store meanwhile."""
+        reader = self.store.open_shard(shard)
+        try:
+            return use(reader)
+        finally:
+            self.store.release(shard)
 
     def shard_reader(self, shard: int) -> ShardReader:
-        """The (lazily opened) reader of shard number ``shard``."""
-        return self._reader(shard)
+        """The reader of shard number ``shard``, opened (fetched, for a remote dataset) if need be and held
+        by the store until :meth:`close`, so that it can be used directly (by verify, say)."""
+        reader = self.store.open_shard(shard)
+        with self._lock:
+            held = shard in self._held
+            self._held.add(shard)
+        if held:
+            self.store.release(shard)  # one hold per shard handed out
+        return reader
 
     def select(self, indices: Iterable[int] | np.ndarray) -> DatasetView:
         """A view of some samples, in the given order, without copying any data."""
@@ -334,12 +375,13 @@ class Dataset:
         return f"sample {index} ({self.shard_of(index).file})"
 
     def close(self) -> None:
-        """Unmap every shard; the dataset re-maps them if it is used again."""
+        """Unmap every shard and let go of what the store holds (a remote cache's lock; its files stay); the
+        dataset opens them again if it is used again."""
         with self._lock:
-            readers, self._readers = self._readers, [None] * len(self._readers)
-        for reader in readers:
-            if reader is not None:
-                reader.close()
+            held, self._held = self._held, set()
+        for shard in held:
+            self.store.release(shard)
+        self.store.close()
 
     def __enter__(self) -> Dataset:
         return self
@@ -348,15 +390,14 @@ class Dataset:
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_readers"] = [None] * len(self._readers)
+        state = self.__dict__.copy()  # the store pickles by its own rules: without its mappings
+        state["_held"] = set()
         del state["_lock"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
-        _OPEN_DATASETS.add(self)
+        self._lock = fork_safe_lock(self)
 
     # ---- internals --------------------------------------------------------------------------------
     def _check_index(self, index: Any) -> int:
@@ -377,69 +418,13 @@ class Dataset:
             return [order.index(name) for name in names]
         except ValueError:
             missing = [name for name in names if name not in self.fields]
-            raise KeyError(f"no field named {missing[0]!r}; the dataset has {', '.join(order)}") from None
-
-    def _reader(self, shard: int) -> ShardReader:
-        reader = self._readers[shard]
-        if reader is not None:
-            return reader
-        return self._map_shard(shard, self._inside(self.manifest.shards[shard].file))
-
-    def _map_shard(self, shard: int, path: Path) -> ShardReader:
-        """The reader of shard ``shard``, mapping the file at ``path`` unless another thread already has."""
-        with self._lock:
-            reader = self._readers[shard]
-            if reader is None:
-                entry = self.manifest.shards[shard]
-                version = self.manifest.format_version
-                reader = ShardReader(path, len(self.fields), entry.num_samples, entry.file_size, version, entry.seed)
-                self._readers[shard] = reader
-        return reader
-
-    def _confirm_counts(self) -> None:
-        """Refuse counts the shard files do not back, before anything is allocated from them.
-
-        The manifest's arithmetic is checked already (each count fits its shard's listed size); here each
-        listed size meets the file's real one, one ``stat`` per shard. A missing or resized shard is damage
-        that ``stoke verify`` lists sample by sample, up to as many samples as the intact shards hold (plus
-        :data:`MAX_UNCONFIRMED_SAMPLES`); more than that is a manifest that does not describe these files.
-        """
-        unconfirmed, example = 0, ""
-        for entry in self.manifest.shards:
-            try:
-                size: int | None = os.stat(self.root / entry.file).st_size
-            except OSError:
-                size = None
-            if size != entry.file_size:
-                unconfirmed += entry.num_samples
-                if not example:
-                    found = "is missing" if size is None else f"is {size:,} bytes, not {entry.file_size:,}"
-                    example = f"{entry.file} {found}"
-        confirmed = self.manifest.num_samples - unconfirmed
-        if unconfirmed > confirmed + MAX_UNCONFIRMED_SAMPLES:
-            raise FormatError(
-                f"{self.root / MANIFEST_NAME} lists {self.manifest.num_samples:,} samples, but {unconfirmed:,} of "
-                f"them are in shards that are missing or differ in size from what it lists ({example}): the "
-                f"manifest does not describe these files; restore the dataset from a copy or re-pack it"
-            )
-
-    def _inside(self, name: str, what: str = "shard") -> Path:
-        """The resolved path of a file the manifest names; refuses any that resolves outside the dataset."""
-        if self._real_root is None:
-            self._real_root = os.path.realpath(self.root)
-        path = self.root / name
-        real = os.path.realpath(path)
-        if os.path.dirname(real) != self._real_root:
-            raise FormatError(
-                f"{path} links to {real}, outside the dataset directory; stoke reads only files inside {self.root}"
-            )
-        if not os.path.isfile(real):
-            raise FormatError(f"{what} {name} is missing from {self.root}; restore it or re-pack the dataset")
-        return Path(real)  # what was checked is what is opened
+            raise ConfigError(f"no field named {missing[0]!r}; the dataset has {', '.join(order)}") from None
 
     def _sample_error(self, index: int, reason: str) -> SampleError:
         shard = self.shard_of(index).file
-        return SampleError(f"sample {index} in {self.root / shard} is damaged: {reason}", index=index, shard=shard)
+        return SampleError(
+            f"sample {index} in {self.store.where(shard)} is damaged: {reason}", index=index, shard=shard
+        )
 
 
 def selection(index: Any, size: int) -> np.ndarray | None:
@@ -468,20 +453,6 @@ def selection(index: Any, size: int) -> np.ndarray | None:
     return None
 
 
-# A forked child (process workers, a pack pool) gets a copy of the parent's memory but only the forking
-# thread: a lock another thread held at that moment (opening a shard for a thread Loader on the same
-# dataset, say) would stay held in the child forever. Each child starts with fresh locks instead.
-_OPEN_DATASETS: weakref.WeakSet[Dataset] = weakref.WeakSet()
-
-
-def _fresh_locks_in_child() -> None:
-    for dataset in list(_OPEN_DATASETS):
-        dataset._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_fresh_locks_in_child)
-
-
 class DatasetView:
     """Some samples of a :class:`Dataset`, by index, in a given order; ``ds[i]`` reads ``base[indices[i]]``."""
 
@@ -496,6 +467,7 @@ class DatasetView:
         self.fields = base.fields
         self.manifest = base.manifest
         self.root = base.root
+        self.location = base.location
 
     def __len__(self) -> int:
         return int(self.indices.size)

@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -39,13 +40,15 @@ from typing import Any
 
 from tqdm import tqdm
 
-from stoke.engines.local import available_cores
 from stoke.errors import FormatError
 from stoke.format.checksum import file_checksum
 from stoke.format.manifest import MANIFEST_NAME
+from stoke.format.shard import ShardReader
 from stoke.lifecycle import completed
-from stoke.read import MAX_UNCONFIRMED_SAMPLES, Dataset
+from stoke.machine import available_cores
+from stoke.read import Dataset
 from stoke.read import open as open_dataset
+from stoke.storage.store import MAX_UNCONFIRMED_SAMPLES
 
 
 @dataclass
@@ -67,7 +70,8 @@ class VerifyReport:
     def damaged_indices(self) -> list[int]:
         return [entry["index"] for entry in self.damaged]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (what ``stoke verify --json`` prints)."""
         return {
             "path": str(self.path),
             "ok": self.ok,
@@ -78,6 +82,10 @@ class VerifyReport:
             "shard_problems": self.shard_problems,
             "notes": self.notes,
         }
+
+    def to_json(self, indent: int | None = None) -> str:
+        """:meth:`to_dict` as JSON text: one line, or indented by ``indent``."""
+        return json.dumps(self.to_dict(), indent=indent)
 
     def __str__(self) -> str:
         notes = [f"  note: {note}" for note in self.notes]
@@ -195,12 +203,26 @@ def _check_shard(dataset: Dataset, number: int, first: int, checked: list[int], 
     check = _ShardCheck(number, first)
     problems = check.problems
     try:
-        reader = dataset.shard_reader(number)
+        reader = dataset.store.open_shard(number)  # held while it is checked: a remote cache may evict it after
     except (FormatError, OSError) as error:
         check.lost = str(error)
         problems.append({"shard": entry.file, "reason": check.lost})
         checked[number] = entry.num_samples
         return check
+    try:
+        _check_samples(dataset, reader, check, checked, stop)
+    finally:
+        dataset.store.release(number)
+    return check
+
+
+def _check_samples(
+    dataset: Dataset, reader: ShardReader, check: _ShardCheck, checked: list[int], stop: threading.Event
+) -> None:
+    """What checking the opened shard ``reader`` finds, into ``check``."""
+    number, first = check.number, check.first
+    entry = dataset.manifest.shards[number]
+    problems = check.problems
     if file_checksum(reader.path) != entry.checksum:
         problems.append({"shard": entry.file, "reason": "the file's checksum differs from the manifest's"})
     if not reader.header_ok:
@@ -236,7 +258,7 @@ def _check_shard(dataset: Dataset, number: int, first: int, checked: list[int], 
                 for value, data in zip(fields, reader.fields(local)):
                     value.decode(data)
             except FormatError as error:
-                reason = f"it does not decode: {error}"
+                reason = f"it does not decode: {error.reason}"
         if reason is not None:
             damaged.append({"index": first + local, "shard": entry.file, "reason": reason})
         checked[number] = local + 1
@@ -244,4 +266,3 @@ def _check_shard(dataset: Dataset, number: int, first: int, checked: list[int], 
         reader.check_mapping(thorough=True)  # truncated while being checked: its lost pages read as zeros
     except FormatError as error:
         problems.append({"shard": entry.file, "reason": str(error)})
-    return check

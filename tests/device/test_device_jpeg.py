@@ -364,9 +364,9 @@ def test_nvjpeg_unavailable_refuses_a_torchvision_without_cuda(cuda_claimed):
 def test_a_field_on_cuda_without_torchvision_warns_with_the_import_error(jpegs, cuda_claimed, caplog):
     cuda_claimed.setitem(sys.modules, "torchvision", None)  # import torchvision raises ImportError
     reader = reader_for(jpegs, ["image"], "never")
-    field, stats = jpegs.fields["image"], reader.field_stats("image")
+    stats = reader.field_stats("image")
     with caplog.at_level(logging.WARNING, logger="stoke"):
-        stage = jpeg.image_stage("device", "image", field, CROP, reader, stats, torch.device("cuda"), False, True)
+        stage = jpeg.image_stage("device", "image", CROP, reader, stats, torch.device("cuda"), False, True)
     (record,) = caplog.records
     assert "torchvision cannot be imported" in record.getMessage() and "decoded on the CPU" in record.getMessage()
     assert isinstance(stage, ImageStage)

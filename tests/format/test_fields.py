@@ -20,7 +20,7 @@ from stoke.format.fields import (
     JsonField,
     NDArrayField,
     TextField,
-    field_from_json,
+    field_from_dict,
 )
 
 NUMERIC_DTYPES = st.sampled_from(
@@ -166,7 +166,7 @@ def test_json_refuses_nan_and_objects():
     ],
 )
 def test_settings_roundtrip_through_the_manifest(field):
-    assert field_from_json(json.loads(json.dumps(field.to_json())), where="fields[0]") == field
+    assert field_from_dict(json.loads(json.dumps(field.to_dict())), where="fields[0]") == field
 
 
 @pytest.mark.parametrize(
@@ -184,4 +184,4 @@ def test_settings_roundtrip_through_the_manifest(field):
 )
 def test_damaged_field_settings_are_refused_in_one_sentence(entry, message):
     with pytest.raises(FormatError, match=message):
-        field_from_json(entry, where="manifest.json fields[0]")
+        field_from_dict(entry, where="manifest.json fields[0]")

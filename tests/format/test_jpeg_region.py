@@ -212,13 +212,14 @@ def test_an_enlarging_resize_asks_for_the_whole_image(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     ("setting", "expected"),
-    [("off", "False None"), ("/nonexistent/libturbojpeg.so", "RuntimeError: STOKE_TURBOJPEG='/nonexistent")],
+    [("off", "False None"), ("/nonexistent/libturbojpeg.so", "ConfigError: STOKE_TURBOJPEG='/nonexistent")],
 )
 def test_the_library_is_chosen_by_environment(setting, expected):
     code = (
+        "from stoke.errors import ConfigError\n"
         "from stoke.format.fields import jpeg_region as j\n"
         "try:\n    print(j.available(), j.library_path())\n"
-        "except RuntimeError as e:\n    print('RuntimeError:', e)\n"
+        "except ConfigError as e:\n    print('ConfigError:', e)\n"
     )
     env = {**os.environ, "STOKE_TURBOJPEG": setting}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -27,7 +27,7 @@ def rewrite(path, change):
 def test_roundtrip(dataset):
     manifest = Manifest.read(dataset)
     assert manifest.num_samples == 6 and len(manifest.shards) == 3
-    assert Manifest.from_json(manifest.to_json(), where="m").to_json() == manifest.to_json()
+    assert Manifest.from_dict(manifest.to_dict(), where="m").to_dict() == manifest.to_dict()
 
 
 def test_not_a_dataset_messages(tmp_path):

@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stoke.errors import ConfigError
 from stoke.ops import CutMix, MixUp
 from stoke.ops.base import BatchContext
 
@@ -126,7 +127,7 @@ def test_bad_labels_and_settings_are_refused_with_a_sentence():
         MixUp(1.0, 3).apply(batch, context(4))
     with pytest.raises(ValueError, match=r"int labels \[B\] or float targets \[B, 10\]"):
         MixUp(1.0, 10).apply({**batch, "label": torch.zeros(4, 2)}, context(4))
-    with pytest.raises(KeyError, match=r"needs the batch key 'target'"):
+    with pytest.raises(ConfigError, match=r"needs the batch key 'target'.*name its keys with image= and label="):
         CutMix(1.0, 10, label="target").apply(batch, context(4))
     with pytest.raises(ValueError, match=r"alpha must be a positive number"):
         MixUp(0, 3)

@@ -27,8 +27,9 @@ from stoke.ops import (
 from stoke.ops import geometry_batch as geometry_batch_module
 from stoke.ops.base import BatchContext, Geometry
 from stoke.ops.batched import OnBatch
-from stoke.ops.geometry_batch import plan_geometries
-from stoke.pipeline.image import render, split_ops
+from stoke.ops.geometry import plan_geometries
+from stoke.ops.placement import split_ops
+from stoke.pipeline.image import render
 from stoke.rng import stream_id
 
 # OpenCV resamples uint8 with 11-bit fixed-point weights, the batch in float: at most one grey level apart,
@@ -53,7 +54,11 @@ def as_batch(images: np.ndarray, dtype: torch.dtype = torch.uint8, channels_last
 def assert_close_to_cpu(device: np.ndarray, cpu: np.ndarray) -> None:
     difference = np.abs(device.astype(np.float64) - cpu.astype(np.float64))
     assert difference.max() <= MAX_LEVELS, difference.max()
-    if difference.size >= 100:  # an average of a handful of pixels says nothing
+    # An average of a handful of pixels says nothing, nor one of outputs a row or a column thin: they sample
+    # their source along one line, where interpolated values can fall halfway between two levels together
+    # (hypothesis found a 1x20 output from a 4x39 image, every pixel 1 level off: a mean of 0.6).
+    height, width = device.shape[-2:]  # (..., C, H, W)
+    if difference.size >= 100 and min(height, width) >= 2:
         assert difference.mean() <= MEAN_LEVELS, difference.mean()
 
 

@@ -60,5 +60,5 @@ def test_op_order_and_fields_are_checked(photos):
         stoke.Loader(photos, 4, transforms={"image": [RandomResizedCrop(8), Normalize([0.5] * 3, [0.5] * 3), Map(abs)]})
     with pytest.raises(ConfigError, match=r"transforms\['label'\] may only hold batch ops"):
         stoke.Loader(photos, 4, transforms={"image": [RandomResizedCrop(8)], "label": [Map(abs)]})
-    with pytest.raises(TypeError, match=r"Map needs a function"):
+    with pytest.raises(ConfigError, match=r"Map needs a function"):
         Map("not callable")

@@ -133,14 +133,14 @@ def test_a_killed_worker_fails_the_epoch_clearly_and_the_next_epoch_runs():
     )
     iterator = iter(loader)
     next(iterator)
-    victim = loader._pool.pids[0]
+    victim = loader._line.executor.pids[0]
     os.kill(victim, signal.SIGKILL)
     with pytest.raises(SampleError, match=rf"worker process {victim} was killed by SIGKILL"):
         for _ in iterator:  # never hangs: the dead worker's batches fail, the others finish
             pass
     survivors = torch.cat([b.index for b in loader])  # a fresh pool for the next epoch
     assert survivors.tolist() == list(range(40))
-    assert victim not in loader._pool.pids
+    assert victim not in loader._line.executor.pids
     loader.close()
 
 
@@ -148,7 +148,7 @@ def test_close_stops_the_processes_and_the_collector():
     threads_before = threading.active_count()
     loader = stoke.Loader({"x": np.arange(50.0)}, batch_size=8, workers="process", num_threads=2)
     list(loader)
-    pids = loader._pool.pids
+    pids = loader._line.executor.pids
     assert all(psutil.pid_exists(pid) for pid in pids)
     loader.close()
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
@@ -163,7 +163,7 @@ def test_close_stops_busy_workers_at_once_and_the_epoch_goes_on_after():
     dataset.delay = 0.25  # for the workers, forked by iter()
     iterator = iter(loader)
     first = next(iterator).index.tolist()
-    pids = loader._pool.pids
+    pids = loader._line.executor.pids
     started = time.monotonic()
     loader.close()  # 8 batches in flight, 4 s of work: dropped, not waited for (Ctrl-C, the exit hook)
     assert time.monotonic() - started < 2.0
@@ -183,7 +183,7 @@ def test_workers_forked_while_another_thread_holds_the_dataset_lock_still_read(t
     stoke.pack({"x": np.arange(40)}, tmp_path / "ds", shard_items=8, progress=False)
     dataset = stoke.open(tmp_path / "ds")
     loader = stoke.Loader(dataset, batch_size=8, shuffle=False, workers="process", num_threads=2, timeout=20)
-    with dataset._lock:  # held, as by a thread Loader's worker opening a shard of the same dataset
+    with dataset.store._lock:  # held, as by a thread Loader's worker opening a shard of the same dataset
         batches = iter(loader)  # the workers fork now
         first = next(batches)
     rest = list(batches)

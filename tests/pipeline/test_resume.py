@@ -140,3 +140,11 @@ def test_a_state_from_another_dataset_or_seed_is_refused(photos):
         stoke.Loader(photos, batch_size=4, fields=["label"]).load_state_dict({"epoch": 3})
     with pytest.raises(ConfigError, match=r"'samples_consumed' must be a non-negative integer"):
         stoke.Loader(photos, batch_size=4, seed=1, fields=["label"]).load_state_dict(state | {"samples_consumed": -2})
+
+
+def test_a_state_without_its_order_is_refused_in_a_sentence():
+    loader = stoke.Loader({"x": np.arange(8.0)}, batch_size=4)
+    state = loader.state_dict()
+    del state["order"]
+    with pytest.raises(ConfigError, match=r"'order' must name the order it was saved with .*, got None"):
+        loader.load_state_dict(state)

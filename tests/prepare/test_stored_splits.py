@@ -209,7 +209,7 @@ def test_stratify_on_a_text_field_keeps_each_value_in_share(tmp_path):
             lang: int((values[part] == lang).sum()) for lang in ("de", "en", "fr")
         }
         assert {lang: int((values[part] == lang).sum()) for lang in ("de", "en", "fr")} == {"de": 5, "en": 15, "fr": 10}
-    assert report.to_json()["balance_by_name"]["val"] == {"de": 5, "en": 15, "fr": 10}
+    assert report.to_dict()["balance_by_name"]["val"] == {"de": 5, "en": 15, "fr": 10}
 
 
 def test_stratify_on_a_float_field_is_refused_unless_binned(tmp_path):
@@ -243,5 +243,5 @@ def test_stratify_refuses_fields_that_cannot_be_classes(tmp_path, image_folder):
         make_splits(dataset, {"train": 0.5, "val": 0.5}, stratify="path", stratify_bins=3)
     report = make_splits(dataset, {"train": 0.5, "val": 0.5}, stratify="label")
     assert report.class_names == {0: "class_0", 1: "class_1"}  # the manifest's class names
-    assert report.to_json()["balance"]["train"] == {"0": 3, "1": 3}  # unchanged: ids
-    assert report.to_json()["balance_by_name"]["train"] == {"class_0": 3, "class_1": 3}
+    assert report.to_dict()["balance"]["train"] == {"0": 3, "1": 3}  # unchanged: ids
+    assert report.to_dict()["balance_by_name"]["train"] == {"class_0": 3, "class_1": 3}

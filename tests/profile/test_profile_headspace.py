@@ -24,7 +24,7 @@ def test_headspace_repeats_one_batch_and_state_dict_ignores_it() -> None:
     assert seen == real[:4] + [real[3]] * 3 + real[4:]
     assert states == [4, 8, 12, 16, 16, 16, 16, 20, 24, 28, 32, 36, 0]  # 0: the epoch is over, the next is due
     report = profiler.report()
-    assert profiler.finished and loader._profiler is None  # detached after the headspace
+    assert profiler.finished and loader.observer is None  # detached after the headspace
     assert report.steps == 3
     assert report.headspace is not None
     assert report.headspace["step_seconds"] > 0.004

@@ -11,6 +11,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import stoke
+from stoke.errors import FormatError
 from stoke.ops import Map, Resize
 from stoke.profile.report import Report, format_table
 
@@ -42,7 +43,7 @@ def test_report_json_round_trips(written: tuple[Path, Report]) -> None:
 
 
 def test_a_foreign_json_is_refused() -> None:
-    with pytest.raises(ValueError, match="not a stoke profile report"):
+    with pytest.raises(FormatError, match="not a stoke profile report"):
         Report.from_dict({"steps": 3})
 
 

@@ -8,11 +8,13 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stoke
 from stoke.ops import Map, Normalize, Resize
+from stoke.pipeline.timing import Timing
 from stoke.profile.report import HIGHLY_INPUT_BOUND, NOT_INPUT_BOUND, Measurements, build_report, classify
 from stoke.profile.stages import StageClock
 
@@ -60,17 +62,15 @@ def test_a_fast_pipeline_feeding_a_slow_step_is_not_input_bound() -> None:
     assert report.step_seconds >= 15 * 0.02
 
 
-def test_worker_stages_add_up_to_the_workers_busy_time(photos: stoke.Dataset) -> None:
-    loader = stoke.Loader(
-        photos, 4, num_threads=2, transforms={"image": [Resize((16, 16)), Map(slow)]}, verify="always"
-    )
+@pytest.mark.parametrize(("verify", "read"), [("always", "read and checksum"), ("never", "read")])
+def test_worker_stages_add_up_to_the_workers_busy_time(photos: stoke.Dataset, verify: str, read: str) -> None:
+    loader = stoke.Loader(photos, 4, num_threads=2, transforms={"image": [Resize((16, 16)), Map(slow)]}, verify=verify)
     report = profiled_epochs(loader, 1).report()
     loader.close()
     worker = {stage.name: stage.seconds for stage in report.stages if stage.where == "workers"}
     named = sum(seconds for name, seconds in worker.items() if not name.startswith("other"))
-    assert {"read", "checksum", "image: decode", "image: crop/resize/flip", "image: Map(slow)", "label: decode"} <= set(
-        worker
-    )
+    assert {read, "image: decode", "image: crop/resize/flip", "image: Map(slow)", "label: decode"} <= set(worker)
+    assert {"read", "read and checksum"} - {read} - set(worker)  # the other kind of read never happened
     assert 0.9 * report.workers["busy_seconds"] <= named <= report.workers["busy_seconds"] * 1.001
     # crop/resize/flip is reported without the Map that runs inside it
     assert worker["image: crop/resize/flip"] < worker["image: Map(slow)"]
@@ -124,8 +124,10 @@ def test_threshold_edges() -> None:
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.integers(0, 10**9)), max_size=60))
 def test_stage_clock_sums_match_a_plain_reference(additions: list[tuple[int, int, int]]) -> None:
-    clock = StageClock(max_rows=8)
-    slots = [clock.slot(f"stage {k}") for k in range(3)]
+    timing = Timing()
+    slots = [timing.slot(f"stage {k}", "value") for k in range(3)]
+    clock = StageClock(len(timing.names), max_rows=8)
+    timing.connect(clock)
     by_thread: dict[int, list[tuple[int, int]]] = {}
     for thread, slot, nanoseconds in additions:
         by_thread.setdefault(thread, []).append((slots[slot], nanoseconds))
@@ -133,26 +135,45 @@ def test_stage_clock_sums_match_a_plain_reference(additions: list[tuple[int, int
     def work(items: list[tuple[int, int]]) -> None:
         for slot, nanoseconds in items:
             clock.add(slot, nanoseconds)
-        clock.add(clock.busy, sum(n for _, n in items) + 1)
+        clock.add(timing.busy, sum(n for _, n in items) + 1)
 
     threads = [threading.Thread(target=work, args=(items,)) for items in by_thread.values()]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    totals = clock.totals()
+    totals = clock.table().sum(axis=0)
     for k in range(3):
-        assert totals[f"stage {k}"] == sum(n for _, slot, n in additions if slot == k)
-    assert sorted(clock.busy_per_worker().tolist()) == sorted(sum(n for _, n in v) + 1 for v in by_thread.values())
+        assert totals[slots[k]] == sum(n for _, slot, n in additions if slot == k)
+    expected = sorted(sum(n for _, n in v) + 1 for v in by_thread.values())
+    assert sorted(clock.busy_per_worker(timing.busy).tolist()) == expected
 
 
-def test_a_containing_stage_is_reported_without_what_it_contains() -> None:
-    clock = StageClock()
-    inner = clock.slot("inner")
-    outer = clock.slot("outer", contains=(inner,))
+def test_a_containing_slot_is_reported_without_what_it_contains() -> None:
+    timing = Timing()
+    inner = timing.slot("inner", "pixel_op")
+    outer = timing.slot("outer", "render", contains=(inner,))
+    clock = StageClock(len(timing.names))
     clock.add(outer, 100)
     clock.add(inner, 30)
-    assert clock.totals()["outer"] == 70
+    assert timing.exclusive(clock.table().sum(axis=0))[outer] == 70
+    clock.add(inner, 200)  # more inside than around it (clock skew between threads): never negative
+    assert timing.exclusive(clock.table().sum(axis=0))[outer] == 0
+
+
+def test_an_unconnected_timing_measures_nothing_and_a_connected_one_measures_its_slot() -> None:
+    timing = Timing()
+    slot = timing.slot("read", "read")
+    assert timing.stop(slot, timing.start()) == 0 and not timing.connected
+    clock = StageClock(len(timing.names))
+    timing.connect(clock)
+    started = timing.start()
+    time.sleep(0.002)
+    timing.stop(slot, started)
+    assert clock.table()[:, slot].sum() >= 2_000_000
+    timing.disconnect()
+    timing.stop(slot, timing.start())  # no longer counted
+    assert clock.table()[:, slot].sum() < 1_000_000_000
 
 
 def decode_bound(cuda: bool, encoding: str, one_size: bool) -> Measurements:

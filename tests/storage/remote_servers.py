@@ -74,7 +74,8 @@ class HttpDatasetServer:
         server.owner = self
         self.released = threading.Event()  # ends the stalled requests
         self.port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # A short poll: stop() waits for it, once per test.
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         self._server = server
 
     def stop(self) -> None:

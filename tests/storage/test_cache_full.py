@@ -25,7 +25,7 @@ from small_disk import BLOCK, SmallDisk
 
 import stoke
 from stoke.storage import CacheWriteError, Retry
-from stoke.storage.dataset import cache_key
+from stoke.storage.remote_store import cache_key
 
 FAST = Retry(attempts=3, base_delay=0.01, max_delay=0.02)
 SAMPLES, PER_SHARD = 24, 3

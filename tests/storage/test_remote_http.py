@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -20,8 +21,8 @@ from helpers import rewrite_manifest
 from stoke.errors import ConfigError, FormatError, NotADatasetError, SampleError
 from stoke.inspect import summarize
 from stoke.prepare.split import make_splits
-from stoke.storage import RemoteError, RemoteStore, Retry
-from stoke.storage.dataset import cache_key
+from stoke.storage import RemoteError, RemoteFiles, Retry
+from stoke.storage.remote_store import COPY_SHARDS, cache_key
 
 FAST = Retry(attempts=3, base_delay=0.01, max_delay=0.02)
 SAMPLES, PER_SHARD = 24, 3
@@ -90,14 +91,14 @@ def test_the_cache_stays_within_its_budget_and_evicts_least_recently_used(served
     size = shard_size(local_root)
     budget = 2 * size
     peaks: list[int] = []
-    original = RemoteStore.download
+    original = RemoteFiles.download
 
     def measured(self, name, sink, expected):  # the directory at the end of each download: entries + temporaries
         original(self, name, sink, expected)
         sink.stream.flush()
         peaks.append(sum(entry.stat().st_size for entry in os.scandir(directory) if entry.name != ".lock"))
 
-    monkeypatch.setattr(RemoteStore, "download", measured)
+    monkeypatch.setattr(RemoteFiles, "download", measured)
     with open_served(server, tmp_path, cache_bytes=budget) as remote:
         directory = remote.cache.directory
         loader = stoke.Loader(remote, batch_size=4, shuffle=False, num_threads=2)
@@ -288,3 +289,52 @@ def test_scaling_fits_on_the_train_split_of_a_remote_dataset(served, tmp_path):
     with stoke.open(server.url("ds"), cache_dir=tmp_path / "cache", retry=FAST) as remote:
         fitted = Standardize.fit(remote, "y", split="train")
     assert (fitted.mean, fitted.std) == (local.mean, local.std)
+
+
+def test_a_copy_reads_the_cache_in_place_and_never_changes_it(served, tmp_path):
+    server, local_root = served
+    local = stoke.open(local_root)
+    with open_served(server, tmp_path, cache_bytes=2 * shard_size(local_root)) as remote:
+        remote[0], remote[3]  # shards 0 and 1 cached
+        cached = remote.cache.keys()
+        copy = pickle.loads(pickle.dumps(remote))  # as a spawned DataLoader worker gets it
+        assert copy.cache is None and copy.store.mapped_shard(0) is None
+        server.requests.clear()
+        assert copy[1]["y"] == 1 and server.requests == []  # mapped in place from the cache directory
+        remote.cache.evict([cache_key(remote.manifest.shards[0])])  # the owner evicts it: its file goes
+        assert not (remote.cache.directory / cached[0]).exists()
+        assert np.array_equal(copy[2]["x"], local[2]["x"])  # the copy's mapping outlives the file
+        seen = [copy[index]["y"] for index in range(SAMPLES)]
+        assert seen == [index % 3 for index in range(SAMPLES)]
+        # Shards the cache lacked were downloaded for the copy alone: the owner's cache is as it was.
+        assert "/ds/shard-000005.stk" in server.requests and "/ds/shard-000001.stk" not in server.requests
+        assert remote.cache.keys() == cached[1:] and cache_files(remote) == [".lock", *cached[1:]]
+        mapped = [number for number in range(8) if copy.store.mapped_shard(number) is not None]
+        assert len(mapped) <= COPY_SHARDS  # a copy keeps a few shards mapped, not the dataset
+        copy.close()
+
+
+def test_torch_dataloader_spawn_workers_and_process_workers_read_a_remote_dataset(served, tmp_path):
+    import torch.utils.data
+
+    server, _ = served
+    with open_served(server, tmp_path) as remote:
+        loader = torch.utils.data.DataLoader(remote, batch_size=5, num_workers=1, multiprocessing_context="spawn")
+        assert torch.cat([batch["y"] for batch in loader]).tolist() == [index % 3 for index in range(SAMPLES)]
+        settings = {"batch_size": 4, "shuffle": True, "seed": 2, "num_threads": 2, "on_error": "raise"}
+        processes = stoke.Loader(remote, workers="process", **settings)
+        seen = np.concatenate([batch["index"].numpy() for batch in processes])
+        assert sorted(seen.tolist()) == list(range(SAMPLES)) and not processes.quarantine
+        processes.close()
+        assert not [name for name in cache_files(remote) if ".tmp-" in name]  # the copies' downloads are gone
+
+
+def test_verify_checks_a_remote_dataset_larger_than_its_cache(served, tmp_path, monkeypatch):
+    from stoke.verify import verify
+
+    server, local_root = served
+    monkeypatch.setenv("STOKE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("stoke.storage.remote_store.DEFAULT_CACHE_BYTES", 2 * shard_size(local_root))
+    monkeypatch.setattr("stoke.storage.cache.FULL_WAIT_SECONDS", 2.0)  # a shard held to the end fails fast
+    report = verify(server.url("ds"), threads=2)  # each shard is let go once checked: 8 shards through 2 slots
+    assert report.ok and report.num_samples == SAMPLES

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from stoke.errors import ConfigError
 from stoke.storage import DownloadMismatch, RemoteError, Retry, ShardCache
+from stoke.storage.cache import fetch_uncached
 
 FAST = Retry(attempts=2, base_delay=0.0)
 SIZES = {f"k{n}": 10 + 7 * n for n in range(6)}  # key -> size; the budget below holds two to four of them
@@ -126,3 +127,38 @@ def test_two_open_caches_cannot_share_a_directory(tmp_path):
         ShardCache(tmp_path, 100)
     first.close()
     ShardCache(tmp_path, 100).close()
+
+
+def test_adopt_keeps_a_download_in_progress_of_a_live_process(tmp_path):
+    import subprocess
+    import sys
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        dead = 999_999_999  # above any pid the kernel hands out (pid_max is at most 2**22)
+        (tmp_path / f".{'0' * 16}-k1.tmp-{live.pid}-1").write_bytes(b"a copy in a worker, downloading")
+        (tmp_path / f".{'0' * 16}-k1.tmp-{dead}-1").write_bytes(b"left by a killed process")
+        cache = ShardCache(tmp_path, 1000, FAST)
+        cache.adopt({})
+        assert sorted(os.listdir(tmp_path)) == [f".{'0' * 16}-k1.tmp-{live.pid}-1", ".lock"]
+        cache.close()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_fetch_uncached_verifies_into_a_file_of_its_own_and_leaves_the_cache_alone(tmp_path):
+    cache = ShardCache(tmp_path, 1000, FAST)
+    fetch(cache, "k0")
+    cache.release("k0")
+    path = fetch_uncached(
+        tmp_path, "k1", SIZES["k1"], digest(content("k1")), lambda sink: sink.write(content("k1")), FAST, 1000
+    )
+    assert path.read_bytes() == content("k1") and path.name.startswith(f".k1.tmp-{os.getpid()}-")
+    assert cache.keys() == ["k0"] and "k1" not in cache and cache.used_bytes == SIZES["k0"]
+    path.unlink()
+    bad = content("k2")[:-1] + b"!"
+    with pytest.raises(DownloadMismatch):
+        fetch_uncached(tmp_path, "k2", SIZES["k2"], digest(content("k2")), lambda sink: sink.write(bad), FAST, 1000)
+    assert sorted(os.listdir(tmp_path)) == [".lock", "k0"]  # nothing partial left
+    cache.close()

@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-from stoke.engines.local import available_cores
+from stoke.machine import available_cores
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_feed.py"
 

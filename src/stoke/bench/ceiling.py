@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from stoke.errors import ConfigError
 from stoke.format.fields import ImageField
 from stoke.lifecycle import completed
 from stoke.read import Dataset
@@ -32,7 +33,7 @@ def decode_all(dataset: Dataset, name: str, threads: int) -> int:
     """Decode image field ``name`` of every sample once; returns how many were decoded."""
     field = dataset.fields[name]
     if not isinstance(field, ImageField):
-        raise TypeError(f"field {name!r} is not an image field")
+        raise ConfigError(f"field {name!r} is not an image field; name one of the dataset's image fields")
     stats = dataset.manifest.field_entry(name).stats or {}
     scratch_bytes = stats.get("max_height", 0) * stats.get("max_width", 0) * field.channels
     position = dataset.field_positions([name])

@@ -43,12 +43,12 @@ from stoke.bench.ceiling import decode_all
 from stoke.bench.images import bench_images
 from stoke.bench.meter import Meter
 from stoke.bench.user_transform import stretch_rows
-from stoke.engines.local import available_cores
 from stoke.errors import ConfigError
 from stoke.format.fields import jpeg_region
 from stoke.format.manifest import MANIFEST_NAME
 from stoke.home import default_home
 from stoke.loader import Loader
+from stoke.machine import available_cores
 from stoke.ops import Map, RandomHorizontalFlip, RandomResizedCrop
 from stoke.pack import pack
 from stoke.pipeline import resample
@@ -352,7 +352,6 @@ def run_remote_bench(
     import tempfile
 
     from stoke.format.manifest import MAX_MANIFEST_BYTES
-    from stoke.storage import open_remote
 
     cores = threads or available_cores()
     scratch = Path(tempfile.mkdtemp(prefix="stoke-remote-bench-", dir=cache_dir))
@@ -361,7 +360,7 @@ def run_remote_bench(
         rates: dict[str, float] = {}
         downloads: dict[str, int] = {}
         for run in ("cold", "warm"):
-            with open_remote(url, **options) as dataset:  # type: ignore[union-attr]
+            with open_dataset(url, **options) as dataset:  # type: ignore[union-attr]
                 if run == "cold":
                     log(f"benchmarking {len(dataset):,} samples of {url} on {cores} cores: cold cache, warm, local")
                 rates[run] = _epoch_rate(dataset, cores)
@@ -369,7 +368,8 @@ def run_remote_bench(
                 if run == "warm":
                     local = scratch / "local"
                     local.mkdir()
-                    (local / MANIFEST_NAME).write_bytes(dataset.store.read_small(MANIFEST_NAME, MAX_MANIFEST_BYTES))
+                    manifest = dataset.store.files.read_small(MANIFEST_NAME, MAX_MANIFEST_BYTES)
+                    (local / MANIFEST_NAME).write_bytes(manifest)
                     for shard in range(len(dataset.manifest.shards)):
                         entry = dataset.manifest.shards[shard]
                         shutil.copyfile(dataset.shard_reader(shard).path, local / entry.file)

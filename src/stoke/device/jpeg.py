@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,18 +50,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from stoke.errors import ConfigError, SampleError
+from stoke.errors import ConfigError, FormatError, SampleError
 from stoke.format.fields import ImageField
 from stoke.format.fields import image_codec as codec
 from stoke.format.fields.image import HEADER
 from stoke.format.shard import DATA_START
 from stoke.ops.base import BatchContext, BatchOp, Geometry, Op, PixelOp
-from stoke.ops.batched import BatchablePixelOp, OnBatch
+from stoke.ops.batched import BatchablePixelOp
 from stoke.ops.device import ToDevice
 from stoke.ops.geometry_batch import render_batch
 from stoke.pipeline.buffers import BufferSet
 from stoke.pipeline.image import ImageStage
-from stoke.rng import sample_uniforms, stream_id
+from stoke.pipeline.inputs import ImageInput, StoredImages
+from stoke.pipeline.reader import SampleReader
+from stoke.pipeline.timing import Timing
+from stoke.rng import sample_uniforms
 
 DECODE_MODES = ("cpu", "device", "auto")
 # A decoder: CPU uint8 byte tensors, the field's mode ("RGB" or "L") and a device -> CHW uint8 images there.
@@ -157,7 +159,7 @@ def orient_chw(image: torch.Tensor, orientation: int) -> torch.Tensor:
         return image.flip(1, 2).transpose(1, 2)
     if orientation == 8:
         return image.transpose(1, 2).flip(1)
-    raise ValueError(f"EXIF orientation {orientation} is not between 1 and 8")
+    raise FormatError(f"EXIF orientation {orientation} is not between 1 and 8: the image record is damaged")
 
 
 def largest_record(dataset: Any, name: str) -> int | None:
@@ -170,11 +172,7 @@ def largest_record(dataset: Any, name: str) -> int | None:
     from stoke.read import Dataset
 
     base = getattr(dataset, "base", dataset)
-    if not isinstance(base, Dataset) or not hasattr(base, "shard_reader"):
-        return None
-    from stoke.storage.dataset import RemoteDataset
-
-    if isinstance(base, RemoteDataset):
+    if not isinstance(base, Dataset) or base.store.fetches:
         return None
     width = len(base.fields)
     position = base.field_positions([name])[0]
@@ -313,12 +311,14 @@ def _stored_size(row: np.ndarray) -> tuple[int, int]:
 class CompressedImageStage:
     """Produces one JPEG image field as compressed bytes for :class:`DecodeOnDevice`; see the module docstring.
 
-    The Loader's stage interface (``buffer_specs``, ``output_names``, ``list_names``, ``draw``, ``run``,
-    ``collect``, ``batch_ops``) with ``capacity`` bytes per row (default: the dataset's largest record).
+    A :class:`~stoke.pipeline.stage.FieldStage` over stored records only (``images``, from a packed
+    dataset's reader), with ``capacity`` bytes per row (the Loader gives the dataset's largest record).
 
     Example:
         >>> import numpy as np, stoke
-        >>> stage = CompressedImageStage("image", stoke.ImageField(encoding="jpeg"), [stoke.ops.Resize((4, 4))],
+        >>> from stoke.pipeline.inputs import StoredImages
+        >>> images = StoredImages(stoke.ImageField(encoding="jpeg"), None)
+        >>> stage = CompressedImageStage("image", images, [stoke.ops.Resize((4, 4))],
         ...                              {"min_height": 8, "max_height": 8, "min_width": 8, "max_width": 8},
         ...                              device=torch.device("cpu"), capacity=1024)
         >>> sorted(stage.buffer_specs()), stage.output_names()
@@ -328,7 +328,7 @@ class CompressedImageStage:
     def __init__(
         self,
         name: str,
-        field: ImageField,
+        images: StoredImages,
         ops: Sequence[Op],
         stats: dict[str, int] | None,
         device: torch.device,
@@ -336,9 +336,10 @@ class CompressedImageStage:
         channels_last: bool = False,
         fast_decode: bool = True,
         decoder: Decoder = torchvision_decoder,
+        timing: Timing | None = None,
     ) -> None:
         # The CPU stage checks the ops and fixes the output size exactly as the CPU path would.
-        cpu = self._cpu = ImageStage(name, field, ops, True, stats, channels_last, fast_decode)
+        cpu = self._cpu = ImageStage(name, images, ops, stats, channels_last, fast_decode)
         unbatched = [op for op in cpu.pixel_ops if not isinstance(op, BatchablePixelOp)]
         if unbatched:
             raise ConfigError(
@@ -346,26 +347,27 @@ class CompressedImageStage:
                 f"with decode='cpu'"
             )
         self.name = name
-        self.field = field
+        self.images = images
+        self.field: ImageField = images.field
         self.size = cpu.size
         self.channels_last = channels_last
         self.fast_decode = fast_decode
         self.capacity = max(1, int(capacity))
-        self.sample_ops = cpu.sample_ops
-        self.pixel_ops: list[Any] = []  # none per image: the batchable ones run on the batch, below
-        self.streams = [stream_id(name, position) for position in range(len(self.sample_ops))]
-        moved = [
-            OnBatch(op, stream_id(name, len(self.sample_ops) + position))  # the streams they had per image
-            for position, op in enumerate(cpu.pixel_ops)
-        ]
-        self.decode_op = DecodeOnDevice(name, field.mode, self.size, device, decoder, channels_last, fast_decode)
-        self.batch_ops: list[BatchOp] = [self.decode_op, *moved, *cpu.batch_ops]
+        # None per image: the batchable pixel ops run on the batch, on the streams they had per image.
+        placement = cpu.placement.pixel_ops_to_batch(name)
+        self.sample_ops, self.pixel_ops = placement.sample_ops, placement.pixel_ops
+        self.streams = placement.streams(name)
+        self.decode_op = DecodeOnDevice(name, self.field.mode, self.size, device, decoder, channels_last, fast_decode)
+        self.batch_ops: list[BatchOp] = [self.decode_op, *placement.batch_ops]
         self._bytes, self._rows, self._geometry = f"{name}.jpeg_bytes", f"{name}.jpeg_rows", f"{name}.jpeg_geometry"
         self._pixels = f"{name}.cpu_pixels"
-        self.clock: Any = None  # a stoke.profile StageClock while profiled: "decode" is the copy, "render" the plan
-        self.slots: dict[str, Any] = {}
+        self.timing = timing = timing if timing is not None else Timing()
+        self._plan_slot = timing.slot(f"{name}: crop/resize/flip", "render")  # the plan (the device renders)
+        # The whole run (the Loader's worker loop times it) without the plan: the copy of the bytes.
+        self.slot = timing.slot(f"{name}: decode", "decode", contains=[self._plan_slot])
 
     def buffer_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Per row: a slot of ``capacity`` JPEG bytes, (length, kind, orientation, height, width), the crop."""
         return {
             self._bytes: ((self.capacity,), np.dtype(np.uint8)),
             self._rows: ((5,), np.dtype(np.int64)),
@@ -377,6 +379,7 @@ class CompressedImageStage:
         return [self.name]
 
     def list_names(self) -> list[str]:
+        """The pixels of the rows decoded on the CPU (not plain JPEGs)."""
         return [self._pixels]
 
     def draw(self, seed: int, epoch: int, indices: np.ndarray) -> list[np.ndarray | None]:
@@ -387,11 +390,13 @@ class CompressedImageStage:
         ]
 
     def run(self, value: Any, params: list[np.ndarray | None], j: int, buffers: BufferSet) -> None:
-        clock = self.clock
-        started = time.perf_counter_ns() if clock is not None else 0
-        header = self.field.header(value)
-        geometry = self._cpu.plan(header.height, header.width, params, j)  # the sample ops' params come first
-        planned = time.perf_counter_ns() if clock is not None else 0
+        """Plan row ``j``'s crop from the record's header and copy its JPEG bytes into the row's slot (a
+        record that is not a plain JPEG is decoded here, in full)."""
+        timing = self.timing
+        started = timing.start()
+        height, width, header = self.images.open(value)
+        geometry = self._cpu.plan(height, width, params, j)  # the sample ops' params come first
+        timing.stop(self._plan_slot, started)
         row = buffers.arrays[self._rows][j]
         buffers.arrays[self._geometry][j] = (geometry.ay, geometry.by, geometry.ax, geometry.bx)
         if header.codec == codec.CODEC_JPEG:
@@ -408,11 +413,9 @@ class CompressedImageStage:
             pixels = self.field.decode_pixels(value, header=header, fast=self.fast_decode)
             buffers.lists[self._pixels][j] = np.array(pixels, copy=True, order="C")
             row[:] = (0, _PIXELS, 1, header.height, header.width)
-        if clock is not None:
-            clock.add(self.slots["render"], planned - started)
-            clock.add(self.slots["decode"], time.perf_counter_ns() - planned)
 
     def collect(self, buffers: BufferSet, count: int) -> dict[str, Any]:
+        """The first ``count`` rows as one :class:`CompressedBatch`, for the field's first batch op."""
         compressed = CompressedBatch(
             buffers.arrays[self._bytes][:count],
             buffers.arrays[self._rows][:count],
@@ -425,30 +428,33 @@ class CompressedImageStage:
 def image_stage(
     decode: str,
     name: str,
-    field: ImageField,
     ops: Sequence[Op],
-    reader: Any,
+    reader: SampleReader,
     stats: dict[str, int] | None,
     device: torch.device | None,
     channels_last: bool,
     fast_decode: bool,
     decoder: Decoder | None = None,
+    timing: Timing | None = None,
 ) -> ImageStage | CompressedImageStage:
-    """The stage for image field ``name`` under ``decode``: a :class:`CompressedImageStage` when the field
-    can decode on the device, else the CPU :class:`ImageStage`.
+    """The stage for image field ``name`` of ``reader`` under ``decode``: a :class:`CompressedImageStage`
+    when the field can decode on the device, else the CPU :class:`ImageStage`.
 
     Under ``"device"`` a fallback is logged (logger ``stoke``): at INFO for a field that is not stored as
     JPEG, as one WARNING naming the reason otherwise. ``"auto"`` falls back silently. The device is the
-    Loader's, else the first ``ToDevice`` in the field's ops.
+    Loader's, else the first ``ToDevice`` in the field's ops; ``timing`` the Loader's timing hook.
     """
     check_decode(decode)
-    cpu_stage = functools.partial(ImageStage, name, field, ops, reader.packed, stats, channels_last, fast_decode)
+    images = reader.input_for(name)
+    assert isinstance(images, ImageInput), f"field {name!r} is not an image field"
+    field = images.field
+    cpu_stage = functools.partial(ImageStage, name, images, ops, stats, channels_last, fast_decode, timing=timing)
     if decode == "cpu":
         return cpu_stage()
     if device is None:
         device = next((op.device for op in ops if isinstance(op, ToDevice)), None)
     capacity = None
-    if not reader.packed:
+    if not isinstance(images, StoredImages):
         reason = "the dataset is not packed (stoke.pack it to decode on the device)"
     elif field.encoding not in ("keep", "jpeg"):
         if decode == "device":
@@ -457,7 +463,7 @@ def image_stage(
     elif any(isinstance(op, PixelOp) and not isinstance(op, BatchablePixelOp) for op in ops):
         reason = "its transforms hold a per-image op with no batched form (such as Map)"
     else:
-        capacity = largest_record(reader.dataset, name)
+        capacity = largest_record(getattr(reader, "dataset", None), name)  # stored records: a PackedReader's
         reason = (
             "the largest record is not known without fetching every shard (a remote dataset)"
             if capacity is None
@@ -471,10 +477,10 @@ def image_stage(
                 reason,
             )
         return cpu_stage()
-    assert capacity is not None and device is not None
+    assert capacity is not None and device is not None and isinstance(images, StoredImages)
     return CompressedImageStage(
         name,
-        field,
+        images,
         ops,
         stats,
         torch.device(device),
@@ -482,4 +488,5 @@ def image_stage(
         channels_last,
         fast_decode,
         decoder or torchvision_decoder,
+        timing,
     )

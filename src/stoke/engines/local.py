@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import multiprocessing
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -34,14 +33,6 @@ Task = Callable[[int, Callable[[int], None]], T]
 
 _task: Task | None = None
 _counter: Any = None
-
-
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask where the platform has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def run_tasks(

@@ -16,13 +16,12 @@ boundaries: ``stoke verify`` says so, and a re-pack upgrades them).
 Example:
     >>> from stoke.format.fields import IntField
     >>> manifest = Manifest(fields=[FieldEntry("label", IntField())], shards=[], num_samples=0)
-    >>> Manifest.from_json(manifest.to_json(), where="manifest.json").num_samples
+    >>> Manifest.from_dict(manifest.to_dict(), where="manifest.json").num_samples
     0
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -32,9 +31,9 @@ from typing import Any
 from stoke._version import __version__
 from stoke.errors import FormatError, NotADatasetError, VersionError
 from stoke.format import strict_json
-from stoke.format.atomic import write_text_atomically
+from stoke.format.atomic import write_json_atomically
 from stoke.format.checksum import ALGORITHM, canonical_json, format_digest, sample_checksum
-from stoke.format.fields import Field, ImageField, field_from_json
+from stoke.format.fields import Field, ImageField, field_from_dict
 from stoke.format.fields.base import is_int, require
 from stoke.format.shard import ShardLayout
 
@@ -63,8 +62,8 @@ class FieldEntry:
     stats: dict[str, int] | None = None
     classes: list[str] | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"name": self.name, **self.field.to_json()}
+    def to_dict(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": self.name, **self.field.to_dict()}
         if self.stats is not None:
             entry["stats"] = self.stats
         if self.classes is not None:
@@ -82,7 +81,7 @@ class ShardEntry:
     checksum: str
     seed: int = 0  # version 2: the shard's sample_seed, which every sample checksum of the shard is bound to
 
-    def to_json(self, version: int = 2) -> dict[str, Any]:
+    def to_dict(self, version: int = 2) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "file": self.file,
             "num_samples": self.num_samples,
@@ -102,7 +101,7 @@ class AttachmentEntry:
     file_size: int
     checksum: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "bytes": self.file_size, ALGORITHM: self.checksum}
 
 
@@ -130,7 +129,8 @@ class Manifest:
                 return entry
         raise KeyError(name)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The document ``manifest.json`` holds (JSON-ready), with its own checksum from version 2."""
         document = {
             "format": FORMAT_NAME,
             "format_version": self.format_version,
@@ -138,13 +138,13 @@ class Manifest:
             "num_samples": self.num_samples,
             "num_quarantined": self.num_quarantined,
             "checksum": ALGORITHM,
-            "fields": [entry.to_json() for entry in self.fields],
-            "shards": [shard.to_json(self.format_version) for shard in self.shards],
+            "fields": [entry.to_dict() for entry in self.fields],
+            "shards": [shard.to_dict(self.format_version) for shard in self.shards],
             "source": self.source,
             "pack": self.pack,
         }
         if self.attachments:  # only when used, so datasets without attachments stay byte-identical
-            document["attachments"] = [attachment.to_json() for attachment in self.attachments]
+            document["attachments"] = [attachment.to_dict() for attachment in self.attachments]
         if self.format_version >= 2:
             document[MANIFEST_CHECKSUM] = manifest_digest(document)
         return document
@@ -160,18 +160,21 @@ class Manifest:
         """Write ``manifest.json`` atomically (temporary file, fsync, rename, fsync the directory)."""
         directory = Path(directory)
         final = directory / MANIFEST_NAME
-        write_json_atomically(final, self.to_json())
+        write_json_atomically(final, self.to_dict())
         return final
 
     @classmethod
     def read(cls, directory: str | Path) -> Manifest:
-        """Read and validate ``DIRECTORY/manifest.json``; explains what is missing when it is not a dataset."""
+        """Read and validate ``DIRECTORY/manifest.json``.
+
+        A directory without one (or a path that is no directory) is a :class:`NotADatasetError` that says
+        only that; :class:`~stoke.storage.local.LocalStore`, which opens datasets for users, replaces it
+        with advice about what the path holds (``stoke.sources.guess``).
+        """
         directory = Path(directory)
         path = directory / MANIFEST_NAME
         if not directory.is_dir() or not path.is_file():
-            from stoke.sources.guess import not_a_dataset  # only now: what the path holds, to give the right advice
-
-            raise NotADatasetError(not_a_dataset(directory))
+            raise NotADatasetError(f"{directory} is not a stoke dataset (it has no {MANIFEST_NAME})")
         real = os.path.realpath(path)
         if os.path.dirname(real) != os.path.realpath(directory):
             raise FormatError(f"{path} links to {real}, outside the dataset directory; stoke refuses to follow it")
@@ -184,10 +187,10 @@ class Manifest:
             document = strict_json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as error:
             raise FormatError(f"{path} is damaged ({error}); restore it from a copy or re-pack the dataset") from None
-        return cls.from_json(document, where=str(path))
+        return cls.from_dict(document, where=str(path))
 
     @classmethod
-    def from_json(cls, document: Any, where: str) -> Manifest:
+    def from_dict(cls, document: Any, where: str) -> Manifest:
         """Validate a parsed manifest document; every problem is one :class:`FormatError` sentence."""
         require(isinstance(document, dict), where, "is damaged: it is not a JSON object")
         if document.get("format") != FORMAT_NAME:
@@ -252,11 +255,6 @@ def shard_file_name(number: int) -> str:
     return f"shard-{number:06d}.stk"
 
 
-def write_json_atomically(path: Path, document: Any) -> None:
-    """Write JSON to ``path`` so that readers see the old file or the whole new one, never a part."""
-    write_text_atomically(path, json.dumps(document, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
-
-
 def _read_fields(entries: Any, where: str) -> list[FieldEntry]:
     require(
         isinstance(entries, list) and 0 < len(entries) <= 4096,
@@ -292,7 +290,7 @@ def _read_fields(entries: Any, where: str) -> list[FieldEntry]:
             "is damaged: 'classes' must be a list of strings",
         )
         params = {key: value for key, value in entry.items() if key not in ("name", "stats", "classes")}
-        value_field = field_from_json(params, place)
+        value_field = field_from_dict(params, place)
         if stats is not None and isinstance(value_field, ImageField):
             _check_image_stats(stats, value_field.max_pixels, place)
         fields.append(FieldEntry(name, value_field, stats, classes))

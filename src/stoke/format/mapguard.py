@@ -139,7 +139,6 @@ class MappingGuard:
             what = (
                 "lost pages while in use (it was truncated and rewritten in place, or the storage could not read them)"
             )
-        # No ": " in the message: stoke.read keeps what follows the last one as the reason.
         return FormatError(
             f"shard {self._name} {what}, so its samples cannot be read; restore the file and open the dataset again"
         )

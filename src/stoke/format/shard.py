@@ -47,8 +47,8 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from stoke.errors import FormatError
-from stoke.format.atomic import fsync_directory, temporary_name
+from stoke.errors import ConfigError, FormatError
+from stoke.format.atomic import AtomicFile
 from stoke.format.checksum import bounds_seed, file_checksum, sample_checksum
 from stoke.format.mapguard import MappingGuard
 
@@ -118,8 +118,8 @@ class ShardWriter:
         self.num_fields = num_fields
         self.seed = seed  # the shard's sample_seed (the manifest lists it): binds each checksum to this shard
         self._bounds = struct.Struct(f"<{num_fields + 1}Q")
-        self._temporary = temporary_name(self.path)
-        self._stream = open(self._temporary, "wb")  # noqa: SIM115 - open until commit() or abort()
+        self._file = AtomicFile(self.path)  # under a temporary name until commit()
+        self._stream = self._file.stream
         self._stream.write(bytes(DATA_START))
         self._offsets = array("Q", [0])
         self._checksums = array("Q")
@@ -131,7 +131,9 @@ class ShardWriter:
     def add(self, encoded_fields: Sequence[bytes]) -> None:
         """Append one sample: its fields' encoded bytes, in schema order."""
         if len(encoded_fields) != self.num_fields:
-            raise ValueError(f"expected {self.num_fields} encoded fields, got {len(encoded_fields)}")
+            raise ConfigError(
+                f"a sample takes one encoded value per field ({self.num_fields}), got {len(encoded_fields)}"
+            )
         first = len(self._offsets) - 1
         for part in encoded_fields:
             self._stream.write(part)
@@ -155,20 +157,12 @@ class ShardWriter:
         assert layout is not None and layout.offsets_start == DATA_START + self._position + padding
         self._stream.seek(0)
         self._stream.write(layout.header(SHARD_VERSION, xxhash.xxh3_64_intdigest(offsets)))
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
-        self._stream.close()
-        checksum = file_checksum(self._temporary)
-        os.replace(self._temporary, self.path)
-        fsync_directory(self.path.parent)
-        return ShardInfo(len(self._checksums), file_size, checksum)
+        self._file.commit()
+        return ShardInfo(len(self._checksums), file_size, file_checksum(self.path))
 
     def abort(self) -> None:
         """Discard the temporary file (after an error or an interrupt)."""
-        with contextlib.suppress(OSError):
-            self._stream.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._temporary.unlink()
+        self._file.abort()
 
 
 class ShardReader:
@@ -232,7 +226,9 @@ class ShardReader:
         previous = 0 if index == 0 else bounds[0]
         for bound in bounds:
             if bound < previous or bound > self._data_size:
-                raise FormatError(f"sample {index} of shard {self.path.name} has damaged offsets")
+                raise FormatError(
+                    f"sample {index} of shard {self.path.name} has damaged offsets", reason="its offsets are damaged"
+                )
             previous = bound
         return bounds
 
@@ -259,7 +255,8 @@ class ShardReader:
         if sample_checksum(record, self._seed(index)) != int(self.checksums[index]):
             self._guard.check(thorough=True)  # zeros read from a truncated file: say that instead
             covered = "bytes or field boundaries" if self.version >= 2 else "bytes"
-            raise FormatError(f"sample {index} of shard {self.path.name}: its {covered} do not match their checksum")
+            reason = f"its {covered} do not match their checksum"
+            raise FormatError(f"sample {index} of shard {self.path.name}: {reason}", reason=reason)
         return [view[DATA_START + start : DATA_START + stop] for start, stop in itertools.pairwise(bounds)]
 
     def check_mapping(self, thorough: bool = False) -> None:

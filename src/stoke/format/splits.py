@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from stoke.errors import FormatError
-from stoke.format.atomic import fsync_directory, temporary_name, write_text_atomically
+from stoke.errors import ConfigError, FormatError
+from stoke.format.atomic import write_bytes_atomically, write_text_atomically
 from stoke.format.checksum import file_checksum
 from stoke.format.strict_json import loads
 
@@ -61,7 +60,7 @@ class Splits:
 def check_name(name: str) -> str:
     """``name`` if it may name a split (letters, digits, ``_``, ``-``; at most 64), else ValueError."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"split name {name!r} must be 1-64 letters, digits, '_' or '-'")
+        raise ConfigError(f"split name {name!r} must be 1-64 letters, digits, '_' or '-'")
     return name
 
 
@@ -74,16 +73,10 @@ def write_splits(root: Path, parts: dict[str, np.ndarray], info: dict[str, Any])
         check_name(name)
         values = np.unique(np.asarray(indices, dtype=np.int64))
         if values.size != np.asarray(indices).size:
-            raise ValueError(f"split {name!r} lists a sample twice")
+            raise ConfigError(f"split {name!r} lists a sample twice; give each index once")
         path = directory / f"{name}.idx"
-        temporary = temporary_name(path)
-        with open(temporary, "wb") as stream:
-            stream.write(values.astype("<u8").tobytes())
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        write_bytes_atomically(path, values.astype("<u8").tobytes())
         entries.append({"name": name, "count": int(values.size), "checksum": file_checksum(path)})
-    fsync_directory(directory)
     document = {"format": FORMAT, **info, "splits": entries}
     write_text_atomically(root / SPLITS_NAME, json.dumps(document, indent=1) + "\n")
     for stale in directory.glob("*.idx"):  # files of splits the new set no longer has

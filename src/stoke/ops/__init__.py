@@ -6,8 +6,9 @@ ops (normalize, device moves) run on whole tensors. Image augmentations (rotatio
 blur, cutout) are pixel ops that also run batched on a device; MixUp and CutMix are batch transforms
 (``Loader(batch_transforms=...)``); docs/augmentation.md. ``Features`` stacks a table's columns into one
 float32 matrix; ``ToDtype`` delivers a field in another dtype than the default. Sample ops placed after
-``ToDevice`` crop, resize and flip the whole batch there (``GeometryOnBatch``, ``render_batch``). Text ops
-(deletion, swap, insertion, synonym replacement) change the words of a text field, per sample.
+``ToDevice`` crop, resize and flip the whole batch there (``GeometryOnBatch``, ``render_batch``); which
+op runs where is decided in one place, ``stoke.ops.placement``. Text ops (deletion, swap, insertion,
+synonym replacement) change the words of a text field, per sample.
 """
 
 from stoke.ops.base import BatchContext, BatchOp, Geometry, Op, PixelOp, SampleOp

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stoke.errors import ConfigError
+
 if TYPE_CHECKING:
     import torch
 
@@ -146,7 +148,7 @@ def pair(size: int | tuple[int, int] | list[int], what: str) -> tuple[int, int]:
     elif isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size):
         height, width = size
     else:
-        raise ValueError(f"{what} must be an int or a (height, width) pair of ints, got {size!r}")
+        raise ConfigError(f"{what} must be an int or a (height, width) pair of ints, got {size!r}")
     if height < 1 or width < 1:
-        raise ValueError(f"{what} must be positive, got {size!r}")
+        raise ConfigError(f"{what} must be positive, got {size!r}")
     return height, width

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stoke.errors import ConfigError
 from stoke.ops.base import BatchContext, BatchOp, PixelOp
 from stoke.rng import sample_uniforms
 
@@ -75,7 +76,7 @@ def uniforms_array(uniforms: np.ndarray | torch.Tensor, draws: int, rows: int | 
     else:  # nothing to infer the row count from but the shape
         array = np.empty((rows if rows is not None else len(array) if array.ndim == 2 else 1, 0))
     if rows is not None and len(array) != rows:
-        raise ValueError(f"got uniforms for {len(array)} samples for a batch of {rows}; give one row per sample")
+        raise ConfigError(f"got uniforms for {len(array)} samples for a batch of {rows}; give one row per sample")
     return array
 
 
@@ -83,9 +84,9 @@ def check_batch(batch: torch.Tensor, op: object) -> None:
     """Refuse what is not an NCHW image batch of uint8 or floats."""
     if not isinstance(batch, torch.Tensor) or batch.ndim != 4:
         got = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
-        raise ValueError(f"{op!r} expects an image batch [B, C, H, W], got {got}")
+        raise ConfigError(f"{op!r} expects an image batch [B, C, H, W], got {got}")
     if batch.dtype != torch.uint8 and not batch.dtype.is_floating_point:
-        raise ValueError(f"{op!r} takes uint8 (0-255) or floating-point (0-1) images, got {batch.dtype}")
+        raise ConfigError(f"{op!r} takes uint8 (0-255) or floating-point (0-1) images, got {batch.dtype}")
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:
@@ -114,7 +115,7 @@ def fill_values(fill: int | Sequence[int], what: str) -> tuple[int, ...]:
     """A fill grey level (0-255) or one per channel, validated."""
     values = (fill,) if isinstance(fill, (int, np.integer)) else tuple(fill)
     if not values or not all(isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in values):
-        raise ValueError(f"{what} must be a grey level 0-255 or one per channel, got {fill!r}")
+        raise ConfigError(f"{what} must be a grey level 0-255 or one per channel, got {fill!r}")
     return tuple(int(v) for v in values)
 
 
@@ -123,5 +124,7 @@ def fill_for(fill: tuple[int, ...], channels: int, what: Any) -> tuple[int, ...]
     if len(fill) == 1:
         return fill * channels
     if len(fill) != channels:
-        raise ValueError(f"{what!r} has {len(fill)} fill values for a {channels}-channel image; give one or {channels}")
+        raise ConfigError(
+            f"{what!r} has {len(fill)} fill values for a {channels}-channel image; give one or {channels}"
+        )
     return fill

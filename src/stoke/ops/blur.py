@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
+from stoke.errors import ConfigError
 from stoke.ops.base import pair
 from stoke.ops.batched import BatchablePixelOp, check_batch, from_float, to_float, uniforms_array
 
@@ -39,15 +40,15 @@ class GaussianBlur(BatchablePixelOp):
     def __init__(self, kernel_size: int | tuple[int, int], sigma: float | Sequence[float] = (0.1, 2.0)) -> None:
         height, width = pair(kernel_size, "GaussianBlur kernel_size")
         if height % 2 == 0 or width % 2 == 0:
-            raise ValueError(f"GaussianBlur kernel_size must be odd, got {kernel_size!r}")
+            raise ConfigError(f"GaussianBlur kernel_size must be odd, got {kernel_size!r}")
         if isinstance(sigma, (int, float)):
             low = high = float(sigma)
         elif isinstance(sigma, Sequence) and len(sigma) == 2:
             low, high = float(sigma[0]), float(sigma[1])
         else:
-            raise ValueError(f"GaussianBlur sigma must be a number or a (low, high) pair, got {sigma!r}")
+            raise ConfigError(f"GaussianBlur sigma must be a number or a (low, high) pair, got {sigma!r}")
         if not 0 < low <= high:
-            raise ValueError(f"GaussianBlur sigma must satisfy 0 < low <= high, got {sigma!r}")
+            raise ConfigError(f"GaussianBlur sigma must satisfy 0 < low <= high, got {sigma!r}")
         self.kernel_size = (height, width)
         self.sigma = (low, high)
 
@@ -88,7 +89,7 @@ class GaussianBlur(BatchablePixelOp):
 
     def _check_size(self, height: int, width: int) -> None:
         if height <= self.kernel_size[0] // 2 or width <= self.kernel_size[1] // 2:
-            raise ValueError(
+            raise ConfigError(
                 f"a {height}x{width} image is too small for GaussianBlur's {self.kernel_size[0]}x"
                 f"{self.kernel_size[1]} kernel; use a smaller kernel_size or blur after resizing"
             )

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import torch
 
+from stoke.errors import ConfigError
 from stoke.ops.batched import BatchablePixelOp, check_batch, from_float, to_float, uniforms_array
 
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -104,12 +105,12 @@ class ColorJitter(BatchablePixelOp):
 def _factor_range(value: float | Sequence[float], name: str) -> tuple[float, float] | None:
     if isinstance(value, (int, float)):
         if value < 0:
-            raise ValueError(f"ColorJitter {name} must be non-negative, got {value}")
+            raise ConfigError(f"ColorJitter {name} must be non-negative, got {value}")
         span = (max(0.0, 1.0 - value), 1.0 + value)
     elif isinstance(value, Sequence) and len(value) == 2 and 0 <= value[0] <= value[1]:
         span = (float(value[0]), float(value[1]))
     else:
-        raise ValueError(f"ColorJitter {name} must be a number >= 0 or a (low, high) pair with 0 <= low <= high")
+        raise ConfigError(f"ColorJitter {name} must be a number >= 0 or a (low, high) pair with 0 <= low <= high")
     return None if span == (1.0, 1.0) else span
 
 
@@ -119,7 +120,9 @@ def _hue_range(value: float | Sequence[float]) -> tuple[float, float] | None:
     elif isinstance(value, Sequence) and len(value) == 2 and -0.5 <= value[0] <= value[1] <= 0.5:
         span = (float(value[0]), float(value[1]))
     else:
-        raise ValueError(f"ColorJitter hue must be in [0, 0.5] or a (low, high) pair within [-0.5, 0.5], got {value!r}")
+        raise ConfigError(
+            f"ColorJitter hue must be in [0, 0.5] or a (low, high) pair within [-0.5, 0.5], got {value!r}"
+        )
     return None if span == (0.0, 0.0) else span
 
 

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from stoke.errors import ConfigError
 from stoke.ops.base import Geometry, SampleOp, pair
 
 _ATTEMPTS = 10
@@ -35,7 +36,7 @@ class RandomResizedCrop(SampleOp):
     ) -> None:
         self.size = pair(size, "RandomResizedCrop size")
         if not (0 < scale[0] <= scale[1]) or not (0 < ratio[0] <= ratio[1]):
-            raise ValueError(f"scale {scale} and ratio {ratio} must be increasing, positive ranges")
+            raise ConfigError(f"scale {scale} and ratio {ratio} must be increasing, positive ranges")
         self.scale = (float(scale[0]), float(scale[1]))
         self.ratio = (float(ratio[0]), float(ratio[1]))
 

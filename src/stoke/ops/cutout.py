@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from stoke.errors import ConfigError
 from stoke.ops.base import pair
 from stoke.ops.batched import BatchablePixelOp, check_batch, fill_for, fill_values, keep_format, uniforms_array
 
@@ -41,16 +42,16 @@ class Cutout(BatchablePixelOp):
         fill: int | Sequence[int] = 0,
     ) -> None:
         if (size is None) == (scale is None):
-            raise ValueError("Cutout needs either size= (pixels) or scale= (a (low, high) fraction of the area)")
+            raise ConfigError("Cutout needs either size= (pixels) or scale= (a (low, high) fraction of the area)")
         self.size = pair(size, "Cutout size") if size is not None else None
         if scale is not None:
             if not (isinstance(scale, Sequence) and len(scale) == 2 and 0 <= scale[0] <= scale[1] <= 1):
-                raise ValueError(f"Cutout scale must be a (low, high) pair with 0 <= low <= high <= 1, got {scale!r}")
+                raise ConfigError(f"Cutout scale must be a (low, high) pair with 0 <= low <= high <= 1, got {scale!r}")
             self.scale: tuple[float, float] | None = (float(scale[0]), float(scale[1]))
         else:
             self.scale = None
         if not isinstance(count, int) or count < 1:
-            raise ValueError(f"Cutout count must be a positive integer, got {count!r}")
+            raise ConfigError(f"Cutout count must be a positive integer, got {count!r}")
         self.count = count
         self.fill = fill_values(fill, "Cutout fill")
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stoke.errors import ConfigError
 from stoke.ops.base import BatchContext, BatchOp
 
 
@@ -41,7 +42,7 @@ class ToDtype(BatchOp):
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype, None)  # type: ignore[assignment]
         if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"ToDtype takes a torch dtype such as torch.float64, got {dtype!r}")
+            raise ConfigError(f"ToDtype takes a torch dtype such as torch.float64, got {dtype!r}")
         self.dtype = dtype
 
     @property

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from stoke.errors import ConfigError
 from stoke.ops.base import BatchContext
 from stoke.ops.batch_transform import BatchTransform
 
@@ -38,7 +39,7 @@ class Features(BatchTransform):
         keep_columns: bool = True,
     ) -> None:
         if columns is not None and (isinstance(columns, str) or not all(isinstance(c, str) for c in columns)):
-            raise ValueError(f"columns must be a list of field names, got {columns!r}")
+            raise ConfigError(f"columns must be a list of field names, got {columns!r}")
         self.columns = list(columns) if columns is not None else None
         self.name = name
         self.dtype = dtype

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stoke.errors import ConfigError
 from stoke.ops.base import Geometry, SampleOp
 
 
@@ -21,7 +22,7 @@ class RandomHorizontalFlip(SampleOp):
 
     def __init__(self, p: float = 0.5) -> None:
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"flip probability must be between 0 and 1, got {p}")
+            raise ConfigError(f"flip probability must be between 0 and 1, got {p}")
         self.p = float(p)
 
     def plan(self, geometry: Geometry, uniforms: np.ndarray) -> Geometry:

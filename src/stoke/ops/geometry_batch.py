@@ -2,23 +2,25 @@
 
 The sample ops (``RandomResizedCrop``, ``RandomHorizontalFlip``, ``Resize``, ``CenterCrop``) plan one
 :class:`~stoke.ops.base.Geometry` per image; on the CPU the image stage renders it with OpenCV
-(``stoke.pipeline.image.render``). Here the same plans, from the same uniforms, are rendered for the whole
-batch at once where the batch lives:
+(``stoke.pipeline.image.render``). Here the same plans (``stoke.ops.geometry.plan_geometry``), from the
+same uniforms, are rendered for the whole batch at once where the batch lives:
 
-* the integer source box of each sample is the CPU path's (``crop_box``), zero-padded past the image;
+* the integer source box of each sample is the CPU path's (``stoke.ops.geometry.crop_box``), zero-padded
+  past the image;
 * samples that shrink less than 2x in either direction are resampled bilinearly, OpenCV's way (half-pixel
   centres, edges clamped to the box), in **one** ``F.grid_sample`` call for all of them; a flip is a
   reversed coordinate, not a pass of its own;
-* samples that shrink at least 2x in both directions, where the CPU path switches to area averaging,
-  take exact box averages from running sums (``cumsum`` then two gathers per axis): the same weights as
-  OpenCV's ``INTER_AREA``, no aliasing, still a fixed handful of tensor calls per batch.
+* samples that shrink at least 2x in both directions (``AREA_SHRINK``), where the CPU path switches to
+  area averaging, take exact box averages from running sums (``cumsum`` then two gathers per axis): the
+  same weights as OpenCV's ``INTER_AREA``, no aliasing, still a fixed handful of tensor calls per batch.
 
 Only the arithmetic differs from OpenCV (float weights here, 11-bit fixed point there): at most a grey
 level or two on a few pixels (``tests/ops/test_device_crop.py``; docs/augmentation.md).
 
 The Loader uses :class:`GeometryOnBatch` when sample ops follow a batch op (``ToDevice``) in a field's
-transforms: it draws each op's uniforms from the random stream the op would have had on the CPU. The
-batch must hold images of one size (fixed-size images, or a size-fixing op before the batch op).
+transforms (``stoke.ops.placement``): it draws each op's uniforms from the random stream the op would
+have had on the CPU. The batch must hold images of one size (fixed-size images, or a size-fixing op
+before the batch op).
 Not for per-image sizes that differ (use the CPU path), nor for rotation (``RandomRotation``).
 
 Example:
@@ -38,28 +40,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
-from stoke.errors import SampleError
+from stoke.errors import ConfigError, SampleError
 from stoke.ops.base import BatchContext, BatchOp, Geometry, SampleOp
 from stoke.ops.batched import keep_format
+from stoke.ops.geometry import AREA_SHRINK, crop_box, plan_geometries
 from stoke.rng import sample_uniforms
-
-# The CPU path (stoke.pipeline.image._interpolation) averages areas from this shrink on, in both directions.
-AREA_SHRINK = 2.0
-
-
-def plan_geometries(
-    ops: Sequence[SampleOp], height: int, width: int, uniforms: Sequence[np.ndarray | None], count: int
-) -> list[Geometry]:
-    """The geometry of each of ``count`` ``height`` x ``width`` images after ``ops``; ``uniforms[k]`` holds
-    op ``k``'s draws, one row per image (None for an op that draws nothing)."""
-    no_draws = np.empty(0)
-    geometries = []
-    for row in range(count):
-        geometry = Geometry.identity(height, width)
-        for op, draws in zip(ops, uniforms):
-            geometry = op.plan(geometry, no_draws if draws is None else draws[row])
-        geometries.append(geometry)
-    return geometries
 
 
 def render_batch(images: torch.Tensor, geometries: Sequence[Geometry]) -> torch.Tensor:
@@ -71,14 +56,14 @@ def render_batch(images: torch.Tensor, geometries: Sequence[Geometry]) -> torch.
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"render_batch expects an image batch [B, C, H, W], got {got}")
+        raise ConfigError(f"render_batch expects an image batch [B, C, H, W], got {got}")
     if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
-        raise ValueError(f"render_batch takes uint8 or floating-point images, got {images.dtype}")
+        raise ConfigError(f"render_batch takes uint8 or floating-point images, got {images.dtype}")
     count, channels, height, width = images.shape
     if len(geometries) != count:
-        raise ValueError(f"got {len(geometries)} geometries for a batch of {count} images; give one per image")
+        raise ConfigError(f"got {len(geometries)} geometries for a batch of {count} images; give one per image")
     if count == 0:
-        raise ValueError("render_batch got an empty batch")
+        raise ConfigError("render_batch got an empty batch; give it at least one image")
     sizes = {(g.height, g.width) for g in geometries}
     if len(sizes) != 1:
         raise SampleError(
@@ -105,8 +90,6 @@ def render_batch(images: torch.Tensor, geometries: Sequence[Geometry]) -> torch.
 
 def _boxes(geometries: Sequence[Geometry], height: int, width: int) -> np.ndarray:
     """Per sample (top, left, rows, columns, flip_y, flip_x) of the integer source box the CPU renders."""
-    from stoke.pipeline.image import crop_box  # the pipeline imports the ops; import back lazily
-
     boxes = np.empty((len(geometries), 6), np.int64)
     for row, geometry in enumerate(geometries):
         top, left, bottom, right = crop_box(geometry, height, width, (height, width))
@@ -185,7 +168,7 @@ class GeometryOnBatch(BatchOp):
 
     def __init__(self, ops: Sequence[SampleOp], streams: Sequence[int]) -> None:
         if len(ops) != len(streams) or not ops:
-            raise ValueError(f"give one random stream per sample op, got {len(ops)} ops and {len(streams)} streams")
+            raise ConfigError(f"give one random stream per sample op, got {len(ops)} ops and {len(streams)} streams")
         self.ops = list(ops)
         self.streams = list(streams)
 

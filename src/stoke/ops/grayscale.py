@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import torch
 
+from stoke.errors import ConfigError
 from stoke.ops.batched import BatchablePixelOp, check_batch, keep_format, uniforms_array
 
 _FIXED_WEIGHTS = (9798, 19235, 3735)  # 0.299, 0.587, 0.114 in 15-bit fixed point (OpenCV's RGB2GRAY)
@@ -36,7 +37,7 @@ class RandomGrayscale(BatchablePixelOp):
 
     def __init__(self, p: float = 0.1) -> None:
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"grayscale probability must be between 0 and 1, got {p}")
+            raise ConfigError(f"grayscale probability must be between 0 and 1, got {p}")
         self.p = float(p)
 
     def chosen(self, uniforms: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from stoke.errors import ConfigError
 from stoke.ops.base import PixelOp
 
 
@@ -34,7 +35,7 @@ class Map(PixelOp):
 
     def __init__(self, function: Callable[..., Any], random: bool = False) -> None:
         if not callable(function):
-            raise TypeError(f"Map needs a function, got {function!r}")
+            raise ConfigError(f"Map needs a function, got {function!r}")
         self.function = function
         self.random = bool(random)
         self.draws = 1 if random else 0

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stoke.errors import ConfigError
 from stoke.extras import require
 from stoke.ops.base import BatchContext
 from stoke.ops.batch_transform import BatchTransform
@@ -53,9 +54,9 @@ class _Mix(BatchTransform):
 
     def __init__(self, alpha: float, num_classes: int, image: str = "image", label: str = "label") -> None:
         if not isinstance(alpha, (int, float)) or not alpha > 0:
-            raise ValueError(f"{type(self).__name__} alpha must be a positive number, got {alpha!r}")
+            raise ConfigError(f"{type(self).__name__} alpha must be a positive number, got {alpha!r}")
         if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"{type(self).__name__} num_classes must be a positive integer, got {num_classes!r}")
+            raise ConfigError(f"{type(self).__name__} num_classes must be a positive integer, got {num_classes!r}")
         require("scipy.special", extra="mix", what=f"{type(self).__name__}'s Beta draws")  # now, not at the first batch
         self.alpha = float(alpha)
         self.num_classes = num_classes
@@ -86,11 +87,14 @@ class _Mix(BatchTransform):
     def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         missing = [key for key in self.needs() if key not in batch]
         if missing:
-            raise KeyError(f"{self!r} needs the batch key {missing[0]!r}; the batch has {', '.join(batch)}")
+            raise ConfigError(
+                f"{self!r} needs the batch key {missing[0]!r}; the batch has {', '.join(batch)}: name its keys with "
+                f"image= and label="
+            )
         images, labels = batch[self.image], batch[self.label]
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"{self!r} mixes an image batch [B, C, H, W] under {self.image!r}, got {got}")
+            raise ConfigError(f"{self!r} mixes an image batch [B, C, H, W] under {self.image!r}, got {got}")
         return images, labels
 
     def _targets(self, labels: torch.Tensor, partner: torch.Tensor, lam: np.ndarray) -> torch.Tensor:
@@ -101,13 +105,13 @@ class _Mix(BatchTransform):
             low, high = (int(labels.min()), int(labels.max())) if labels.numel() else (0, 0)
             if low < 0 or high >= self.num_classes:
                 bad = low if low < 0 else high
-                raise ValueError(
+                raise ConfigError(
                     f"{self!r} got the label {bad} under {self.label!r}, outside 0..{self.num_classes - 1}; "
                     f"set num_classes to the number of classes"
                 )
             own = torch.nn.functional.one_hot(labels.long(), self.num_classes).to(torch.float32)
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"{self!r} mixes int labels [B] or float targets [B, {self.num_classes}] under {self.label!r}, "
                 f"got {labels.dtype} {tuple(labels.shape)}"
             )

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from stoke.errors import ConfigError
 from stoke.ops.base import BatchContext, BatchOp
 
 
@@ -25,11 +26,13 @@ class Normalize(BatchOp):
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32) -> None:
         if len(mean) != len(std) or not mean:
-            raise ValueError(f"mean {mean} and std {std} must be non-empty and of the same length")
+            raise ConfigError(f"mean {mean} and std {std} must be non-empty and of the same length")
         if any(value == 0 for value in std):
-            raise ValueError(f"std {std} must not contain zeros")
+            raise ConfigError(f"Normalize std {std} holds a zero, which would divide by zero; give positive deviations")
         if not dtype.is_floating_point:
-            raise ValueError(f"Normalize outputs a floating-point dtype, not {dtype}")
+            raise ConfigError(
+                f"Normalize outputs floating-point values, not {dtype}; give a dtype such as torch.float32"
+            )
         self.mean = [float(value) for value in mean]
         self.std = [float(value) for value in std]
         self.dtype = dtype
@@ -40,7 +43,7 @@ class Normalize(BatchOp):
 
     def apply(self, batch: torch.Tensor, context: BatchContext | None) -> torch.Tensor:
         if batch.ndim != 4 or batch.shape[1] != len(self.mean):
-            raise ValueError(
+            raise ConfigError(
                 f"Normalize expects an NCHW batch with {len(self.mean)} channels, got {tuple(batch.shape)}"
             )
         scaled = batch.dtype == torch.uint8

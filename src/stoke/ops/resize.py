@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stoke.errors import ConfigError
 from stoke.ops.base import Geometry, SampleOp, pair
 
 
@@ -25,7 +26,7 @@ class Resize(SampleOp):
     def __init__(self, size: int | tuple[int, int]) -> None:
         if isinstance(size, int):
             if size < 1:
-                raise ValueError(f"Resize size must be positive, got {size}")
+                raise ConfigError(f"Resize size must be positive, got {size}")
             self.size: int | tuple[int, int] = size
         else:
             self.size = pair(size, "Resize size")

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
+from stoke.errors import ConfigError
 from stoke.ops.batched import (
     BatchablePixelOp,
     check_batch,
@@ -43,12 +44,12 @@ class RandomRotation(BatchablePixelOp):
     def __init__(self, degrees: float | Sequence[float], fill: int | Sequence[int] = 0) -> None:
         if isinstance(degrees, (int, float)):
             if degrees < 0:
-                raise ValueError(f"RandomRotation degrees must be non-negative, got {degrees}")
+                raise ConfigError(f"RandomRotation degrees must be non-negative, got {degrees}")
             low, high = -float(degrees), float(degrees)
         elif isinstance(degrees, Sequence) and len(degrees) == 2 and degrees[0] <= degrees[1]:
             low, high = float(degrees[0]), float(degrees[1])
         else:
-            raise ValueError(f"RandomRotation degrees must be a number or a (low, high) pair, got {degrees!r}")
+            raise ConfigError(f"RandomRotation degrees must be a number or a (low, high) pair, got {degrees!r}")
         self.degrees = (low, high)
         self.fill = fill_values(fill, "RandomRotation fill")
 

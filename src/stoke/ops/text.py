@@ -54,7 +54,9 @@ class TextOp(Op, ABC):
 
     def _run(self, text: str, rng: np.random.Generator) -> str:
         if not isinstance(text, str):
-            raise TypeError(f"{type(self).__name__} works on text, got {type(text).__name__}")
+            raise ConfigError(
+                f"{type(self).__name__} works on text, got {type(text).__name__}; apply it to a text field"
+            )
         words = text.split()
         if not words:
             return text

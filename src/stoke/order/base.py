@@ -9,8 +9,12 @@ the epoch number.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+
+from stoke.errors import ConfigError
 
 
 class Order(ABC):
@@ -18,7 +22,7 @@ class Order(ABC):
 
     def __init__(self, size: int) -> None:
         if size < 0:
-            raise ValueError(f"an order needs a non-negative size, got {size}")
+            raise ConfigError(f"an order needs a non-negative size, got {size}")
         self.size = size
 
     @property
@@ -29,3 +33,13 @@ class Order(ABC):
     @abstractmethod
     def indices(self, epoch: int) -> np.ndarray:
         """The positions visited in ``epoch``, in order."""
+
+    def epoch_state(self, epoch: int) -> dict[str, Any] | None:
+        """What a saved state must hold, beyond the epoch number, to recompute ``epoch`` exactly (JSON), or
+        None when the epoch number is all (every order but a mixture, whose draws carry over epochs)."""
+        return None
+
+    def resume(self, epoch: int, saved: Mapping[str, Any] | None) -> None:
+        """Recompute ``epoch`` as ``saved`` (what :meth:`epoch_state` gave) describes it; nothing to do for
+        an order that is a function of the epoch number alone."""
+        return None

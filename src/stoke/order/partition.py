@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from stoke.errors import ConfigError
+
 
 def rank_share(
     order: np.ndarray, start: int, batch_size: int, rank: int, world_size: int, drop_last: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """(positions, is_padding) of ``rank`` for the part of ``order`` from ``start`` on; see the module docstring."""
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        raise ConfigError(f"rank must be in [0, {world_size}), got {rank}")
     if not 0 <= start <= len(order):
-        raise ValueError(f"start must be in [0, {len(order)}], got {start}")
+        raise ConfigError(f"start must be in [0, {len(order)}], got {start}")
     rest = np.asarray(order[start:], dtype=np.int64)
     global_batch = batch_size * world_size
     padding = np.zeros(len(rest), dtype=bool)

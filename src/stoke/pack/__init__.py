@@ -14,6 +14,8 @@ Example:
     >>> result = pack({"y": np.arange(10)}, tempfile.mkdtemp() + "/ds", progress=False)
     >>> result.num_samples, result.num_quarantined
     (10, 0)
+    >>> sorted(json.loads(result.to_json()))[:3]
+    ['ignored', 'notes', 'num_quarantined']
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from typing import Any
 
 import xxhash
 
-from stoke.engines.local import available_cores, run_tasks
+from stoke.engines.local import run_tasks
 from stoke.errors import ConfigError, PackError, SourceError, StokeError
 from stoke.extras import require
-from stoke.format.atomic import fsync_directory, temporary_name
+from stoke.format.atomic import write_bytes_atomically
 from stoke.format.checksum import format_digest, sample_checksum, shard_seed
 from stoke.format.fields import Field, ImageField
 from stoke.format.fields.image_codec import DEFAULT_MAX_PIXELS
@@ -49,6 +51,7 @@ from stoke.format.manifest import (
     is_safe_file_name,
     shard_file_name,
 )
+from stoke.machine import available_cores
 from stoke.pack.plan import DEFAULT_SHARD_BYTES, PackPlan, estimate_shard_items
 from stoke.pack.quarantine import DEFAULT_MAX_QUARANTINED, check_limit, limit_error, read_quarantine, write_quarantine
 from stoke.pack.task import ShardResult, pack_shard
@@ -57,7 +60,7 @@ from stoke.sources import Source, resolve_source
 
 @dataclass
 class PackResult:
-    """What a pack produced; ``str(result)`` is the summary the CLI prints."""
+    """What a pack produced; ``str(result)`` is the summary the CLI prints, :meth:`to_json` its ``--json``."""
 
     path: Path
     num_samples: int
@@ -69,6 +72,25 @@ class PackResult:
     ignored: list[str] = field(default_factory=list)
     reused_shards: int = 0
     notes: list[str] = field(default_factory=list)  # what the source did to its items (a table's fills)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data: every attribute, ``path`` as a string."""
+        return {
+            "path": str(self.path),
+            "num_samples": self.num_samples,
+            "num_quarantined": self.num_quarantined,
+            "num_shards": self.num_shards,
+            "total_bytes": self.total_bytes,
+            "seconds": self.seconds,
+            "quarantine": [dict(entry) for entry in self.quarantine],
+            "ignored": list(self.ignored),
+            "reused_shards": self.reused_shards,
+            "notes": list(self.notes),
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        """:meth:`to_dict` as JSON text: one line, or indented by ``indent``."""
+        return json.dumps(self.to_dict(), indent=indent)
 
     def __str__(self) -> str:
         lines = [
@@ -133,10 +155,7 @@ def pack(
     out = Path(out)
     if resume and overwrite:
         raise ConfigError("resume and overwrite contradict each other; choose one")
-    try:
-        image = ImageField(color_mode, image_mode, quality, max_side, max_pixels)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    image = ImageField(color_mode, image_mode, quality, max_side, max_pixels)  # a ConfigError for bad settings
     if shard_items is not None and shard_items < 1:
         raise ConfigError(f"shard_items must be at least 1, got {shard_items}")
     if engine not in ("local", "dask"):
@@ -327,14 +346,7 @@ def _checked_attachments(attachments: Mapping[str, bytes]) -> dict[str, bytes]:
 
 def _write_attachment(out: Path, name: str, data: bytes) -> AttachmentEntry:
     """Write one attachment atomically (temporary file, fsync, rename) and describe it for the manifest."""
-    path = out / name
-    temporary = temporary_name(path)
-    with open(temporary, "wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
-    fsync_directory(out)
+    write_bytes_atomically(out / name, data)
     return AttachmentEntry(name, len(data), format_digest(sample_checksum(data)))
 
 
@@ -356,7 +368,7 @@ def _existing_result(out: Path) -> PackResult:
 def _fingerprint(source: Source, entries: list[FieldEntry], settings: dict[str, Any]) -> str:
     document = {
         "source": source.fingerprint(),
-        "schema": [entry.to_json() for entry in entries],
+        "schema": [entry.to_dict() for entry in entries],
         "settings": settings,
     }
     return xxhash.xxh3_64(json.dumps(document, sort_keys=True).encode()).hexdigest()

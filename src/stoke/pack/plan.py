@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from stoke.errors import InvalidItem, PackError
-from stoke.format.manifest import FieldEntry, write_json_atomically
+from stoke.format.atomic import write_json_atomically
+from stoke.format.manifest import FieldEntry
 from stoke.sources.base import Source
 
 PLAN_NAME = "plan.json"

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from stoke.errors import InvalidItem, StokeError
+from stoke.format.atomic import write_json_atomically
 from stoke.format.checksum import file_checksum, shard_seed
 from stoke.format.fields import Field
-from stoke.format.manifest import PACK_STATE_DIR, FieldEntry, shard_file_name, write_json_atomically
+from stoke.format.manifest import PACK_STATE_DIR, FieldEntry, shard_file_name
 from stoke.format.shard import ShardWriter
 from stoke.pack.plan import PackPlan
 from stoke.pack.quarantine import quarantine_entry

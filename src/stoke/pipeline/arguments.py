@@ -1,6 +1,12 @@
 """The Loader's arguments checked and put in one form, before anything is built from them.
 
-Not for building the pipeline itself (``stoke.loader`` composes it) nor for DataLoader's own arguments
+Each function takes the arguments of one concern (the batch size, a count that may be ``"auto"``, the
+seed, ``collate_fn``, the timeout, the ranks, the batch keys and batch transforms) and returns the
+setting, or raises a ConfigError saying what is wrong and what to pass.
+
+Not for building the pipeline itself (``stoke.loader`` composes it from the builders: the order in
+``stoke.pipeline.ordering``, the executor in ``stoke.pipeline.executor``, the buffers in
+``stoke.pipeline.buffers``, the tuner in ``stoke.pipeline.autotune``) nor for DataLoader's own arguments
 (``stoke.dataloader_compat`` translates those).
 
 Example:
@@ -13,12 +19,20 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from stoke.dataloader_compat import translate
 from stoke.errors import ConfigError
+from stoke.machine import available_cores
 from stoke.ops.base import Op
 from stoke.ops.batch_transform import BatchTransform
 from stoke.ops.features import Features
+from stoke.pipeline.executor import Executor, executor_kind
+
+DEFAULT_PREFETCH = 3
 
 
 def field_transforms(transforms: Mapping[Any, Any] | None, fields: Sequence[str]) -> dict[str, list[Op]]:
@@ -93,3 +107,143 @@ def translated(value: Any, settings: Mapping[str, Any], name: str, dataloader_na
     if value != "auto":
         raise ConfigError(f"give {name}= or DataLoader's {dataloader_name}=, not both")
     return settings[name]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The Loader's settings of batching, seeding and workers, checked, with DataLoader's arguments folded in."""
+
+    batch_size: int
+    seed: int
+    executor: type[Executor]  # the kind ``workers=`` names
+    num_threads: int
+    prefetch: int
+    asked: tuple[int | str, int | str]  # num_threads and prefetch as asked: a count, or "auto" to tune
+    cores: int  # the cores this process may run on
+    pin_memory: bool  # DataLoader's pin_memory=True, where CUDA is available
+
+
+def settings(
+    batch_size: Any,
+    seed: int | None,
+    workers: Any,
+    num_threads: int | str,
+    prefetch: int | str,
+    collate_fn: Any,
+    batch_transforms: Any,
+    dataloader_options: Mapping[str, Any],
+) -> Settings:
+    """The checked settings of these ``Loader`` arguments (``dataloader_options``: DataLoader's own).
+
+    >>> chosen = settings(8, None, "thread", "auto", 2, None, None, {"num_workers": 3})
+    >>> chosen.batch_size, chosen.seed, chosen.num_threads, chosen.prefetch, chosen.asked
+    (8, 0, 3, 2, (3, 2))
+    """
+    given = translate(dataloader_options)
+    size = batch_size_setting(batch_size)
+    kind = executor_kind(workers)
+    chosen_seed = seed_setting(seed, given)
+    asked = (
+        translated(num_threads, given, "num_threads", "num_workers"),
+        translated(prefetch, given, "prefetch", "prefetch_factor"),
+    )
+    check_collate(collate_fn, batch_transforms)
+    cores = available_cores()
+    threads = count_setting(asked[0], cores, "num_threads")
+    depth = count_setting(asked[1], DEFAULT_PREFETCH, "prefetch")
+    return Settings(size, chosen_seed, kind, threads, depth, asked, cores, bool(given.get("pin_memory")))
+
+
+def batch_size_setting(batch_size: Any) -> int:
+    """``batch_size``, checked: a positive integer (DataLoader's ``None``, unbatched, has no meaning here)."""
+    if batch_size is None:
+        raise ConfigError(
+            "batch_size=None (DataLoader's unbatched mode) has no meaning here; give a batch size, or read "
+            "samples one at a time with dataset[i]"
+        )
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
+def seed_setting(seed: int | None, settings: Mapping[str, Any]) -> int:
+    """The seed: ``seed``, else a DataLoader generator's (in ``settings``), else 0; the two must agree."""
+    if "seed" in settings and seed is not None and seed != settings["seed"]:
+        raise ConfigError(f"seed={seed} and a generator seeded with {settings['seed']} disagree; give one")
+    return int(settings.get("seed", 0) if seed is None else seed)
+
+
+def count_setting(value: int | str, automatic: int, name: str) -> int:
+    """A count that may be ``"auto"`` (then ``automatic``), else a positive integer.
+
+    >>> count_setting("auto", 8, "num_threads"), count_setting(2, 8, "num_threads")
+    (8, 2)
+    """
+    if value == "auto":
+        return automatic
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer or 'auto', got {value!r}")
+    return value
+
+
+def check_collate(collate_fn: Any, batch_transforms: Any) -> None:
+    """``collate_fn`` is callable, and not given with batch transforms (it makes the batch itself)."""
+    if collate_fn is not None and not callable(collate_fn):
+        raise ConfigError(f"collate_fn must be callable, got {type(collate_fn).__name__}")
+    if collate_fn is not None and batch_transforms:
+        raise ConfigError(
+            "batch_transforms run on stoke's batch dict, and collate_fn makes the batch itself; "
+            "do the batch transform's work in collate_fn"
+        )
+
+
+def timeout_setting(timeout: float | None) -> float | None:
+    """Seconds to wait for one batch, or None for ever (DataLoader's ``timeout=0`` means for ever too)."""
+    if timeout == 0:
+        return None
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    return timeout
+
+
+def distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """(rank, world size): as given, else from an initialized ``torch.distributed``, else (0, 1)."""
+    if rank is None and world_size is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    world_size = 1 if world_size is None else world_size
+    rank = 0 if rank is None else rank
+    if not isinstance(world_size, int) or world_size < 1:
+        raise ConfigError(f"world_size must be a positive integer, got {world_size!r}")
+    if not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ConfigError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+    return rank, world_size
+
+
+def batch_keys(stages: Sequence[Any]) -> list[str]:
+    """The keys of the batch dict the field ``stages`` make, with ``index``; a key made twice is an error."""
+    outputs = ["index"] + [key for stage in stages for key in stage.output_names()]
+    clashes = sorted({key for key in outputs if outputs.count(key) > 1})
+    if clashes:
+        raise ConfigError(
+            f"the batch key {clashes[0]!r} would hold two things (a field's name, its lengths, or 'index'); "
+            f"rename the field or leave it out with fields="
+        )
+    return outputs
+
+
+def checked_batch_transforms(transforms: Any, reader: Any, keys: Sequence[str], automatic: bool) -> list[Any]:
+    """The batch transforms (``with_features``), each a BatchTransform whose needed keys are among ``keys``."""
+    chosen = with_features(transforms, reader, automatic)
+    for position, transform in enumerate(chosen):
+        if not isinstance(transform, BatchTransform):
+            raise ConfigError(
+                f"batch_transforms[{position}] is {transform!r}, not a stoke.ops.BatchTransform "
+                f"(per-field ops go in transforms=)"
+            )
+        missing = [key for key in transform.needs() if key not in keys]
+        if missing:
+            raise ConfigError(
+                f"batch_transforms[{position}] {transform!r} needs the batch key {missing[0]!r}, which this "
+                f"Loader does not load (keys: {', '.join(keys)})"
+            )
+    return chosen

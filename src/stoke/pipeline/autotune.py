@@ -15,6 +15,9 @@ and that direction is marked as explored. When no move is left the tuner settles
 depend on these settings: randomness comes from sample indices, not threads. The chosen settings, and
 every measured window, are in ``Loader.stats()["autotune"]`` and logged on the ``stoke`` logger.
 
+:func:`tuner_for` sets the climb's bounds from the Loader's arguments: threads up to twice the CPU budget
+(only for an executor that resizes), prefetch up to what the RAM budget holds (at most ``MAX_PREFETCH``).
+
 Example:
     >>> tuner = AutoTuner(threads=2, prefetch=3, max_threads=4, max_prefetch=8, window=0.0)
     >>> tuner.settings
@@ -28,11 +31,14 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import psutil
+
 logger = logging.getLogger("stoke")
 
 INPUT_BOUND = 0.05  # wait share above which the loop is input-bound
 GAIN = 0.03  # a move must raise the rate by this much to be kept
 CPU_HEADROOM = 0.85  # threads may be added while worker CPU use is below this share of the budget
+MAX_PREFETCH = 32  # batches in flight the tuner may reach, whatever the RAM budget
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -46,7 +52,8 @@ class Window:
     wait_share: float
     cpu_share: float | None
 
-    def as_dict(self) -> dict[str, float | int | None]:
+    def to_dict(self) -> dict[str, float | int | None]:
+        """The window as JSON-ready data, rounded for reading."""
         return {
             "threads": self.threads,
             "prefetch": self.prefetch,
@@ -142,15 +149,49 @@ class AutoTuner:
         self._skip = 1
         return self.settings
 
-    def as_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
+        """The tuner's state and its last 20 windows as JSON-ready data (``Loader.stats()["autotune"]``)."""
         return {
             "state": self.state,
             "threads": self.threads,
             "prefetch": self.prefetch,
             "max_threads": self.max_threads,
             "max_prefetch": self.max_prefetch,
-            "windows": [window.as_dict() for window in self.history[-20:]],
+            "windows": [window.to_dict() for window in self.history[-20:]],
         }
+
+
+def tuner_for(
+    asked: tuple[int | str, int | str],
+    start: tuple[int, int],
+    *,
+    resizable: bool,
+    cores: int,
+    cpu_budget: int | None,
+    ram_budget: int | None,
+    set_bytes: int,
+) -> AutoTuner | None:
+    """The tuner for the Loader's ``asked`` (num_threads, prefetch), starting from ``start`` (the counts in
+    use), or None when neither was ``"auto"``. Threads are tuned only if asked for and ``resizable`` (the
+    executor can change them while it runs), up to twice ``cpu_budget`` (default: ``cores``); prefetch up to
+    what ``ram_budget`` (default: a quarter of the available memory) holds of ``set_bytes`` per batch.
+
+    >>> tuner = tuner_for(("auto", 4), (2, 4), resizable=True, cores=2, cpu_budget=None, ram_budget=None, set_bytes=1)
+    >>> tuner.max_threads, tuner.max_prefetch
+    (4, 4)
+    """
+    threads, prefetch = start
+    if asked[0] != "auto" and asked[1] != "auto":
+        return None
+    budget = ram_budget if ram_budget is not None else psutil.virtual_memory().available // 4
+    fits = budget // max(set_bytes, 1) - 2
+    return AutoTuner(
+        threads,
+        prefetch,
+        max_threads=2 * (cpu_budget or cores) if asked[0] == "auto" and resizable else threads,
+        max_prefetch=max(prefetch, min(MAX_PREFETCH, fits)) if asked[1] == "auto" else prefetch,
+        cpu_budget=float(cpu_budget or cores),
+    )
 
 
 def _cpu_seconds(stat_paths: list[str]) -> float | None:

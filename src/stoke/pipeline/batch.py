@@ -24,6 +24,17 @@ from typing import Any
 
 import numpy as np
 
+MAX_CHUNK = 16  # samples per chunk: fewer, larger tasks measured best (stoke bench, 2 cores)
+
+
+def chunk_size(batch_size: int, workers: int) -> int:
+    """Samples per chunk: a batch spread over every worker, at most ``MAX_CHUNK`` a chunk.
+
+    >>> chunk_size(256, 8), chunk_size(10, 4)
+    (16, 3)
+    """
+    return max(1, min(MAX_CHUNK, -(-batch_size // workers)))
+
 
 class BatchJob:
     """The state of one batch being assembled by the worker pool."""

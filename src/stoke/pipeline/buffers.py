@@ -14,6 +14,9 @@ only after the copy has finished. For process workers the arrays live in shared 
 (``stoke.pipeline.shared``) that the workers map; a block replaced because the user holds its array is
 handed to ``on_retire`` so the workers can unmap it.
 
+:func:`batch_buffers` sizes the pool for a Loader: one array per key its stages declare (and ``index``),
+room for the batches in flight plus the spare sets (``spare_sets``), pinned or shared as asked.
+
 Example:
     >>> import numpy as np, torch
     >>> pool = BufferPool({"label": ((), np.dtype("int64"))}, batch_size=4, pin=False)
@@ -26,7 +29,7 @@ Example:
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,8 +57,8 @@ class BufferPool:
 
     ``acquire`` prefers an idle set whose arrays are all free, then a new set while the pool is below
     ``max_sets``, then the idle set with the fewest held arrays, replacing just those. With ``max_sets``
-    = batches in flight + 2 (the batch being handed over and the one the loop still holds), a training
-    loop runs without allocating after its first batches.
+    = batches in flight + ``spare_sets`` (2: the batch being handed over and the one the loop still holds;
+    3 when one more is finished ahead), a training loop runs without allocating after its first batches.
     """
 
     def __init__(
@@ -67,8 +70,10 @@ class BufferPool:
         list_names: tuple[str, ...] = (),
         shared: bool = False,
         on_retire: Callable[[SharedBlock], None] | None = None,
+        spare_sets: int = 2,
     ) -> None:
         self.specs = specs
+        self.spare_sets = spare_sets
         self.shared = shared
         self.on_retire = on_retire
         self.list_names = list_names
@@ -78,6 +83,15 @@ class BufferPool:
         self.allocations = 0
         self.sets = 0
         self._idle: list[BufferSet] = []
+
+    @property
+    def set_bytes(self) -> int:
+        """Bytes of the arrays of one set."""
+        return sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in self.specs.values()) * self.batch_size
+
+    def make_room(self, in_flight: int) -> None:
+        """Keep up to ``in_flight`` batches in flight, plus the spare sets."""
+        self.max_sets = in_flight + self.spare_sets
 
     def acquire(self) -> BufferSet:
         """A set to fill (see the class docstring for which)."""
@@ -122,6 +136,41 @@ class BufferPool:
             buffers.arrays[name] = allocate((self.batch_size, *shape), dtype, self.pin)
         buffers.baselines[name] = sys.getrefcount(buffers.arrays[name])
         self.allocations += 1
+
+
+def batch_buffers(
+    stages: Sequence[Any],
+    batch_size: int,
+    in_flight: int,
+    *,
+    finishes_ahead: bool,
+    pin: bool,
+    shared: bool,
+    on_retire: Callable[[SharedBlock], None] | None = None,
+) -> BufferPool:
+    """The buffer pool of a Loader whose field ``stages`` declare their outputs (``buffer_specs``,
+    ``list_names``): an ``index`` array besides, room for ``in_flight`` batches, and one more spare set when
+    a batch is ``finishes_ahead`` of the loop (for its device copy). ``pin`` for CUDA copies, ``shared`` for
+    workers in other processes (``stoke.pipeline.executor``).
+
+    >>> class Stage:
+    ...     def buffer_specs(self): return {"label": ((), np.dtype("int64"))}
+    ...     def list_names(self): return ["path"]
+    >>> pool = batch_buffers([Stage()], 4, 3, finishes_ahead=True, pin=False, shared=False)
+    >>> sorted(pool.specs), pool.list_names, pool.max_sets, pool.set_bytes
+    (['index', 'label'], ('path',), 6, 64)
+    """
+    specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {"index": ((), np.dtype(np.int64))}
+    lists: list[str] = []
+    for stage in stages:
+        specs.update(stage.buffer_specs())
+        lists.extend(stage.list_names())
+    pool = BufferPool(
+        specs, batch_size, pin, list_names=tuple(lists), shared=shared, on_retire=on_retire,
+        spare_sets=3 if finishes_ahead else 2,
+    )  # fmt: skip
+    pool.make_room(in_flight)
+    return pool
 
 
 def allocate(shape: tuple[int, ...], dtype: np.dtype, pin: bool) -> np.ndarray:

@@ -1,12 +1,15 @@
 """The image stage: decode, crop, resize and flip each image in one pass into the batch buffer.
 
-Per sample: read the 12-byte header (displayed size), run the sample ops' plans on a :class:`Geometry`
-with this sample's random numbers, then decode at the smallest JPEG DCT scale that still covers the crop
-at the output size, cut the crop out of the decoded pixels (zero-padded where it extends past the image),
-resize it once (bilinear, or area averaging when shrinking 2x or more), mirror it if a flip was drawn,
-run the pixel ops (``stoke.ops.Map``) on it, and write it into row ``j`` of the preallocated uint8 batch
-(NCHW, or NHWC for channels_last). The bilinear resize, the flip and the CHW split are one pass of
-stoke's own kernel where the CPU has it (``stoke.pipeline.resample``), else OpenCV's three.
+Per sample, one code path whatever the values came from: ask the field's input (``stoke.pipeline.inputs``)
+for the displayed size (a stored record's 12-byte header, or a live image coerced once), run the sample
+ops' plans on a :class:`Geometry` with this sample's random numbers (``stoke.ops.geometry``), then ask the
+input for the pixels that geometry reads (a stored JPEG decodes at the smallest DCT scale that still
+covers the crop at the output size, and only the region the crop needs), cut the crop out of them
+(zero-padded where it extends past the image), resize it once (bilinear, or area averaging when shrinking
+2x or more), mirror it if a flip was drawn, run the pixel ops (``stoke.ops.Map``) on it, and write it into
+row ``j`` of the preallocated uint8 batch (NCHW, or NHWC for channels_last). The bilinear resize, the flip
+and the CHW split are one pass of stoke's own kernel where the CPU has it (``stoke.pipeline.resample``),
+else OpenCV's three. Which ops run here and which on the batch is ``stoke.ops.placement``'s decision.
 
 Example:
     >>> import numpy as np
@@ -21,9 +24,7 @@ Example:
 from __future__ import annotations
 
 import functools
-import math
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,79 +34,75 @@ import torch
 
 from stoke.errors import ConfigError, SampleError
 from stoke.format.fields import ImageField
-from stoke.ops.base import BatchOp, Geometry, Op, PixelOp, SampleOp
+from stoke.ops.base import Geometry, Op, PixelOp, SampleOp
+from stoke.ops.batched import BatchablePixelOp
+from stoke.ops.geometry import AREA_SHRINK, crop_box, plan_geometry
+from stoke.ops.placement import Placement, split_ops
 from stoke.ops.resize import Resize
 from stoke.pipeline import resample
 from stoke.pipeline.buffers import BufferSet
-from stoke.rng import sample_uniforms, stream_id
+from stoke.pipeline.inputs import ImageInput
+from stoke.pipeline.timing import Timing, op_label
+from stoke.rng import sample_uniforms
 
 _NO_DRAWS = np.empty(0)
 
 
 class ImageStage:
-    """Produces one image field of every batch; see the module docstring."""
+    """Produces one image field of every batch; see the module docstring. A
+    :class:`~stoke.pipeline.stage.FieldStage`.
+
+    ``images`` is how the reader hands out the field's values (``reader.input_for(name)``: stored records
+    or live images, ``stoke.pipeline.inputs``); ``stats`` the field's size statistics, which fix the
+    batch's image size when the ops do not.
+
+    Example:
+        >>> from stoke.format.fields import ImageField
+        >>> from stoke.ops import RandomHorizontalFlip, Resize
+        >>> from stoke.pipeline.inputs import LiveImages
+        >>> stage = ImageStage("image", LiveImages(ImageField()), [Resize((4, 6)), RandomHorizontalFlip()], None, False)
+        >>> stage.buffer_specs(), [draws.shape for draws in stage.draw(0, 0, np.arange(2))[1:]]
+        ({'image': ((3, 4, 6), dtype('uint8'))}, [(2, 1)])
+    """
 
     def __init__(
         self,
         name: str,
-        field: ImageField,
+        images: ImageInput,
         ops: Sequence[Op],
-        packed: bool,
         stats: dict[str, int] | None,
         channels_last: bool,
         fast_decode: bool = True,
         region_decode: bool = True,
+        timing: Timing | None = None,
     ) -> None:
         self.name = name
-        self.field = field
-        self.packed = packed
+        self.images = images
+        self.field: ImageField = images.field
         self.channels_last = channels_last
         self.fast_decode = fast_decode
         self.region_decode = region_decode
-        self.sample_ops, self.pixel_ops, self.batch_ops = split_ops(name, ops)
+        placement = self.placement = split_ops(name, ops)
+        self.sample_ops, self.pixel_ops, self.batch_ops = placement
         size: tuple[int, int] | None = None
         if stats and stats["min_height"] == stats["max_height"] and stats["min_width"] == stats["max_width"]:
             size = (stats["min_height"], stats["min_width"])
         for op in self.sample_ops:
             size = op.output_size(size)
         if size is None:
-            what = (
-                f"holds images of different sizes ({stats['min_height']}x{stats['min_width']} to "
-                f"{stats['max_height']}x{stats['max_width']})"
-                if stats
-                else "has no readable image among its first items to take the batch size from"
-            )
-            on_device = any(type(op).__name__ == "GeometryOnBatch" for op in self.batch_ops)
-            where = (
-                f"before the batch ops in transforms[{name!r}] (a crop after ToDevice needs images of one size "
-                f"to batch)"
-                if on_device
-                else f"to transforms[{name!r}]"
-            )
-            shorter = [op for op in self.sample_ops if isinstance(op, Resize) and isinstance(op.size, int)]
-            if shorter:  # the user did resize: say why that was not enough
-                side = shorter[-1].size
-                raise ConfigError(
-                    f"field {name!r} {what}, and Resize({side}) sets only the shorter side to {side} (the longer keeps "
-                    f"the aspect ratio), so the batch's images still differ in size; use "
-                    f"stoke.ops.Resize(({side}, {side})) for an exact size, or add stoke.ops.CenterCrop({side}) after "
-                    f"it, {where}"
-                )
-            raise ConfigError(
-                f"field {name!r} {what}; add an op that fixes the size, such as "
-                f"stoke.ops.RandomResizedCrop(224) or stoke.ops.Resize((224, 224)), {where}"
-            )
+            raise ConfigError(_no_size(name, stats, placement))
         self.size = size
-        # One decode buffer per worker thread, as large as the largest stored image (never above the pixel limit).
-        largest = min(stats["max_height"] * stats["max_width"], field.max_pixels) if packed and stats else 0
-        self._scratch_bytes = largest * field.channels
         self._local = threading.local()
         self._per_sample: list[SampleOp | PixelOp] = [*self.sample_ops, *self.pixel_ops]
-        self.streams = [stream_id(name, position) for position in range(len(self._per_sample))]
-        self.clock: Any = None  # a stoke.profile StageClock while profiled, adding to ``slots``
-        self.slots: dict[str, Any] = {}
+        self.streams = placement.streams(name)
+        self.timing = timing = timing if timing is not None else Timing()
+        self._decode_slot = timing.slot(f"{name}: decode", "decode")
+        self._pixel_slots = [timing.slot(f"{name}: {op_label(op)}", _pixel_kind(op)) for op in self.pixel_ops]
+        # The whole run, which the Loader's worker loop times, is reported without the decode and pixel ops.
+        self.slot = timing.slot(f"{name}: crop/resize/flip", "render", contains=[self._decode_slot, *self._pixel_slots])
 
     def buffer_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """One uint8 row per sample: CHW, or HWC for channels_last."""
         height, width = self.size
         channels = self.field.channels
         shape = (height, width, channels) if self.channels_last else (channels, height, width)
@@ -116,56 +113,35 @@ class ImageStage:
         return [self.name]
 
     def list_names(self) -> list[str]:
+        """No per-sample lists: every image goes into the batch array."""
         return []
 
     def draw(self, seed: int, epoch: int, indices: np.ndarray) -> list[np.ndarray | None]:
+        """Each per-image op's uniforms for these samples (None for an op that draws nothing)."""
         return [
             sample_uniforms(seed, epoch, stream, indices, op.draws) if op.draws else None
             for op, stream in zip(self._per_sample, self.streams)
         ]
 
     def run(self, value: Any, params: list[np.ndarray | None], j: int, buffers: BufferSet) -> None:
-        clock = self.clock
-        started = time.perf_counter_ns() if clock is not None else 0
-        if self.packed:
-            header = self.field.header(value)
-            height, width = header.height, header.width
-        else:
-            pixels = self.field.coerce(value)
-            height, width = pixels.shape[:2]
+        """Plan ``value``'s geometry from its size, get the pixels it needs and render them into row ``j``."""
+        timing = self.timing
+        started = timing.start()
+        images = self.images
+        height, width, handle = images.open(value)
         geometry = self.plan(height, width, params, j)
-        origin, decoded = (0, 0), None
-        if self.packed:
-            factor = decode_factor(height, width, geometry)
-            window = None
-            if self.region_decode:
-                scaled = (-(-height // factor), -(-width // factor))
-                box = crop_box(geometry, height, width, scaled)
-                window = self.field.decode_window(value, header, factor, box, self._scratch(), self.fast_decode)
-            if window is not None:
-                pixels, origin, decoded = window.pixels, window.origin, window.scaled
-            else:
-                min_height, min_width = (0, 0) if factor == 1 else (-(-height // factor), -(-width // factor))
-                pixels = self.field.decode_pixels(
-                    value, min_height, min_width, self._scratch(), self.fast_decode, header=header
-                )
+        pixels, origin, decoded = images.pixels(value, handle, geometry, self.fast_decode, self.region_decode)
         finish = None
         if self.pixel_ops:
             finish = functools.partial(self._apply_pixel_ops, params=params[len(self.sample_ops) :], j=j)
         out = buffers.arrays[self.name][j]
-        if clock is not None:
-            decoded_at = time.perf_counter_ns()
-            clock.add(self.slots["decode"], decoded_at - started)
+        timing.stop(self._decode_slot, started)
         render(pixels, height, width, geometry, out, self.channels_last, self._work(), finish, origin, decoded)
-        if clock is not None:  # includes the pixel ops; the clock reports it without them
-            clock.add(self.slots["render"], time.perf_counter_ns() - decoded_at)
 
     def plan(self, height: int, width: int, params: list[np.ndarray | None], j: int) -> Geometry:
         """Row ``j``'s geometry through the sample ops, from a ``height`` x ``width`` image; a SampleError
         if it does not come out at the batch's size."""
-        geometry = Geometry.identity(height, width)
-        for op, uniforms in zip(self.sample_ops, params):
-            geometry = op.plan(geometry, _NO_DRAWS if uniforms is None else uniforms[j])
+        geometry = plan_geometry(self.sample_ops, height, width, params, j)
         if (geometry.height, geometry.width) != self.size:
             raise SampleError(
                 f"image {self.name!r} comes out {geometry.height}x{geometry.width}, the batch holds "
@@ -175,12 +151,11 @@ class ImageStage:
         return geometry
 
     def _apply_pixel_ops(self, image: np.ndarray, params: list[np.ndarray | None], j: int) -> None:
-        clock = self.clock
-        for position, (op, uniforms) in enumerate(zip(self.pixel_ops, params)):
-            started = time.perf_counter_ns() if clock is not None else 0
+        timing = self.timing
+        for op, uniforms, slot in zip(self.pixel_ops, params, self._pixel_slots):
+            started = timing.start()
             result = op.apply_pixels(image, _NO_DRAWS if uniforms is None else uniforms[j])
-            if clock is not None:
-                clock.add(self.slots["pixel_ops"][position], time.perf_counter_ns() - started)
+            timing.stop(slot, started)
             if result is None or result is image:
                 continue
             if not isinstance(result, np.ndarray) or result.shape != image.shape or result.dtype != np.uint8:
@@ -191,14 +166,6 @@ class ImageStage:
                 )
             np.copyto(image, result)
 
-    def _scratch(self) -> np.ndarray | None:
-        if not self._scratch_bytes:
-            return None
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = np.empty(self._scratch_bytes, np.uint8)
-        return scratch
-
     def _work(self) -> np.ndarray | None:
         if self.channels_last:
             return None
@@ -208,105 +175,37 @@ class ImageStage:
         return work
 
     def collect(self, buffers: BufferSet, count: int) -> dict[str, Any]:
+        """The first ``count`` rows as one uint8 tensor, NCHW (a permuted view of NHWC for channels_last)."""
         batch = torch.from_numpy(buffers.arrays[self.name][:count])
         return {self.name: batch.permute(0, 3, 1, 2) if self.channels_last else batch}
 
 
-def split_ops(name: str, ops: Sequence[Op]) -> tuple[list[SampleOp], list[PixelOp], list[BatchOp]]:
-    """Sample ops, then pixel ops, then batch ops of a field's transform list, in that order.
-
-    A pixel op with a batched form (``stoke.ops.batched``) placed after a batch op (``ToDevice``, say)
-    becomes a batch op that runs it on the whole batch where the batch is, drawing the uniforms of the
-    random stream it would have had as the next per-image op: moving it after ``ToDevice`` changes where
-    it runs, not what it draws. Sample ops placed after a batch op likewise become one
-    ``GeometryOnBatch`` (``stoke.ops.geometry_batch``) that crops, resizes and flips the whole batch.
-    """
-    from stoke.ops.batched import BatchablePixelOp, OnBatch
-    from stoke.ops.geometry_batch import GeometryOnBatch
-    from stoke.ops.normalize import Normalize
-
-    sample_ops: list[SampleOp] = []
-    pixel_ops: list[PixelOp] = []
-    batch_ops: list[BatchOp] = []
-
-    def next_position() -> int:  # the op's place among the per-image ops on the CPU path
-        moved = sum(len(b.ops) if isinstance(b, GeometryOnBatch) else isinstance(b, OnBatch) for b in batch_ops)
-        return len(sample_ops) + len(pixel_ops) + moved
-
-    for op in ops:
-        if isinstance(op, SampleOp) and batch_ops:
-            normalized = [earlier for earlier in batch_ops if isinstance(earlier, Normalize)]
-            if normalized:  # its output is on neither pixel scale, so the zero padding would not be black
-                raise ConfigError(
-                    f"transforms[{name!r}] puts {op!r} after {normalized[0]!r}; per-image ops come first, and "
-                    f"crops on the batch take images on the 0-255 (uint8) or 0-1 (float) scale"
-                )
-            pixel = pixel_ops[-1:] + [b.op for b in batch_ops if isinstance(b, OnBatch)][-1:]
-            if pixel:
-                raise ConfigError(
-                    f"transforms[{name!r}] puts the geometric op {op!r} after {pixel[-1]!r}; "
-                    f"crops, resizes and flips come first"
-                )
-            stream = stream_id(name, next_position())
-            last = batch_ops[-1]
-            if isinstance(last, GeometryOnBatch):  # consecutive sample ops render in one pass
-                batch_ops[-1] = GeometryOnBatch([*last.ops, op], [*last.streams, stream])
-            else:
-                batch_ops.append(GeometryOnBatch([op], [stream]))
-            continue
-        if isinstance(op, BatchablePixelOp) and batch_ops:
-            normalized = [earlier for earlier in batch_ops if isinstance(earlier, Normalize)]
-            if normalized:
-                raise ConfigError(
-                    f"transforms[{name!r}] puts {op!r} after {normalized[0]!r}; pixel ops take images on the "
-                    f"0-255 (uint8) or 0-1 (float) scale, so put it before Normalize"
-                )
-            batch_ops.append(OnBatch(op, stream_id(name, next_position())))
-            continue
-        if isinstance(op, (SampleOp, PixelOp)) and batch_ops:
-            raise ConfigError(
-                f"transforms[{name!r}] puts {op!r} after the batch op {batch_ops[-1]!r}; per-image ops come first"
-            )
-        if isinstance(op, SampleOp):
-            if pixel_ops:
-                raise ConfigError(
-                    f"transforms[{name!r}] puts the geometric op {op!r} after {pixel_ops[-1]!r}; "
-                    f"crops, resizes and flips come first"
-                )
-            sample_ops.append(op)
-        elif isinstance(op, PixelOp):
-            pixel_ops.append(op)
-        elif isinstance(op, BatchOp):
-            batch_ops.append(op)
-        else:
-            raise ConfigError(f"transforms[{name!r}] holds {op!r}, which is not a stoke op")
-    return sample_ops, pixel_ops, batch_ops
-
-
-def decode_factor(height: int, width: int, geometry: Geometry) -> int:
-    """The JPEG DCT scale to decode at, as a divisor: 8, 4, 2 or 1 (full size).
-
-    The largest power-of-two reduction whose crop still has at least the output's pixels. Only those
-    scales: libjpeg-turbo's SIMD inverse DCTs cover 1/1, 1/2, 1/4 and 1/8, and the scales between (5/8,
-    3/4, 7/8) run scalar code that is slower than a full-size decode.
-    """
-    top, left, bottom, right, _, _ = geometry.source_box()
-    room = min((bottom - top) / geometry.height, (right - left) / geometry.width)
-    for factor in (8, 4, 2):
-        if room >= factor:
-            return factor
-    return 1
-
-
-def crop_box(
-    geometry: Geometry, full_height: int, full_width: int, decoded: tuple[int, int]
-) -> tuple[int, int, int, int]:
-    """The pixels (top, left, bottom, right) of an image decoded at ``decoded`` size that ``geometry``
-    resamples, out of a ``full_height`` x ``full_width`` image; may reach past the image's edges."""
-    scale_y, scale_x = decoded[0] / full_height, decoded[1] / full_width
-    top, left, bottom, right, _, _ = geometry.source_box()
-    y0, x0 = _round(top * scale_y), _round(left * scale_x)
-    return y0, x0, max(y0 + 1, _round(bottom * scale_y)), max(x0 + 1, _round(right * scale_x))
+def _no_size(name: str, stats: dict[str, int] | None, placement: Placement) -> str:
+    """Why field ``name``'s images have no one batch size, and the op that would give them one."""
+    what = (
+        f"holds images of different sizes ({stats['min_height']}x{stats['min_width']} to "
+        f"{stats['max_height']}x{stats['max_width']})"
+        if stats
+        else "has no readable image among its first items to take the batch size from"
+    )
+    where = (
+        f"before the batch ops in transforms[{name!r}] (a crop after ToDevice needs images of one size to batch)"
+        if placement.crops_on_batch
+        else f"to transforms[{name!r}]"
+    )
+    shorter = [op for op in placement.sample_ops if isinstance(op, Resize) and isinstance(op.size, int)]
+    if shorter:  # the user did resize: say why that was not enough
+        side = shorter[-1].size
+        return (
+            f"field {name!r} {what}, and Resize({side}) sets only the shorter side to {side} (the longer keeps "
+            f"the aspect ratio), so the batch's images still differ in size; use "
+            f"stoke.ops.Resize(({side}, {side})) for an exact size, or add stoke.ops.CenterCrop({side}) after "
+            f"it, {where}"
+        )
+    return (
+        f"field {name!r} {what}; add an op that fixes the size, such as "
+        f"stoke.ops.RandomResizedCrop(224) or stoke.ops.Resize((224, 224)), {where}"
+    )
 
 
 def render(
@@ -371,11 +270,7 @@ def render(
 def _interpolation(shrink_y: float, shrink_x: float) -> int:
     """Bilinear up to a 2x shrink (what is left after DCT scaling); area averaging beyond, where bilinear
     would skip source pixels and alias. Area costs about five times as much as bilinear."""
-    return cv2.INTER_AREA if min(shrink_y, shrink_x) >= 2.0 else cv2.INTER_LINEAR
-
-
-def _round(value: float) -> int:
-    return math.floor(value + 0.5)
+    return cv2.INTER_AREA if min(shrink_y, shrink_x) >= AREA_SHRINK else cv2.INTER_LINEAR
 
 
 def _crop_padded(
@@ -404,7 +299,10 @@ def _crop_padded(
     )
     top, left, bottom, right = inside
     if top < bottom and left < right and (top < 0 or left < 0 or bottom > height or right > width):
-        raise ValueError(f"the decoded window {pixels.shape[:2]} at {origin} misses part of the crop {inside}")
+        raise SampleError(
+            f"the decoded window {pixels.shape[:2]} at {origin} misses part of the crop {inside}: the image's "
+            f"header and pixels disagree; run stoke verify on the dataset"
+        )
     region = np.zeros((y1 - y0, x1 - x0, pixels.shape[2]), np.uint8)
     if top < bottom and left < right:
         region[top - y0 : bottom - y0, left - x0 : right - x0] = pixels[top:bottom, left:right]
@@ -424,3 +322,8 @@ def _opencv_ready(region: np.ndarray) -> np.ndarray:
     """:func:`_packed`, two-dimensional for one channel as OpenCV wants it."""
     packed = _packed(region)
     return packed if packed.shape[2] > 1 else packed[:, :, 0]
+
+
+def _pixel_kind(op: PixelOp) -> str:
+    """The timing kind of a per-image pixel op: whether moving it onto the batch is an option."""
+    return "batchable_pixel_op" if isinstance(op, BatchablePixelOp) else "pixel_op"

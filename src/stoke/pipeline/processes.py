@@ -27,6 +27,11 @@ forked processes instead:
 Chunks go to the worker with the fewest chunks outstanding; a collector thread in the parent reads the
 results and completes the :class:`~stoke.pipeline.batch.BatchJob`.
 
+:class:`ProcessPool` is an executor (``stoke.pipeline.executor.Executor``) with these differences from
+threads behind it: workers draw the random numbers themselves; the number of workers is fixed (``resize``
+refuses another); batch buffers must be shared blocks, and a retired block is unmapped in every worker;
+a pool whose worker died is ``broken``, and the Loader makes a fresh one for the next epoch.
+
 Example:
     >>> import numpy as np, stoke
     >>> loader = stoke.Loader({"x": np.arange(6.0)}, batch_size=3, shuffle=False, workers="process", num_threads=2)
@@ -50,7 +55,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.reduction import recv_handle, send_handle
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -88,9 +93,12 @@ class _Worker:
 class ProcessPool:
     """``num_workers`` forked processes that run ``produce`` on chunks of batches; see the module docstring."""
 
+    resizable: ClassVar[bool] = False
+    shared_buffers: ClassVar[bool] = True
+
     def __init__(self, num_workers: int, produce: Produce, draw: Draw) -> None:
         if num_workers < 1:
-            raise ValueError(f"a process pool needs at least one worker, got {num_workers}")
+            raise ConfigError(f"a process pool needs at least one worker, got {num_workers}")
         if "fork" not in multiprocessing.get_all_start_methods():
             raise ConfigError("workers='process' needs the fork start method (Linux); use workers='thread' here")
         context = multiprocessing.get_context("fork")
@@ -118,7 +126,7 @@ class ProcessPool:
         self._collector.start()
 
     @property
-    def num_threads(self) -> int:
+    def num_workers(self) -> int:
         return len(self._workers)
 
     @property
@@ -130,8 +138,9 @@ class ProcessPool:
         """``/proc`` stat files of the workers (for measuring their CPU time)."""
         return [f"/proc/{worker.process.pid}/stat" for worker in self._workers if worker.alive]
 
-    def dispatch(self, job: BatchJob) -> None:
-        """Send every chunk of ``job`` to a worker; the collector completes the job."""
+    def start(self, job: BatchJob) -> None:
+        """Send every chunk of ``job`` to a worker (which draws its random numbers); the collector completes
+        the job."""
         layout = [
             (name, block.id, job.buffers.arrays[name].shape, job.buffers.arrays[name].dtype.str)
             for name, block in job.buffers.blocks.items()
@@ -159,6 +168,18 @@ class ProcessPool:
                 worker.tasks.send(message)
             except OSError:
                 pass  # the worker is gone: the collector sees its pipe close and fails its chunks
+
+    def resize(self, num_workers: int) -> None:
+        """Refuse any other number of workers: a pool's processes are forked once, with the state they inherit."""
+        if num_workers != len(self._workers):
+            raise ConfigError(
+                f"a process pool keeps the {len(self._workers)} workers it was forked with, so it cannot run "
+                f"{num_workers}; make a new pool (workers='thread' resizes while it runs)"
+            )
+
+    def abandon(self) -> None:
+        """Give up on stuck work: every worker is stopped now (a stuck one is killed)."""
+        self.shutdown(timeout=0.5)
 
     def retire(self, block: SharedBlock) -> None:
         """Tell the workers that mapped ``block`` to unmap it (its array was replaced)."""

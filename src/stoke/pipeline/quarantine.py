@@ -1,7 +1,8 @@
 """Load-time quarantine: a sample that fails is recorded with its reason, and the policy decides the rest.
 
 A sample fails when its bytes do not match the stored checksum, when it cannot be decoded, or when a
-transform (the user's own included) raises on it. The Loader turns each failure into a
+transform (the user's own included) raises on it. The batch job keeps the exception (``stoke.pipeline.batch``);
+when the batch is finished, :class:`FailureSettler` turns each failure into a
 :class:`~stoke.errors.SampleError` that names the sample (index, shard) and chains the original
 exception with its traceback, and hands it to :class:`LoadQuarantine`:
 
@@ -21,7 +22,8 @@ type), at most ``MAX_RECORDS`` of them (``num_failed`` counts them all), and for
 epoch's count, its first causes' text and its first exception. Under ``"skip"`` and ``"replace"`` every
 admitted failure's traceback frames are cleared, so that no failure holds a batch buffer alive.
 
-Never a zero placeholder: a failed sample's row is removed or refilled, never left as it was.
+Never a zero placeholder: a failed sample's row is removed or refilled, never left as it was
+(:meth:`FailureSettler.settle`).
 
 Example:
     >>> quarantine = LoadQuarantine("skip", max_bad_fraction=0.1)
@@ -36,11 +38,14 @@ from __future__ import annotations
 import logging
 import math
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
-from stoke.errors import ConfigError, ErrorBudgetExceeded, SampleError
+from stoke.errors import ConfigError, ErrorBudgetExceeded, SampleError, StokeError
+from stoke.pipeline.batch import BatchJob
+from stoke.pipeline.buffers import BufferSet
 from stoke.rng import sample_uniforms, stream_id
 
 POLICIES = ("skip", "replace", "raise")
@@ -125,6 +130,129 @@ class LoadQuarantine:
         """The position that stands in for dataset index ``index`` on ``attempt`` (deterministic)."""
         draws = sample_uniforms(seed, epoch, _REPLACE_STREAM, np.array([index]), attempt + 1)
         return min(int(draws[0, attempt] * size), size - 1)
+
+    def all_failed(self, epoch: int, epoch_size: int) -> ErrorBudgetExceeded:
+        """The error for an epoch that ends without delivering a sample, all ``epoch_size`` having failed."""
+        return ErrorBudgetExceeded(
+            f"every one of the {epoch_size:,} samples of epoch {epoch} failed ({self.failed_in(epoch):,} are "
+            f"listed in loader.quarantine), so it delivered no batch; fix the data (stoke verify lists damaged "
+            f"samples) or the transform"
+        )
+
+
+class SampleSource(Protocol):
+    """What settling failures asks of the Loader's reader (``stoke.pipeline.reader``)."""
+
+    def __len__(self) -> int: ...
+
+    def describe(self, position: int) -> str:
+        """Where the sample at ``position`` is, for an error (index, shard)."""
+        ...
+
+    def dataset_index(self, positions: np.ndarray) -> np.ndarray:
+        """The dataset indices of these positions."""
+        ...
+
+
+class FailureSettler:
+    """Settles a finished batch's failures: each named and admitted to the quarantine, then the policy
+    applied to the batch's rows.
+
+    ``draw`` and ``produce`` are the Loader's (see ``stoke.pipeline.executor``): under ``"replace"`` a
+    stand-in is produced here, in the thread that finishes the batch, into the failed sample's row.
+
+    Example:
+        >>> class Reader:
+        ...     def __len__(self): return 4
+        ...     def describe(self, position): return f"sample {position}"
+        ...     def dataset_index(self, positions): return positions
+        >>> rows = BufferSet({"index": np.arange(4), "x": np.array([0.0, 1.0, 2.0, 3.0])})
+        >>> job = BatchJob(0, np.arange(4), np.arange(4), rows, {}, chunk=4)
+        >>> job.fail(1, ValueError("undecodable"))
+        >>> settler = FailureSettler(LoadQuarantine("skip"), Reader(), seed=0, draw=None, produce=None)
+        >>> settler.settle(job, epoch_size=4), rows.arrays["x"][:3].tolist()
+        (3, [0.0, 2.0, 3.0])
+    """
+
+    def __init__(
+        self,
+        quarantine: LoadQuarantine,
+        reader: SampleSource,
+        seed: int,
+        draw: Callable[[int, np.ndarray], dict[str, Any]] | None,
+        produce: Callable[[BatchJob, int], None] | None,
+    ) -> None:
+        self.quarantine = quarantine
+        self.reader = reader
+        self.seed = seed
+        self.draw = draw
+        self.produce = produce
+
+    def settle(self, job: BatchJob, epoch_size: int) -> int:
+        """Quarantine the job's failed samples and apply the policy; returns the rows left."""
+        failures = sorted(job.failures, key=lambda failure: failure[0])
+        job.failures.clear()  # the failures are data now (loader.quarantine); see _without_frames
+        for row, error in failures:
+            self.quarantine.admit(self.describe(job, row, error), job.epoch, epoch_size)
+        buffers = job.buffers
+        if self.quarantine.policy == "replace":
+            for row, _ in failures:
+                self._replace(job, row, epoch_size)
+            return job.size
+        failed = {row for row, _ in failures}
+        keep = np.array([row for row in range(job.size) if row not in failed], dtype=np.int64)
+        for array in buffers.arrays.values():
+            array[: len(keep)] = array[keep]
+        for values in buffers.lists.values():
+            values[: len(keep)] = [values[row] for row in keep]
+        if job.padding is not None:
+            job.padding = job.padding[keep]
+        return len(keep)
+
+    def describe(self, job: BatchJob, row: int, error: BaseException) -> SampleError:
+        """``error`` as a SampleError naming the sample in ``row`` (index, shard), chained to the original."""
+        if isinstance(error, SampleError) and error.index is not None:
+            return error  # already names its sample
+        index = int(job.indices[row])
+        where = self.reader.describe(int(job.positions[row]))
+        failure = SampleError(f"{where} failed: {type(error).__name__}: {error}", index=index)
+        failure.__cause__ = error
+        return failure
+
+    def fatal(self, job: BatchJob) -> StokeError:
+        """The job's fatal error (not one sample's fault), named by the first sample it held."""
+        error = job.error
+        assert error is not None
+        if getattr(error, "ends_epoch", False):
+            return error  # says what is wrong with the machine, whatever the sample
+        return self.describe(job, job.error_position or 0, error)
+
+    def _replace(self, job: BatchJob, row: int, epoch_size: int) -> None:
+        """Fill ``row`` with the failed sample's deterministic stand-in (produced here, in this thread)."""
+        assert self.draw is not None and self.produce is not None
+        failed_index, epoch, buffers = int(job.indices[row]), job.epoch, job.buffers
+        for attempt in range(MAX_REPLACEMENT_ATTEMPTS):
+            position = self.quarantine.replacement(self.seed, epoch, failed_index, attempt, len(self.reader))
+            index = self.reader.dataset_index(np.array([position]))
+            rows = BufferSet(
+                {name: array[row : row + 1] for name, array in buffers.arrays.items()},
+                {name: [None] for name in buffers.lists},
+            )
+            single = BatchJob(0, np.array([position]), index, rows, self.draw(epoch, index), 1, epoch)
+            single.run(self.produce, 0, 1)
+            if single.error is not None:
+                raise single.error
+            if not single.failures:
+                buffers.arrays["index"][row] = index[0]
+                for name, values in rows.lists.items():
+                    buffers.lists[name][row] = values[0]
+                return
+            self.quarantine.admit(self.describe(single, 0, single.failures[0][1]), epoch, epoch_size)
+        raise SampleError(
+            f"no stand-in for sample {failed_index} loaded in {MAX_REPLACEMENT_ATTEMPTS} attempts; "
+            f"the dataset looks mostly damaged: run stoke verify",
+            index=failed_index,
+        )
 
 
 def _without_frames(error: BaseException) -> BaseException:

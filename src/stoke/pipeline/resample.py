@@ -33,6 +33,8 @@ import os
 
 import numpy as np
 
+from stoke.errors import ConfigError
+
 try:
     from stoke.pipeline import _resample
 except ImportError:  # not compiled: stoke resizes with OpenCV
@@ -44,7 +46,7 @@ ENV = "STOKE_RESAMPLE"
 def _choose() -> bool:
     setting = os.environ.get(ENV, "").strip().lower()
     if setting not in ("", "auto", "opencv", "stoke"):
-        raise RuntimeError(f"{ENV}={setting!r} is not one of auto, stoke, opencv")
+        raise ConfigError(f"{ENV}={setting!r} is not one of auto, stoke, opencv; set one of them or unset it")
     if setting == "opencv" or _resample is None:
         return False
     return _resample.simd() != "scalar"  # the scalar reference is slower than OpenCV: only for tests
@@ -73,7 +75,7 @@ def resize(
     compiled; callers check :func:`available` first.
     """
     if _resample is None:
-        raise RuntimeError("stoke's resize kernel is not compiled here; reinstall stoke with a C compiler")
+        raise ConfigError("stoke's resize kernel is not compiled here; reinstall stoke with a C compiler")
     _resample.resize(source, target, planar, flip_x, flip_y, simd)
 
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from stoke.errors import ConfigError
+
 LAYOUTS = ("dict", "tuple", "single")
 
 
@@ -71,7 +73,7 @@ class BatchStructure:
 
     def __init__(self, layout: str, fields: Sequence[str], collate_fn: Callable[[list[Any]], Any] | None = None):
         if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+            raise ConfigError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         self.layout = layout
         self.fields = list(fields)
         self.collate_fn = collate_fn

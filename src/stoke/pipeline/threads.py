@@ -1,10 +1,15 @@
-"""A pool of worker threads that run small tasks in submission order.
+"""Worker threads: a pool that runs small tasks in submission order, and the Loader's thread executor on it.
 
 Threads, not processes: the heavy steps (JPEG decoding, resizing, copies, checksums) run in libraries
 that release the GIL, so threads share one copy of everything (the mapped dataset, the buffers) with no
 pickling. Tasks are chunks of a few samples of one batch, queued in batch order, so the oldest batch
 finishes first while later ones are already under way. A task must not raise (the batch job records its
 own errors); the pool survives one that does.
+
+:class:`WorkerPool` is the pool alone (any tasks); :class:`ThreadExecutor` is the Loader's executor
+(``stoke.pipeline.executor.Executor``) on it: it draws a batch's random numbers here, in the parent, and
+queues the batch's chunks. Threads never die of a sample's error, so the executor is never ``broken``;
+it resizes while it runs (the tuner adds threads).
 
 Example:
     >>> pool = WorkerPool(2)
@@ -19,8 +24,17 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from stoke.errors import ConfigError
+
+if TYPE_CHECKING:
+    from stoke.pipeline.batch import BatchJob
+    from stoke.pipeline.shared import SharedBlock
 
 
 class WorkerPool:
@@ -28,7 +42,7 @@ class WorkerPool:
 
     def __init__(self, num_threads: int, name: str = "stoke-worker") -> None:
         if num_threads < 1:
-            raise ValueError(f"a worker pool needs at least one thread, got {num_threads}")
+            raise ConfigError(f"a worker pool needs at least one thread, got {num_threads}")
         self.name = name
         self._tasks: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
@@ -85,3 +99,53 @@ class WorkerPool:
                     function(*args)
             finally:
                 self._tasks.task_done()
+
+
+class ThreadExecutor(WorkerPool):
+    """The Loader's thread workers (``stoke.pipeline.executor.Executor``): ``produce(job, row)`` runs on
+    ``num_workers`` threads, chunk by chunk, with the random numbers ``draw(epoch, indices)`` gives."""
+
+    resizable: ClassVar[bool] = True
+    shared_buffers: ClassVar[bool] = False
+    broken = False  # a thread outlives its task's errors (the job records them): nothing to re-make
+
+    def __init__(
+        self,
+        num_workers: int,
+        produce: Callable[[BatchJob, int], None],
+        draw: Callable[[int, np.ndarray], dict[str, Any]],
+    ) -> None:
+        super().__init__(num_workers)
+        self._produce = produce
+        self._draw = draw
+        self._jobs: weakref.WeakSet[BatchJob] = weakref.WeakSet()  # started, to cancel at shutdown
+
+    @property
+    def num_workers(self) -> int:
+        return self.num_threads
+
+    def start(self, job: BatchJob) -> None:
+        """Draw the job's random numbers here and queue its chunks behind those of earlier batches."""
+        job.params = self._draw(job.epoch, job.indices)
+        self._jobs.add(job)
+        for start, stop in job.chunks():
+            self.submit(job.run, self._produce, start, stop)
+
+    def retire(self, block: SharedBlock) -> None:
+        """Nothing to do: threads write into the parent's own arrays."""
+
+    def abandon(self) -> None:
+        """Give up on stuck work: the jobs are cancelled and the threads leave; a thread stuck in a sample
+        cannot be stopped, and leaves once that sample returns."""
+        self._cancel()
+        self.resize(0)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Cancel the jobs in work (a thread finishes the sample it is in, then skips the rest) and stop
+        the threads, waiting up to ``timeout`` seconds for each."""
+        self._cancel()
+        super().shutdown(timeout)
+
+    def _cancel(self) -> None:
+        for job in list(self._jobs):
+            job.cancelled = True

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,21 +27,34 @@ import numpy as np
 import torch
 
 from stoke.errors import ConfigError
-from stoke.format.fields import BytesField, Field, NDArrayField, TextField
+from stoke.format.fields import BytesField, TextField
 from stoke.ops.base import BatchOp, Op
 from stoke.ops.dtype import ToDtype, delivery_dtype
 from stoke.ops.text import TextOp
 from stoke.pipeline.buffers import BufferSet
+from stoke.pipeline.inputs import ValueInput
+from stoke.pipeline.timing import Timing
 from stoke.rng import sample_uniforms, stream_id
 
 
 class ValueStage:
-    """Produces one non-image field of every batch."""
+    """Produces one non-image field of every batch; a :class:`~stoke.pipeline.stage.FieldStage`.
 
-    def __init__(self, name: str, field: Field, ops: Sequence[Op], packed: bool) -> None:
+    ``values`` is how the reader hands out the field's values (``reader.input_for(name)``: stored records
+    decoded by the field, or live values coerced by it; ``stoke.pipeline.inputs``).
+
+    Example:
+        >>> from stoke.format.fields import FloatField
+        >>> from stoke.pipeline.inputs import LiveValues
+        >>> stage = ValueStage("x", LiveValues(FloatField()), [])
+        >>> stage.buffer_specs(), stage.output_names()
+        ({'x': ((), dtype('float32'))}, ['x'])
+    """
+
+    def __init__(self, name: str, values: ValueInput, ops: Sequence[Op], timing: Timing | None = None) -> None:
         self.name = name
-        self.field = field
-        self.packed = packed
+        self.values = values
+        field = self.field = values.field
         spec = field.spec
         self.kind = "list" if not spec.is_tensor else "fixed" if spec.is_fixed else "padded"
         if isinstance(field, TextField):
@@ -63,10 +75,11 @@ class ValueStage:
         self._shape = tuple(spec.shape or ())
         self._dtype = _delivered(spec.dtype, self.batch_ops)
         self.masked = self.kind == "padded" and spec.shape is not None and len(spec.shape) == 1
-        self.clock: Any = None  # a stoke.profile StageClock while profiled, adding to ``slots["decode"]``
-        self.slots: dict[str, Any] = {}
+        # Its whole run is the field's time, which the Loader's worker loop adds to this slot.
+        self.slot = (timing if timing is not None else Timing()).slot(f"{name}: decode", "value")
 
     def buffer_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """One row per sample for a fixed-size value, in the dtype the batch delivers; else nothing."""
         if self.kind != "fixed":
             return {}
         return {self.name: (self._shape, self._dtype)}  # type: ignore[dict-item]
@@ -78,22 +91,18 @@ class ValueStage:
         return [self.name, f"{self.name}_lengths", *([f"{self.name}_mask"] if self.masked else [])]
 
     def list_names(self) -> list[str]:
+        """Values kept per sample, to be padded or listed when the batch is collected."""
         return [] if self.kind == "fixed" else [self.name]
 
     def draw(self, seed: int, epoch: int, indices: np.ndarray) -> list[Any]:
+        """Each text op's uniforms for these samples."""
         return [
             sample_uniforms(seed, epoch, stream, indices, op.draws) for op, stream in zip(self.text_ops, self.streams)
         ]
 
     def run(self, value: Any, params: list[Any], j: int, buffers: BufferSet) -> None:
-        clock = self.clock
-        started = time.perf_counter_ns() if clock is not None else 0
-        if not self.packed:
-            decoded = self.field.coerce(value)
-        elif isinstance(self.field, NDArrayField):
-            decoded = self.field.decode_view(value)  # zero-copy: copied once, into the batch
-        else:
-            decoded = self.field.decode(value)
+        """Decode ``value``, run the text ops on it and put it in row ``j`` (or the row's list entry)."""
+        decoded = self.values.decode(value)  # a stored array is a view of the shard: copied once, into the batch
         for op, uniforms in zip(self.text_ops, params):
             decoded = op.apply_text(decoded, uniforms[j])
         if self.kind == "fixed":
@@ -102,10 +111,9 @@ class ValueStage:
             buffers.lists[self.name][j] = (
                 np.frombuffer(decoded, np.uint8) if isinstance(self.field, BytesField) else decoded
             )
-        if clock is not None:
-            clock.add(self.slots["decode"], time.perf_counter_ns() - started)
 
     def collect(self, buffers: BufferSet, count: int) -> dict[str, Any]:
+        """The first ``count`` rows: one tensor, padded tensors with lengths (and a mask), or a list."""
         if self.kind == "fixed":
             return {self.name: torch.from_numpy(buffers.arrays[self.name][:count])}
         values = buffers.lists[self.name][:count]

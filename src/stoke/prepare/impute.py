@@ -85,7 +85,7 @@ def fill_numeric(values: np.ndarray, policy: tuple[str, Any]) -> tuple[np.ndarra
     elif kind == "mode":
         value = float(most_frequent(present))
     else:
-        raise ValueError(f"fill_numeric does not do {kind!r}")
+        raise ConfigError(f"fill_numeric does not do {kind!r}; give mean, median, mode or a constant")
     return np.where(np.isnan(values), float(value), values), value
 
 
@@ -106,7 +106,7 @@ def impute_knn(matrix: np.ndarray, neighbors: int = DEFAULT_NEIGHBORS) -> np.nda
 
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2:
-        raise ValueError(f"impute_knn takes a 2-D matrix, got shape {matrix.shape}")
+        raise ConfigError(f"impute_knn takes a 2-D matrix, got shape {matrix.shape}")
     if matrix.size == 0 or not np.isnan(matrix).any():
         return matrix.copy()
     empty = np.flatnonzero(np.isnan(matrix).all(axis=0))

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,14 +45,14 @@ def split_indices(
     names = list(fractions)
     shares = np.array([float(fractions[name]) for name in names])
     if not names or np.any(shares < 0) or not np.isclose(shares.sum(), 1.0):
-        raise ValueError(f"split fractions must be non-negative and sum to 1, got {dict(fractions)}")
+        raise ConfigError(f"split fractions must be non-negative and sum to 1, got {dict(fractions)}")
     groups: list[np.ndarray]
     if labels is None:
         groups = [np.arange(size, dtype=np.int64)]
     else:
         labels = np.asarray(labels)
         if labels.shape != (size,):
-            raise ValueError(f"labels must have shape ({size},), got {labels.shape}")
+            raise ConfigError(f"labels must have shape ({size},), got {labels.shape}")
         groups = [np.flatnonzero(labels == value) for value in np.unique(labels)]
     parts: dict[str, list[np.ndarray]] = {name: [np.empty(0, np.int64)] for name in names}
     for number, group in enumerate(groups):
@@ -251,7 +252,8 @@ class SplitReport:
             for split, classes in self.balance.items()
         }
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (what ``stoke split --json`` prints): class ids as strings."""
         return {
             "counts": self.counts,
             "balance": {name: {str(k): v for k, v in classes.items()} for name, classes in self.balance.items()},
@@ -260,6 +262,10 @@ class SplitReport:
             "dropped": self.dropped,
             "content": self.content,
         }
+
+    def to_json(self, indent: int | None = None) -> str:
+        """:meth:`to_dict` as JSON text: one line, or indented by ``indent``."""
+        return json.dumps(self.to_dict(), indent=indent)
 
 
 def content_hashes(dataset: Dataset, fields: Sequence[str]) -> np.ndarray:

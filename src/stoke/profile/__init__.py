@@ -28,14 +28,13 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from stoke.loader import Loader
-    from stoke.profile.profiler import Profiler
+if TYPE_CHECKING:  # the profiler measures any Loader-like object (profiler.Watched), so no stoke.loader here
+    from stoke.profile.profiler import Profiler, Watched
     from stoke.profile.report import Report
 
 
 def profile(
-    loader: Loader,
+    loader: Watched,
     out: str | os.PathLike[str] | None = None,
     steps: int | None = None,
     headspace_steps: int = 0,
@@ -62,7 +61,7 @@ def __getattr__(name: str) -> Any:
 class _CallableModule(types.ModuleType):
     """Lets ``stoke.profile(loader)`` call :func:`profile` while ``stoke.profile`` stays a package."""
 
-    def __call__(self, loader: Loader, **options: Any) -> Profiler:
+    def __call__(self, loader: Watched, **options: Any) -> Profiler:
         return profile(loader, **options)
 
 

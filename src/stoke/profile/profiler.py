@@ -1,9 +1,11 @@
 """The profiler a Loader carries when asked: it times each step and each stage, and writes the report.
 
-For: ``Loader(profile=...)`` and ``stoke.profile(loader)``; the Loader calls :meth:`Profiler.requested`
-when the loop asks for a batch, :meth:`Profiler.handed_out` when it hands one over, and its stages add
-their times to :attr:`Profiler.clock`. Not for: judging the numbers (``report.py``) or drawing them
-(``plot.py``, ``tensorboard.py``).
+For: ``Loader(profile=...)`` and ``stoke.profile(loader)``. The profiler is the Loader's observer
+(``stoke.pipeline.observer``): ``attach`` calls ``loader.watch(profiler)``, after which the Loader calls
+:meth:`Profiler.requested` when the loop asks for a batch and :meth:`Profiler.handed_out` when it hands one
+over, and its parts add their stage times to the profiler's counters (:attr:`Profiler.counters`, connected
+to the Loader's timing hook, ``stoke.pipeline.timing``). It reads nothing of the Loader but its public
+members. Not for: judging the numbers (``report.py``) or drawing them (``plot.py``, ``tensorboard.py``).
 
 ``steps`` bounds the profiled steps; after them come ``headspace_steps`` steps fed from a copy of the
 last batch (the same loop with input for free) and then the profiler writes its report (to ``out``, if
@@ -32,19 +34,17 @@ import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from stoke.errors import ConfigError
 from stoke.extras import require
+from stoke.pipeline.timing import Timing
 from stoke.profile.report import Measurements, Report, build_report
 from stoke.profile.stages import StageClock
 from stoke.profile.timeline import StepTimeline
-
-if TYPE_CHECKING:
-    from stoke.loader import Loader
 
 ENV_DIR = "STOKE_PROFILE"  # stoke profile: every Loader of the script profiles itself into this directory
 ENV_STEPS = "STOKE_PROFILE_STEPS"
@@ -59,8 +59,26 @@ def require_outputs(what: str) -> None:
     require("torch.utils.tensorboard", extra="profile", what=what)
 
 
+class Watched(Protocol):
+    """What a profiler reads of the Loader it measures (``stoke.Loader`` has all of it)."""
+
+    batch_size: int
+    workers: str
+    device: torch.device | None
+    timing: Timing
+
+    @property
+    def num_threads(self) -> int: ...
+
+    def watch(self, observer: Any) -> None: ...
+
+    def unwatch(self, observer: Any) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 class Profiler:
-    """Measures one Loader; see the module docstring.
+    """Measures one Loader; see the module docstring. An :class:`~stoke.pipeline.observer.Observer`.
 
     Args:
         out: a directory to write ``report.json``, ``profile.png`` and TensorBoard events into once the
@@ -88,11 +106,11 @@ class Profiler:
             require_outputs("a profile written to files (out=)")
         self.out = Path(out) if out is not None else None
         self.steps, self.headspace_steps, self.warmup = steps, headspace_steps, warmup
-        self.clock = StageClock()
+        self.counters: StageClock | None = None  # made when attached: a column per slot of the Loader's timing
         self.timeline = StepTimeline()
-        self.slots: dict[Any, int] = {}
-        self._loader: weakref.ref[Loader] | None = None  # weak: the Loader holds this profiler
-        self._keep: Loader | None = None  # strong until the report is written to ``out`` (at exit at the latest)
+        self._timing: Timing | None = None
+        self._loader: weakref.ref[Watched] | None = None  # weak: the Loader holds this profiler
+        self._keep: Watched | None = None  # strong until the report is written to ``out`` (at exit at the latest)
         self.finished = False
         self._delivered = 0  # real batches handed out
         self._served = 0  # headspace batches handed out
@@ -109,45 +127,22 @@ class Profiler:
         self._warm_sums: dict[str, int] | None = None
 
     @property
-    def loader(self) -> Loader | None:
+    def loader(self) -> Watched | None:
         """The Loader this profiler measures (None before ``attach``, or once that Loader was freed)."""
         return self._loader() if self._loader is not None else None
 
     # ---- attaching ----------------------------------------------------------------------------------
-    def attach(self, loader: Loader) -> Profiler:
+    def attach(self, loader: Watched) -> Profiler:
         """Start measuring ``loader`` (before it is iterated, for process workers to share the counters)."""
-        from stoke.pipeline.processes import ProcessPool
-
         if self._loader is not None:
             raise ConfigError("this Profiler already measures a Loader; make one Profiler per Loader")
-        if isinstance(loader._pool, ProcessPool):
-            if loader._active is not None and not loader._active.finished:
-                raise ConfigError(
-                    "attach the profiler before iterating a Loader with workers='process' (its workers are "
-                    "already running without it), or pass profile= to the Loader"
-                )
-            loader.close()  # the workers fork again, with the profiler's shared counters
+        timing = self._timing = loader.timing
+        self.counters = StageClock(len(timing.names))
+        self.counters.claim_main_row(timing.busy)
+        loader.watch(self)  # restarts idle process workers, so that they fork with the counters
         self._loader = weakref.ref(loader)
         self._keep = loader if self.out is not None else None
         self._cuda = loader.device is not None and loader.device.type == "cuda" and torch.cuda.is_available()
-        clock = self.clock
-        reader = loader._reader
-        reader.slots = (clock.slot("read"), clock.slot("checksum"))
-        for position, stage in enumerate(loader._stages):
-            stage.slots = _stage_slots(clock, stage)
-            for index, op in enumerate(stage.batch_ops):
-                self.slots[("batch_op", position, index)] = clock.slot(f"{stage.name}: {op_label(op)} (batch op)")
-        for index, transform in enumerate(loader.batch_transforms):
-            self.slots[("batch_transform", index)] = clock.slot(f"batch: {op_label(transform)}")
-        self.slots["collate"] = clock.slot("collate")
-        self.slots["copy"] = clock.slot("copy to device")
-        self.slots["cpu"] = clock.cpu
-        self._kinds = _slot_kinds(loader, clock, self.slots)
-        clock.claim_main_row()
-        for stage in loader._stages:
-            stage.clock = clock
-        reader.clock = clock
-        loader._clock, loader._profiler = clock, self
         if self._cuda:
             from stoke.profile.nvml import GpuSampler
 
@@ -158,15 +153,11 @@ class Profiler:
         return self
 
     def detach(self) -> None:
-        """Stop measuring: the Loader's hot path is back to a None check (process workers keep adding to the
-        shared counters until they are restarted)."""
+        """Stop measuring: the Loader's hooks are no-ops again (process workers keep adding to the shared
+        counters until they are restarted)."""
         loader = self.loader
-        if loader is None or loader._profiler is not self:
-            return
-        loader._profiler = loader._clock = None
-        loader._reader.clock = None
-        for stage in loader._stages:
-            stage.clock = None
+        if loader is not None:
+            loader.unwatch(self)
 
     # ---- the Loader's hooks ---------------------------------------------------------------------------
     def requested(self, in_flight: Sequence[Any]) -> None:
@@ -184,30 +175,29 @@ class Profiler:
         ):
             self.finish()
 
-    @property
-    def serving_headspace(self) -> bool:
-        return (
-            not self.finished
-            and self._cached is not None
-            and self.steps is not None
-            and self._delivered >= self.steps + self.warmup
-            and self._served < self.headspace_steps
-        )
-
-    def serve_headspace(self) -> dict[str, Any]:
-        """The cached batch, timed as a headspace step (the epoch does not advance)."""
+    def stand_in(self) -> dict[str, Any] | None:
+        """During the headspace steps the cached batch, timed as a headspace step (the epoch does not
+        advance); else None."""
+        if (
+            self.finished
+            or self._cached is None
+            or self.steps is None
+            or self._delivered < self.steps + self.warmup
+            or self._served >= self.headspace_steps
+        ):
+            return None
         self._served += 1
         self.timeline.handout(time.perf_counter_ns(), 0, self._ready, self._in_flight, True, self._event())
         return dict(self._cached or {})
 
     def copy_started(self) -> tuple[int, Any]:
+        """A batch's copy to the device starts: its time, and a CUDA event on the copy stream."""
         return time.perf_counter_ns(), self._event()
 
-    def copy_ended(self, started: tuple[int, Any]) -> int:
+    def copy_ended(self, started: tuple[int, Any]) -> None:
+        """The copy is issued: its time on the timeline (and its CUDA events, resolved later)."""
         now = time.perf_counter_ns()
         self.timeline.copied(now - started[0], (started[1], self._event()) if started[1] is not None else None)
-        self.clock.add(self.slots["copy"], now - started[0])
-        return now
 
     def handed_out(self, batch: dict[str, Any], waited: float) -> None:
         """The Loader hands ``batch`` to the loop, after ``waited`` seconds of waiting for the workers."""
@@ -217,12 +207,12 @@ class Profiler:
         k = self.timeline.steps
         self.timeline.handout(now, int(waited * 1e9), self._ready, self._in_flight, False, self._event())
         if k == self.warmup - 1:  # the warm-up ends: measure from here
-            self._warm_table, self._warm_sums, self._first_ns = self.clock.table(), dict(self.timeline.sums), now
+            self._warm_table, self._warm_sums, self._first_ns = self._table(), dict(self.timeline.sums), now
         self._queue_sums[0] += self._ready
         self._queue_sums[1] += self._in_flight
         self._delivered += 1
         if self.steps is not None and self._delivered == self.steps + self.warmup:
-            self._end_ns, self._end_table = now, self.clock.table()
+            self._end_ns, self._end_table = now, self._table()
             if self.headspace_steps:
                 self._cached = {
                     key: value.clone() if isinstance(value, torch.Tensor) else value for key, value in batch.items()
@@ -240,7 +230,7 @@ class Profiler:
         if self._report is not None:
             return self._report
         if self._end_ns is None:
-            self._end_ns, self._end_table = time.perf_counter_ns(), self.clock.table()
+            self._end_ns, self._end_table = time.perf_counter_ns(), self._table()
         self.finished = True
         self.detach()
         if self._gpu is not None:
@@ -266,6 +256,12 @@ class Profiler:
         write_scalars(report, self.timeline, directory / "tensorboard")
         return directory
 
+    def _table(self) -> np.ndarray:
+        """The counters now: ``[workers, slots]`` (no rows before ``attach``)."""
+        if self.counters is None:
+            return np.zeros((0, 2), np.int64)
+        return self.counters.table()
+
     def _event(self) -> Any:
         if not self._cuda:
             return None
@@ -279,12 +275,15 @@ class Profiler:
             raise ConfigError("the Loader this Profiler measured has been freed; call report() or finish() before")
         if loader is None:
             raise ConfigError("this Profiler was never attached to a Loader (stoke.profile(loader) does that)")
-        from stoke.engines.local import available_cores
+        from stoke.machine import available_cores
 
+        timing, clock = self._timing, self.counters
+        assert timing is not None and clock is not None  # attached
+        described = loader.describe()
         timeline = self.timeline
         if self._cuda:
             timeline.finish_gpu()
-        table = self._end_table if self._end_table is not None else self.clock.table()
+        table = self._end_table if self._end_table is not None else self._table()
         if self._warm_table is not None:
             table = table.copy()
             table[: len(self._warm_table)] -= self._warm_table
@@ -293,16 +292,12 @@ class Profiler:
         steps = max(0, self._delivered - self.warmup)
         end = self._end_ns if self._end_ns is not None else time.perf_counter_ns()
         wall = (end - self._first_ns) / 1e9 if self._first_ns is not None else 0.0
-        busy = self.clock.busy
-        workers = [row for row in range(len(table)) if row != self.clock.main_row and table[row, busy] > 0]
-        totals = table.sum(axis=0)
-        exclusive = totals.copy()
-        for outer, inner in self.clock._contains.items():
-            exclusive[outer] = max(0, totals[outer] - totals[list(inner)].sum())
+        workers = clock.worker_rows(timing.busy, table)
+        exclusive = timing.exclusive(table.sum(axis=0))
         stages = [
-            (name, self._kinds[slot], exclusive[slot] / 1e9)
-            for slot, name in enumerate(self.clock.names)
-            if slot in self._kinds and exclusive[slot] > 0
+            (name, kind, exclusive[slot] / 1e9)
+            for slot, (name, kind) in enumerate(zip(timing.names, timing.kinds))
+            if kind not in ("busy", "cpu") and exclusive[slot] > 0
         ]
         kept = min(timeline.steps, timeline.capacity)
         measured = (np.arange(kept) >= self.warmup) & (timeline.step_ns[:kept] >= 0)
@@ -320,21 +315,6 @@ class Profiler:
             notes.append("no CUDA device in use: GPU utilisation and memory not measured, copy time is CPU time")
         if loader.workers == "process":
             notes.append("stage times of process workers come back through shared memory")
-        images = []
-        for stage in loader._stages:
-            if hasattr(stage, "size") and hasattr(stage.field, "encoding"):
-                stats = loader._reader.field_stats(stage.name) or {}
-                images.append(
-                    {
-                        "name": stage.name,
-                        "encoding": stage.field.encoding if loader._reader.packed else "raw",
-                        "stored_side": max(stats.get("max_height", 0), stats.get("max_width", 0)) or None,
-                        "output_side": max(stage.size),
-                        "one_size": bool(stats)
-                        and stats.get("min_height") == stats.get("max_height")
-                        and stats.get("min_width") == stats.get("max_width"),
-                    }
-                )
         return Measurements(
             steps=steps,
             batch_size=loader.batch_size,
@@ -346,60 +326,22 @@ class Profiler:
             mean_ready=self._queue_sums[0] / max(self._delivered, 1),
             mean_in_flight=self._queue_sums[1] / max(self._delivered, 1),
             stages=stages,
-            busy_seconds=[float(table[row, busy]) / 1e9 for row in workers],
-            worker_cpu_seconds=float(table[workers, self.slots["cpu"]].sum()) / 1e9 if workers else 0.0,
+            busy_seconds=[float(table[row, timing.busy]) / 1e9 for row in workers],
+            worker_cpu_seconds=float(table[workers, timing.cpu].sum()) / 1e9 if workers else 0.0,
             wall_seconds=wall,
             worker_kind=loader.workers,
             num_workers=loader.num_threads,
             cores=available_cores(),
-            images=images,
+            images=described["images"],
             cuda=self._cuda,
-            verify=getattr(loader._reader, "verify", "never"),
-            packed=loader._reader.packed,
+            verify=described["verify"],
+            packed=described["stored"],
             gpu_input_share=gpu_input_share,
             headspace_step_seconds=float(np.median(headspace)) / 1e9 if len(headspace) else None,
             real_step_seconds=float(np.median(real_steps)) / 1e9 if len(real_steps) else None,
             gpu=self._gpu.summary() if self._gpu is not None else None,
             notes=notes,
         )
-
-
-def op_label(op: Any) -> str:
-    """A short name for an op: its class, and for ``Map`` the function's name."""
-    function = getattr(op, "function", None)
-    if function is not None:
-        return f"{type(op).__name__}({getattr(function, '__name__', type(function).__name__)})"
-    return type(op).__name__
-
-
-def _stage_slots(clock: StageClock, stage: Any) -> dict[str, Any]:
-    """Register a field stage's worker stages; returns the slots its ``run`` adds to."""
-    if hasattr(stage, "pixel_ops"):  # an image stage
-        pixel = [clock.slot(f"{stage.name}: {op_label(op)}") for op in stage.pixel_ops]
-        return {
-            "decode": clock.slot(f"{stage.name}: decode"),
-            "render": clock.slot(f"{stage.name}: crop/resize/flip", contains=tuple(pixel)),
-            "pixel_ops": pixel,
-        }
-    return {"decode": clock.slot(f"{stage.name}: decode")}
-
-
-def _slot_kinds(loader: Loader, clock: StageClock, slots: dict[Any, int]) -> dict[int, str]:
-    """What each slot measures, for the report (slots not listed are not stages: busy, cpu)."""
-    from stoke.ops.batched import BatchablePixelOp
-
-    reader_read, reader_check = loader._reader.slots
-    kinds = {reader_read: "read", reader_check: "checksum", slots["collate"]: "collate", slots["copy"]: "copy"}
-    for stage in loader._stages:
-        kinds[stage.slots["decode"]] = "decode" if "render" in stage.slots else "value"
-        if "render" in stage.slots:
-            kinds[stage.slots["render"]] = "render"
-            for op, slot in zip(stage.pixel_ops, stage.slots["pixel_ops"]):
-                kinds[slot] = "batchable_pixel_op" if isinstance(op, BatchablePixelOp) else "pixel_op"
-    for key, slot in slots.items():
-        if isinstance(key, tuple):
-            kinds[slot] = key[0]
-    return kinds
 
 
 def from_setting(setting: Any) -> Profiler | None:

@@ -40,6 +40,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from stoke.errors import FormatError
+
 NOT_INPUT_BOUND = 0.05
 HIGHLY_INPUT_BOUND = 0.20
 REPORT_FORMAT = "stoke.profile.v1"
@@ -150,7 +152,10 @@ class Report:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
         if data.get("format") != REPORT_FORMAT:
-            raise ValueError(f"not a stoke profile report (expected format {REPORT_FORMAT!r})")
+            raise FormatError(
+                f"this is not a stoke profile report (expected format {REPORT_FORMAT!r}); pass a report.json "
+                f"that stoke profile wrote"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         values = {key: value for key, value in data.items() if key in names}
         values["stages"] = [Stage(**stage) for stage in values.get("stages", [])]

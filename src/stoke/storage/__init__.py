@@ -1,10 +1,13 @@
-"""Where shards live: local files (mapped by ``stoke.read``) or a remote URL through fsspec and a bounded cache.
+"""Where shards live and how a shard becomes readable: the shard stores a :class:`~stoke.read.Dataset` reads through.
 
-``remote.py`` reads a dataset's files from a URL, ``retry.py`` retries transient errors with backoff,
-``cache.py`` keeps verified shard copies within a byte budget (LRU, pinned while read), ``prefetch.py``
-fetches them ahead in the epoch's order, and ``dataset.py`` puts these behind the usual Dataset.
+``store.py`` defines the protocol (:class:`ShardStore`); ``local.py`` is a dataset directory (shards mapped
+where they lie) and ``remote_store.py`` a dataset at a URL, whose shards come through a bounded local cache:
+``remote.py`` reads its files through fsspec, ``retry.py`` retries transient errors with backoff,
+``cache.py`` keeps verified shard copies within a byte budget (LRU, pinned while read) and ``prefetch.py``
+fetches them ahead in the epoch's order. ``stoke.open`` picks the store; nothing here imports ``stoke.read``.
 
-Not for: the byte layout (``stoke.format``) or the order of samples (``stoke.order``).
+Not for: the byte layout (``stoke.format``), decoding samples (``stoke.read``) or the order of samples
+(``stoke.order``).
 
 Example:
     >>> from stoke.storage import is_remote_url
@@ -14,29 +17,22 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 from stoke.storage.cache import CacheWriteError, ShardCache
-from stoke.storage.remote import RemoteStore, is_remote_url
+from stoke.storage.local import LocalStore
+from stoke.storage.remote import RemoteFiles, is_remote_url
+from stoke.storage.remote_store import RemoteStore
 from stoke.storage.retry import DownloadMismatch, RemoteError, Retry
-
-
-def __getattr__(name: str) -> Any:  # dataset.py imports stoke.read, which imports this package
-    if name in ("open_remote", "RemoteDataset"):
-        from stoke.storage import dataset
-
-        return getattr(dataset, name)
-    raise AttributeError(f"module 'stoke.storage' has no attribute {name!r}")
-
+from stoke.storage.store import ShardStore
 
 __all__ = [
     "CacheWriteError",
     "DownloadMismatch",
-    "RemoteDataset",
+    "LocalStore",
     "RemoteError",
+    "RemoteFiles",
     "RemoteStore",
     "Retry",
     "ShardCache",
+    "ShardStore",
     "is_remote_url",
-    "open_remote",
 ]

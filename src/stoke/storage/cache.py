@@ -21,8 +21,12 @@ once and the reservation released, so no entry exists for a shard that is not wh
 
 Temporary files are named ``.<key>.tmp-<pid>-<thread>``. A killed process leaves its own behind:
 :meth:`ShardCache.adopt` (the start of every run on a directory) removes every file of an earlier run that
-is not a verified entry, and also the temporaries of dead processes in the other cache directories beside
-it (those of other dataset URLs) that no open dataset holds.
+is not a verified entry (a live process's download in progress stays), and also the temporaries of dead
+processes in the other cache directories beside it (those of other dataset URLs) that no open dataset holds.
+
+Another process reading the same dataset (a copy of a remote store in a worker) never changes the cache:
+it reads the verified entries in place, and :func:`fetch_uncached` downloads a shard the cache lacks into
+a temporary file of its own, checked the same way, that the caller maps and deletes at once.
 
 Not for: fetching (``remote.py``), or choosing what to fetch next (``prefetch.py``).
 
@@ -55,7 +59,7 @@ from typing import BinaryIO
 import xxhash
 
 from stoke.errors import ConfigError, StokeError
-from stoke.format.atomic import fsync_directory
+from stoke.format.atomic import publish
 from stoke.storage.retry import DownloadMismatch, Retry
 
 LOCK_NAME = ".lock"
@@ -197,6 +201,8 @@ class ShardCache:
                     kept.append((entry.stat().st_mtime, entry.name, expected[entry.name]))
                 elif entry.is_dir(follow_symlinks=False):  # scratch of a killed run (splits)
                     shutil.rmtree(entry.path, ignore_errors=True)
+                elif _live_temporary(entry.name):  # a download in progress in a worker that reads a copy
+                    continue
                 else:  # a stale shard, a temporary file of a killed download, or anything else
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
@@ -316,13 +322,14 @@ class ShardCache:
         temporary = self.directory / f".{key}.tmp-{os.getpid()}-{threading.get_ident()}"
         try:
             try:
-                self.retry.call(lambda: self._download_once(key, temporary, size, checksum, download), what or key)
-                os.replace(temporary, final)
+                self.retry.call(
+                    lambda: _download_once(key, temporary, size, checksum, download, self._writers), what or key
+                )
+                publish(temporary, final)
             except _LocalWriteFailed as failed:
                 raise self._write_failed(failed.error, key, size, what) from failed.error
-            except OSError as error:  # os.replace: a local error, never retried
+            except OSError as error:  # the rename: a local error, never retried
                 raise self._write_failed(error, key, size, what) from error
-            fsync_directory(self.directory)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)  # at once: a partial file must not hold the disk
@@ -344,32 +351,6 @@ class ShardCache:
                 self._pins[key] += 1
             self._condition.notify_all()
         return final
-
-    def _download_once(
-        self, key: str, temporary: Path, size: int, checksum: str, download: Callable[[BinaryIO], object]
-    ) -> None:
-        """One attempt: ``download`` into a fresh ``temporary``, checked, fsynced. An OSError of the local
-        file is raised as :class:`_LocalWriteFailed`, so that the retry policy never takes it for the network's."""
-        try:
-            stream = open(temporary, "wb", buffering=0)  # noqa: SIM115 - closed below, errors told apart
-        except OSError as error:
-            raise _LocalWriteFailed(error) from error
-        with stream:  # closes it on an error (a no-op after the close below)
-            writer = _HashingWriter(stream)  # type: ignore[arg-type]
-            self._writers[key] = writer  # its size tells the disk check what this download still needs
-            download(writer)  # type: ignore[arg-type]
-            if writer.size != size:
-                raise DownloadMismatch(
-                    f"{key} arrived with {writer.size:,} bytes, not the {size:,} the manifest lists",
-                    short=writer.size < size,
-                )
-            if writer.digest.hexdigest() != checksum:
-                raise DownloadMismatch(f"{key} does not match its checksum in the manifest", short=False)
-            try:
-                os.fsync(stream.fileno())
-                stream.close()  # here, not on leaving the block: some filesystems report write errors on close
-            except OSError as error:
-                raise _LocalWriteFailed(error) from error
 
     def _make_room(
         self, size: int, evictable: Callable[[str], bool] | None, prefer: Callable[[str], bool] | None
@@ -413,13 +394,10 @@ class ShardCache:
     def _disk_room(self) -> tuple[int, int] | None:
         """(bytes the cache's filesystem can still take, its block size), less what the downloads in
         progress will still write; None where the filesystem does not say."""
-        try:
-            usage = os.statvfs(self.directory)
-        except OSError:
+        disk = _free_space(self.directory)
+        if disk is None:
             return None
-        block = usage.f_frsize or usage.f_bsize or 1
-        # Root may use the blocks reserved for it; anyone else only the available ones.
-        free = (usage.f_bfree if os.geteuid() == 0 else usage.f_bavail) * block
+        free, block = disk
         pending = 0
         for key, reserved in self._in_flight.items():
             writer = self._writers.get(key)
@@ -469,39 +447,146 @@ class ShardCache:
 
     def _write_failed(self, error: OSError, key: str, size: int, what: str | None) -> CacheWriteError:
         """A local write of ``key`` that failed with ``error``, as one sentence saying what to do."""
-        number = error.errno or 0
-        if number == errno.ENOSPC:
-            disk = self._disk_room()
-            free = f" ({max(0, disk[0]):,} bytes free)" if disk is not None else ""
-            why = f"its disk is full{free}"
-        elif number == errno.EDQUOT:
-            why = "your disk quota there is used up"
-        elif number == errno.EROFS:
-            why = "its filesystem is read-only"
-        elif number in (errno.EACCES, errno.EPERM):
-            why = "permission denied"
-        else:
-            why = f"{error.strerror or error} (errno {errno.errorcode.get(number, number)})"
-        return CacheWriteError(
-            f"writing {what or key} ({size:,} bytes) into the cache {self.directory} failed: {why}; "
-            f"{self._remedy(number)}",
-            directory=self.directory,
-            needed=size,
-            errno=number,
-        )
+        disk = self._disk_room() if error.errno == errno.ENOSPC else None
+        return _write_failed(error, self.directory, self.max_bytes, disk[0] if disk else None, key, size, what)
 
     def _remedy(self, number: int) -> str:
-        elsewhere = (
-            f"a cache_dir= on a disk with room for a few shards, and a cache_bytes= that disk can hold "
-            f"(now {self.max_bytes:,})"
+        return _remedy(number, self.directory, self.max_bytes)
+
+
+def fetch_uncached(
+    directory: Path,
+    key: str,
+    size: int,
+    checksum: str,
+    download: Callable[[BinaryIO], object],
+    retry: Retry,
+    max_bytes: int,
+    what: str | None = None,
+) -> Path:
+    """Download ``key`` for a process that reads a cache it does not own, never changing that cache.
+
+    The bytes go to a temporary file of this process and thread in ``directory``, retried and checked
+    exactly as an entry's (size, then checksum); the path of the verified file is returned, and the
+    caller maps it and deletes it at once, so it is never an entry and never counts against the owner's
+    budget (its blocks are freed when the mapping goes). A disk without room for it, or a write that
+    fails, is a :class:`CacheWriteError` (``max_bytes``, the owner's budget, is named in its advice), and
+    nothing is left behind.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    disk = _free_space(directory)
+    if disk is not None and _on_disk(size, disk[1]) > disk[0]:
+        raise CacheWriteError(
+            f"no room for {what or key} ({size:,} bytes) in the cache {directory}: its disk has only "
+            f"{max(0, disk[0]):,} bytes free; {_remedy(errno.ENOSPC, directory, max_bytes)}",
+            directory=directory,
+            needed=size,
+            errno=errno.ENOSPC,
         )
-        if number == errno.ENOSPC:
-            return f"free space on that disk, or pass {elsewhere}"
-        if number == errno.EDQUOT:
-            return f"free space within your quota, or pass {elsewhere}"
-        if number in (errno.EROFS, errno.EACCES, errno.EPERM):
-            return f"pass a cache_dir= you can write to (now {self.directory.parent})"
-        return f"check that disk, or pass {elsewhere}"
+    temporary = directory / f".{key}.tmp-{os.getpid()}-{threading.get_ident()}"
+    try:
+        try:
+            retry.call(lambda: _download_once(key, temporary, size, checksum, download, None), what or key)
+        except _LocalWriteFailed as failed:
+            free = _free_space(directory) if failed.error.errno == errno.ENOSPC else None
+            raise _write_failed(
+                failed.error, directory, max_bytes, free[0] if free else None, key, size, what
+            ) from failed.error
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return temporary
+
+
+def _download_once(
+    key: str,
+    temporary: Path,
+    size: int,
+    checksum: str,
+    download: Callable[[BinaryIO], object],
+    writers: dict[str, _HashingWriter] | None,
+) -> None:
+    """One attempt: ``download`` into a fresh ``temporary``, checked, fsynced. An OSError of the local file
+    is raised as :class:`_LocalWriteFailed`, so that the retry policy never takes it for the network's.
+    ``writers[key]`` (a cache's) gets the attempt's writer, whose size tells the disk check what this
+    download still needs."""
+    try:
+        stream = open(temporary, "wb", buffering=0)  # noqa: SIM115 - closed below, errors told apart
+    except OSError as error:
+        raise _LocalWriteFailed(error) from error
+    with stream:  # closes it on an error (a no-op after the close below)
+        writer = _HashingWriter(stream)  # type: ignore[arg-type]
+        if writers is not None:
+            writers[key] = writer
+        download(writer)  # type: ignore[arg-type]
+        if writer.size != size:
+            raise DownloadMismatch(
+                f"{key} arrived with {writer.size:,} bytes, not the {size:,} the manifest lists",
+                short=writer.size < size,
+            )
+        if writer.digest.hexdigest() != checksum:
+            raise DownloadMismatch(f"{key} does not match its checksum in the manifest", short=False)
+        try:
+            os.fsync(stream.fileno())
+            stream.close()  # here, not on leaving the block: some filesystems report write errors on close
+        except OSError as error:
+            raise _LocalWriteFailed(error) from error
+
+
+def _free_space(directory: Path) -> tuple[int, int] | None:
+    """(bytes the filesystem of ``directory`` can still take, its block size); None where it does not say."""
+    try:
+        usage = os.statvfs(directory)
+    except OSError:
+        return None
+    block = usage.f_frsize or usage.f_bsize or 1
+    # Root may use the blocks reserved for it; anyone else only the available ones.
+    return (usage.f_bfree if os.geteuid() == 0 else usage.f_bavail) * block, block
+
+
+def _write_failed(
+    error: OSError, directory: Path, max_bytes: int, free: int | None, key: str, size: int, what: str | None
+) -> CacheWriteError:
+    """A local write of ``key`` into ``directory`` that failed with ``error``, as one sentence saying what to do
+    (``free``: the bytes the disk had, when it is full)."""
+    number = error.errno or 0
+    if number == errno.ENOSPC:
+        why = "its disk is full" + (f" ({max(0, free):,} bytes free)" if free is not None else "")
+    elif number == errno.EDQUOT:
+        why = "your disk quota there is used up"
+    elif number == errno.EROFS:
+        why = "its filesystem is read-only"
+    elif number in (errno.EACCES, errno.EPERM):
+        why = "permission denied"
+    else:
+        why = f"{error.strerror or error} (errno {errno.errorcode.get(number, number)})"
+    return CacheWriteError(
+        f"writing {what or key} ({size:,} bytes) into the cache {directory} failed: {why}; "
+        f"{_remedy(number, directory, max_bytes)}",
+        directory=directory,
+        needed=size,
+        errno=number,
+    )
+
+
+def _remedy(number: int, directory: Path, max_bytes: int) -> str:
+    elsewhere = (
+        f"a cache_dir= on a disk with room for a few shards, and a cache_bytes= that disk can hold (now {max_bytes:,})"
+    )
+    if number == errno.ENOSPC:
+        return f"free space on that disk, or pass {elsewhere}"
+    if number == errno.EDQUOT:
+        return f"free space within your quota, or pass {elsewhere}"
+    if number in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"pass a cache_dir= you can write to (now {directory.parent})"
+    return f"check that disk, or pass {elsewhere}"
+
+
+def _live_temporary(name: str) -> bool:
+    """Whether ``name`` is a download temporary of another process that still runs."""
+    match = _TEMPORARY.fullmatch(name)
+    return match is not None and int(match.group("pid")) != os.getpid() and _process_runs(int(match.group("pid")))
 
 
 def sweep_stale_temporaries(root: str | os.PathLike[str], skip: str | None = None) -> list[Path]:

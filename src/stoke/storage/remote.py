@@ -1,11 +1,13 @@
 """Where a remote dataset's files come from: an fsspec filesystem (``s3://``, ``gs://``, ``https://``, …).
 
-:class:`RemoteStore` resolves a dataset URL to a filesystem and reads the files a manifest names: small
+:class:`RemoteFiles` resolves a dataset URL to a filesystem and reads the files a manifest names: small
 files whole, with a size cap (the manifest, splits, attachments), and shards streamed in chunks into a
 stream the cache provides. Every name is checked to be a plain file name before it is joined to the URL,
-so a manifest cannot send a read outside the dataset's prefix. Reads are retried (``retry.py``).
+so a manifest cannot send a read outside the dataset's prefix. Reads are retried (``retry.py``). It
+pickles as its URL, options and retry policy: the copy makes its own filesystem where it is used.
 
-Not for: verifying or keeping what is read (``cache.py``), or deciding what to read next (``prefetch.py``).
+Not for: verifying or keeping what is read (``cache.py``), deciding what to read next (``prefetch.py``), or
+how a dataset reads its shards (``remote_store.py``).
 
 Example:
     >>> is_remote_url("s3://bucket/ds"), is_remote_url("https://host/ds"), is_remote_url("/data/ds")
@@ -41,7 +43,7 @@ def is_remote_url(path: str | os.PathLike[str]) -> bool:
     return bool(match) and match.group(1).lower() != "file"
 
 
-class RemoteStore:
+class RemoteFiles:
     """The files of one remote dataset directory, read through fsspec with retries."""
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None, retry: Retry | None = None) -> None:
@@ -51,6 +53,7 @@ class RemoteStore:
             require(protocol_library, extra="remote", what=f"reading {url}")
 
         self.url = url.rstrip("/")
+        self.storage_options = dict(storage_options or {})
         self.retry = retry or Retry()
         try:
             self.fs, path = fsspec.core.url_to_fs(self.url, **dict(storage_options or {}))
@@ -60,14 +63,19 @@ class RemoteStore:
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self._streaming = protocol in _STREAMING_PROTOCOLS
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # An fsspec filesystem holds sessions and event loops of the process that made it: a copy makes its own.
+        return RemoteFiles, (self.url, self.storage_options, self.retry)
+
     def where(self, name: str) -> str:
         """The URL of file ``name`` of the dataset, for messages."""
         return f"{self.url}/{name}"
 
-    def read_small(self, name: str, max_bytes: int, missing: StokeError | None = None) -> bytes:
+    def read_small(self, name: str, max_bytes: int, missing: StokeError | None = None, listed: bool = False) -> bytes:
         """The whole of file ``name``, refused when it is larger than ``max_bytes``.
 
         ``missing``: the error to raise when the file does not exist; else that is reported as a RemoteError.
+        ``listed``: ``max_bytes`` is the size the manifest lists, so a larger file is said to differ from it.
         """
         path = self._path(name)
 
@@ -75,6 +83,11 @@ class RemoteStore:
             with self.fs.open(path, "rb", **self._open_options()) as stream:
                 data = _read_up_to(stream, max_bytes + 1)
             if len(data) > max_bytes:
+                if listed:
+                    raise FormatError(
+                        f"{self.where(name)} is more than the {max_bytes:,} bytes the manifest lists; restore it "
+                        f"or re-pack"
+                    )
                 raise FormatError(f"{self.where(name)} is larger than {max_bytes:,} bytes; it is not a stoke file")
             return data
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from stoke.errors import ConfigError, FormatError
-from stoke.format.atomic import fsync_directory, temporary_name
+from stoke.format.atomic import AtomicFile
 
 CHECKPOINT_FORMAT = "stoke.checkpoint.v1"
 CHECKPOINT_NAME = "last.pt"
@@ -36,13 +36,8 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: Mapping[str, Any])
     """Replace ``path`` with ``checkpoint`` atomically and durably (temporary file, fsync, rename, fsync)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_name(path)
-    with open(temporary, "wb") as stream:
+    with AtomicFile(path) as stream:
         torch.save(dict(checkpoint), stream)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a writer that was killed
         stale.unlink(missing_ok=True)
 

@@ -1,7 +1,7 @@
 """Field types: one typed column of a dataset, each with its encoder and decoder (see ``base.py``).
 
 Example:
-    >>> field_from_json({"type": "ndarray", "dtype": "<f4", "shape": [3]}, where="fields[0]")
+    >>> field_from_dict({"type": "ndarray", "dtype": "<f4", "shape": [3]}, where="fields[0]")
     NDArrayField(dtype=dtype('<f4'), shape=(3,))
 """
 
@@ -21,7 +21,7 @@ FIELD_TYPES: dict[str, type[Field]] = {
 }
 
 
-def field_from_json(entry: Any, where: str) -> Field:
+def field_from_dict(entry: Any, where: str) -> Field:
     """Build a field from its manifest entry (``{"type": ..., settings}``), validating every setting."""
     if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
         raise FormatError(f"{where} must be an object with a string 'type'")
@@ -46,5 +46,5 @@ __all__ = [
     "NDArrayField",
     "TextField",
     "ValueSpec",
-    "field_from_json",
+    "field_from_dict",
 ]

@@ -5,15 +5,15 @@ the value ``dataset[i]`` returns (``decode``), and turns a live value from a use
 that same decoded form without storing it (``coerce``). It declares the decoded form's shape and dtype
 (``spec``) so the Loader can allocate its batch buffers once.
 
-Fields are settings, not state: immutable, JSON round-trippable through ``to_json``/``from_json``, and
-free of per-sample data. They are not for reading files; sources do that.
+Fields are settings, not state: immutable, JSON round-trippable through ``to_dict`` and
+``field_from_dict``, and free of per-sample data. They are not for reading files; sources do that.
 
 Example:
-    >>> from stoke.format.fields import IntField, field_from_json
+    >>> from stoke.format.fields import IntField, field_from_dict
     >>> field = IntField()
     >>> field.decode(memoryview(field.encode(7)))
     7
-    >>> field_from_json({"type": "int"}, where="fields[0]") == field
+    >>> field_from_dict({"type": "int"}, where="fields[0]") == field
     True
 """
 
@@ -71,7 +71,7 @@ class Field(ABC):
         """What ``decode`` returns, for allocating batch buffers."""
 
     def params(self) -> dict[str, Any]:
-        """The settings that ``to_json`` stores beside the type name."""
+        """The settings that ``to_dict`` stores beside the type name."""
         return {}
 
     def min_record_bytes(self) -> int:
@@ -79,7 +79,8 @@ class Field(ABC):
         the size of the shards that hold them (``Manifest`` checks it before trusting a count)."""
         return 0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's entry for this field (JSON-ready): ``{"type": ..., settings}``."""
         return {"type": self.type_name, **self.params()}
 
     @classmethod

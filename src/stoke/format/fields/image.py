@@ -40,9 +40,9 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+import stoke.format.fields.image_codec as codec  # the submodules themselves: not the package that imports this
+import stoke.format.fields.jpeg_region as jpeg_region
 from stoke.errors import ConfigError, FormatError, InvalidItem
-from stoke.format.fields import image_codec as codec
-from stoke.format.fields import jpeg_region
 from stoke.format.fields.base import Field, ValueSpec, is_int, require
 from stoke.format.fields.ndarray import as_numpy
 
@@ -81,15 +81,15 @@ class ImageField(Field):
 
     def __post_init__(self) -> None:
         if self.mode not in codec.CHANNELS:
-            raise ValueError(f"image mode {self.mode!r} is not one of {sorted(codec.CHANNELS)}")
+            raise ConfigError(f"image mode {self.mode!r} is not one of {sorted(codec.CHANNELS)}")
         if self.encoding not in ENCODINGS:
-            raise ValueError(f"image encoding {self.encoding!r} is not one of {ENCODINGS}")
+            raise ConfigError(f"image encoding {self.encoding!r} is not one of {ENCODINGS}")
         if not (is_int(self.quality) and 1 <= self.quality <= 100):
-            raise ValueError(f"JPEG quality {self.quality!r} must be an integer from 1 to 100")
+            raise ConfigError(f"JPEG quality {self.quality!r} must be an integer from 1 to 100")
         if self.max_side is not None and not (is_int(self.max_side) and self.max_side >= 1):
-            raise ValueError(f"max_side {self.max_side!r} must be a positive integer")
+            raise ConfigError(f"max_side {self.max_side!r} must be a positive integer")
         if not (is_int(self.max_pixels) and self.max_pixels >= 1):
-            raise ValueError(f"max_pixels {self.max_pixels!r} must be a positive integer")
+            raise ConfigError(f"max_pixels {self.max_pixels!r} must be a positive integer")
 
     @property
     def channels(self) -> int:

@@ -161,7 +161,7 @@ def decode_payload(
             flags = (cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE) | cv2.IMREAD_IGNORE_ORIENTATION
             array = cv2.imdecode(np.frombuffer(payload, np.uint8), flags)
             if array is None:
-                raise ValueError("OpenCV could not decode the PNG")
+                raise FormatError("the image does not decode (OpenCV could not decode the PNG)")
             array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB) if channels == 3 else array[:, :, None]
         else:
             assert image is not None

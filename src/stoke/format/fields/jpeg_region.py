@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stoke.errors import FormatError
+from stoke.errors import ConfigError, FormatError
 
 # TurboJPEG 3 constants (turbojpeg.h).
 _TJINIT_DECOMPRESS = 1
@@ -116,7 +116,7 @@ def decode_region(
     """
     found = _library()
     if found is None:
-        raise RuntimeError("region decoding needs libturbojpeg 3; check stoke.format.fields.jpeg_region.available()")
+        raise ConfigError("region decoding needs libturbojpeg 3; check stoke.format.fields.jpeg_region.available()")
     lib = found[0]
     handle = _handle(lib)
     pixel_format, channels = _PIXEL_FORMAT[mode]
@@ -215,7 +215,9 @@ def _library() -> tuple[ctypes.CDLL, str] | None:
         if lib is not None:
             return lib, path
     if setting:
-        raise RuntimeError(f"STOKE_TURBOJPEG={setting!r} is not a libturbojpeg with the version 3 API")
+        raise ConfigError(
+            f"STOKE_TURBOJPEG={setting!r} is not a libturbojpeg with the version 3 API; point it at one, or unset it"
+        )
     return None
 
 

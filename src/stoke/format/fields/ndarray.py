@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from stoke.errors import FormatError, InvalidItem
+from stoke.errors import ConfigError, FormatError, InvalidItem
 from stoke.format.fields.base import Field, ValueSpec, is_int, require
 
 _MAX_NDIM = 32
@@ -37,7 +37,7 @@ def normalize_dtype(dtype: Any) -> np.dtype:
     resolved = np.dtype(dtype)
     stored = resolved.newbyteorder("<") if resolved.kind in "biufc" else resolved
     if stored.str not in STORED_DTYPES:
-        raise ValueError(
+        raise ConfigError(
             f"dtype {resolved} is not one stoke stores; ndarray fields hold bool, (u)int8-64, float16-64, complex64/128"
         )
     return stored
@@ -64,9 +64,9 @@ class NDArrayField(Field):
         if self.shape is not None and (
             len(self.shape) > _MAX_NDIM or not all(d is None or (is_int(d) and d >= 0) for d in self.shape)
         ):
-            raise ValueError(f"shape {shape} must list at most {_MAX_NDIM} non-negative sizes or None")
+            raise ConfigError(f"shape {shape} must list at most {_MAX_NDIM} non-negative sizes or None")
         if self.shape is not None and _product(d or 1 for d in self.shape) * self.dtype.itemsize > _MAX_RECORD_BYTES:
-            raise ValueError(f"shape {shape} of {self.dtype.name} describes arrays larger than any file")
+            raise ConfigError(f"shape {shape} of {self.dtype.name} describes arrays larger than any file")
 
     @property
     def is_fixed(self) -> bool:
