@@ -159,3 +159,30 @@ def test_a_damaged_sample_in_one_source_is_quarantined_naming_the_source(roots, 
     assert record["index"] == 30 + 6  # the global id: web's sample 6 is another sample
     assert record["reason"].startswith("sample 6 ") and record["reason"].endswith("(source 'code')")
     assert ("code", 6) not in got
+
+
+def test_token_blocks_of_two_corpora_mix_in_shares_of_tokens(tmp_path) -> None:
+    field = stoke.NDArrayField("uint16", (None,))
+    for name, lengths in [("long", [40, 25, 60, 33]), ("short", [3, 5, 2, 7, 4, 6])]:
+        docs = [{"tokens": (np.arange(n) + 100 * k).astype(np.uint16)} for k, n in enumerate(lengths)]
+        stoke.pack(docs, tmp_path / name, fields={"tokens": field}, progress=False, workers=1)
+    blocks = {
+        name: stoke.TokenBlocks(stoke.open(tmp_path / name), block_size=8, eos_id=0) for name in ("long", "short")
+    }
+    mix = stoke.mix(blocks, weights={"long": 1, "short": 1}, epoch_samples=12)
+    loader = stoke.Loader(mix, batch_size=4)
+    got = []
+    for batch in loader:
+        assert set(batch) == {"tokens", "document", "position_ids", "index", "source"}
+        assert sorted(batch["source"]) == ["long", "long", "short", "short"]  # the shares in every batch
+        for source, number, row in zip(batch["source"], batch["index"].tolist(), batch["tokens"].tolist()):
+            assert row == blocks[source][number]["tokens"].tolist()
+            got.append((source, number))
+    short = [number for source, number in got if source == "short"]
+    assert len(blocks["short"]) == 4 and len(short) == 6  # a smaller corpus than its share: it cycles
+    assert sorted(short[:4]) == [0, 1, 2, 3] and len(set(short[4:])) == 2  # used up before any block repeats
+    with pytest.raises(ConfigError, match="stores it alike"):  # variable uint16 tokens against blocks of 8
+        stoke.Loader(stoke.mix({"blocks": blocks["long"], "packed": tmp_path / "short"}))
+    stoke.pack({"tokens": np.zeros((3, 8), np.int64)}, tmp_path / "fixed", progress=False, workers=1)
+    with pytest.raises(ConfigError, match="read as live values"):  # the same field, but stored and live
+        stoke.Loader(stoke.mix({"blocks": blocks["long"], "packed": tmp_path / "fixed"}), fields=["tokens"])

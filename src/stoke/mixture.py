@@ -33,18 +33,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from stoke.errors import ConfigError
 from stoke.format.fields import Field, ImageField
 from stoke.order.mixture import MixtureOrder, check_weights
+from stoke.pipeline.blocks import TokenBlocks
 from stoke.pipeline.mixture_reader import MixtureReader
 from stoke.pipeline.timing import Timing
 from stoke.read import Dataset, DatasetView
 from stoke.read import open as open_dataset
+from stoke.sources import DatasetSource
 
-Source = Dataset | DatasetView | str | os.PathLike
+Source = Dataset | DatasetView | TokenBlocks | str | os.PathLike
 
 
 class Mixture:
@@ -97,9 +100,10 @@ class Mixture:
 
         A ConfigError names a field a source lacks, or one whose type differs between sources.
         """
-        first = self.datasets[0].fields
+        every = [_fields_of(dataset) for dataset in self.datasets]
+        first = every[0]
         if names is None:
-            names = [name for name in first if all(name in dataset.fields for dataset in self.datasets[1:])]
+            names = [name for name in first if all(name in fields for fields in every[1:])]
             if not names:
                 raise ConfigError(
                     f"the sources {', '.join(map(repr, self.names))} share no field; pack them with common field "
@@ -107,13 +111,13 @@ class Mixture:
                 )
         chosen: dict[str, Field] = {}
         for name in names:
-            for source, dataset in zip(self.names, self.datasets):
-                if name not in dataset.fields:
+            for source, fields in zip(self.names, every):
+                if name not in fields:
                     raise ConfigError(
-                        f"field {name!r} is missing from source {source!r} (it has {', '.join(dataset.fields)}); "
+                        f"field {name!r} is missing from source {source!r} (it has {', '.join(fields)}); "
                         f"leave it out with fields=, or give that source the field"
                     )
-            chosen[name] = _shared(name, self.names, [dataset.fields[name] for dataset in self.datasets])
+            chosen[name] = _shared(name, self.names, [fields[name] for fields in every])
         return chosen
 
     def sample_reader(
@@ -159,15 +163,24 @@ def mix(
     return Mixture(sources, weights, seed, epoch_samples, shuffle)
 
 
-def _opened(name: str, source: Source) -> Dataset | DatasetView:
+def _opened(name: str, source: Source) -> Any:
     if isinstance(source, (Dataset, DatasetView)):
         return source
     if isinstance(source, (str, os.PathLike)):
         return open_dataset(source)
+    if isinstance(source, TokenBlocks):
+        return source
     raise ConfigError(
         f"source {name!r} is a {type(source).__name__}; a mixture's sources are packed datasets (stoke.open), "
-        f"views of them, or their paths: stoke.pack a dataset of your own first"
+        f"views of them, their paths, or stoke.TokenBlocks of them: stoke.pack a dataset of your own first"
     )
+
+
+def _fields_of(dataset: Any) -> dict[str, Field]:
+    """A source's fields: a packed dataset's, or those of the items of blocks (``TokenBlocks``)."""
+    if isinstance(dataset, (Dataset, DatasetView)):
+        return dict(dataset.fields)
+    return {entry.name: entry.field for entry in DatasetSource(dataset).schema()}
 
 
 def _shared(name: str, sources: list[str], fields: list[Field]) -> Field:

@@ -61,10 +61,58 @@ def test_blocks_cover_the_stream_exactly_once_in_order(documents, order, block_s
         block = blocks[b]
         assert block["tokens"].tolist() == tokens[b]
         assert block["document"].tolist() == docs[b]
-        assert block["position"].tolist() == positions[b]
+        assert block["position_ids"].tolist() == positions[b]
         # a boundary is wherever the document changes, and positions restart there
         starts = np.flatnonzero(np.diff(block["document"]) != 0) + 1
-        assert (block["position"][starts] == 0).all()
+        assert (block["position_ids"][starts] == 0).all()
+        assert set(block) == {"tokens", "document", "position_ids"}  # stream blocks have no padding
+
+
+def aligned_reference(order, block_size, eos_id):
+    """The obvious document-aligned packing: open a new block for a document that does not fit."""
+    blocks, room = [], 0
+    for index in order:
+        ids = [
+            (token, index, k) for k, token in enumerate(document(index).tolist() + ([] if eos_id is None else [eos_id]))
+        ]
+        if not ids:
+            continue
+        if len(ids) > room:
+            blocks.append([])
+            room = block_size
+        while ids:
+            if room == 0:
+                blocks.append([])
+                room = block_size
+            piece, ids = ids[:room], ids[room:]
+            blocks[-1] += piece
+            room -= len(piece)
+    return blocks
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    order=st.lists(st.integers(0, len(LENGTHS) - 1), max_size=30),
+    block_size=st.integers(1, 50),
+    eos_id=st.one_of(st.none(), st.just(65535)),
+)
+def test_document_packing_keeps_documents_whole_and_every_token_once(documents, order, block_size, eos_id):
+    blocks = stoke.TokenBlocks(documents.select(order), block_size=block_size, eos_id=eos_id, packing="documents",
+                               pad_id=7, attention_mask=True)  # fmt: skip
+    expected = aligned_reference(order, block_size, eos_id)
+    assert len(blocks) == len(expected) and blocks.dropped_tokens == 0
+    for b, want in enumerate(expected):
+        block = blocks[b]
+        real = ~block["padding"]
+        assert real.tolist() == [True] * len(want) + [False] * (block_size - len(want))  # padding at the end
+        assert block["tokens"][real].tolist() == [token for token, _, _ in want]
+        assert (block["tokens"][~real] == 7).all() and (block["document"][~real] == -1).all()
+        assert block["position_ids"][real].tolist() == [k for _, _, k in want]
+        mask = block["attention_mask"]
+        assert mask.shape == (block_size, block_size) and (mask == mask.T).all()
+        docs = block["document"]
+        assert (mask == ((docs[:, None] == docs[None, :]) & (docs >= 0)[:, None])).all()
+        assert not mask[~real].any()  # padding attends to nothing and nothing attends to it
 
 
 def test_counts_come_from_the_offsets_without_reading_tokens(documents):
@@ -98,6 +146,8 @@ def test_only_one_dimensional_token_fields_make_blocks(documents, tmp_path):
         stoke.TokenBlocks(documents, block_size=0)
     with pytest.raises(ConfigError, match="reads a packed dataset"):
         stoke.TokenBlocks([{"tokens": np.arange(3)}])
+    with pytest.raises(ConfigError, match="packing must be one of"):
+        stoke.TokenBlocks(documents, packing="greedy")
 
 
 def test_padded_tokens_get_an_attention_mask(tmp_path):

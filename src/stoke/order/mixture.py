@@ -150,7 +150,8 @@ class MixtureOrder(Order):
             phases = np.full(len(counts), 0.5)
         times = np.concatenate([(np.arange(n) + phase) / n for n, phase in zip(counts, phases) if n])
         which = np.concatenate([np.full(n, s, np.int32) for s, n in enumerate(counts) if n])
-        return which[np.lexsort((which, times))]
+        # Stable: equal times keep the sources' order (the concatenation's), as the docstring says.
+        return which[np.argsort(times, kind="stable")]
 
     def source_draws(self, source: int, first: int, count: int) -> np.ndarray:
         """The sample indices (within source ``source``) of its draws ``first .. first + count``."""

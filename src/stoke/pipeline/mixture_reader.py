@@ -1,9 +1,10 @@
-"""How the Loader reads a :class:`~stoke.mixture.Mixture`: one packed reader per source behind one
-:class:`~stoke.pipeline.reader.SampleReader`.
+"""How the Loader reads a :class:`~stoke.mixture.Mixture`: one reader per source behind one
+:class:`~stoke.pipeline.reader.SampleReader` (packed readers, or live ones for sources of TokenBlocks).
 
 Positions are the mixture's global ids (``stoke.order.mixture``): source ``s``'s sample ``i`` is
-``starts[s] + i``. A read goes to that source's :class:`~stoke.pipeline.reader.PackedReader` (so
-checksums, ``verify`` and a truncated shard behave as for one dataset); random numbers are keyed by the
+``starts[s] + i``. A read goes to that source's reader (a dataset's
+:class:`~stoke.pipeline.reader.PackedReader`, so checksums, ``verify`` and a truncated shard behave as
+for one dataset); random numbers are keyed by the
 global id, so two sources' sample 0 are augmented differently; and each batch's ``origin`` gives the
 ``source`` of every row and its ``index`` within that source. Image fields' statistics are merged
 across the sources, so a batch is sized for all of them.
@@ -31,11 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from stoke.errors import SampleError
+from stoke.errors import ConfigError, SampleError
 from stoke.format.fields import Field, ImageField
 from stoke.order import Order
-from stoke.pipeline.inputs import StoredImages, StoredValues, stored_input
-from stoke.pipeline.reader import PackedReader, verify_mode
+from stoke.pipeline.inputs import LiveImages, LiveValues, StoredImages, StoredValues, live_input, stored_input
+from stoke.pipeline.reader import SampleReader, reader_for, verify_mode
 from stoke.pipeline.timing import Timing
 
 _SIDES = {"min_height", "max_height", "min_width", "max_width"}
@@ -44,7 +45,6 @@ _SIDES = {"min_height", "max_height", "min_width", "max_width"}
 class MixtureReader:
     """The sources of a mixture, read through one packed reader each; a :class:`SampleReader`."""
 
-    packed = True
     layout = "dict"
 
     def __init__(
@@ -56,7 +56,15 @@ class MixtureReader:
         self.verify = verify_mode(verify)
         self.timing = timing if timing is not None else Timing()
         chosen = list(self.fields)
-        self.readers = [PackedReader(dataset, chosen, verify, self.timing) for dataset in mixture.datasets]
+        self.readers = [reader_for(dataset, chosen, verify, None, self.timing) for dataset in mixture.datasets]
+        kinds = {reader.packed for reader in self.readers}
+        if len(kinds) > 1:
+            live = next(name for name, reader in zip(mixture.names, self.readers) if not reader.packed)
+            raise ConfigError(
+                f"source {live!r} is read as live values and the others as packed records; mix packed datasets "
+                f"with packed datasets, or TokenBlocks with TokenBlocks"
+            )
+        self.packed = kinds.pop()
         self._starts = mixture.starts
         self._names = np.array(mixture.names, dtype=object)
         self._size = int(sum(len(reader) for reader in self.readers))
@@ -64,7 +72,7 @@ class MixtureReader:
     def __len__(self) -> int:
         return self._size
 
-    def _where(self, position: int) -> tuple[PackedReader, int, int]:
+    def _where(self, position: int) -> tuple[SampleReader, int, int]:
         source = int(np.searchsorted(self._starts, position, side="right")) - 1
         return self.readers[source], position - int(self._starts[source]), source
 
@@ -125,6 +133,8 @@ class MixtureReader:
             "max_width": max(stats["max_width"] for stats in every),
         }
 
-    def input_for(self, name: str) -> StoredImages | StoredValues:
-        """Stored records, decoded by the field every source shares."""
+    def input_for(self, name: str) -> StoredImages | StoredValues | LiveImages | LiveValues:
+        """Stored records (or the live values of TokenBlocks), decoded by the field every source shares."""
+        if not self.packed:
+            return live_input(self.fields[name])
         return stored_input(self.fields[name], self.field_stats(name))

@@ -77,6 +77,15 @@ class NDArrayField(Field):
         return ValueSpec(self.shape, self.dtype)
 
     def encode(self, value: Any) -> bytes:
+        array = self._conformed(value)
+        body = np.ascontiguousarray(array).tobytes()
+        if self.is_fixed:
+            return body
+        dims = np.asarray(array.shape, dtype="<u8").tobytes()
+        return _HEADER.pack(array.ndim, 0) + dims + body
+
+    def _conformed(self, value: Any) -> np.ndarray:
+        """``value`` as an array of this field's dtype and a shape it accepts; InvalidItem otherwise."""
         array = as_numpy(value)
         if array.dtype.kind not in "biufc":
             raise InvalidItem("invalid_value", f"expected a numeric array, got dtype {array.dtype}")
@@ -90,11 +99,7 @@ class NDArrayField(Field):
             if integers and not np.array_equal(cast, array):
                 raise InvalidItem("invalid_value", f"values do not fit in {self.dtype.name}")
             array = cast
-        body = np.ascontiguousarray(array).tobytes()
-        if self.is_fixed:
-            return body
-        dims = np.asarray(array.shape, dtype="<u8").tobytes()
-        return _HEADER.pack(array.ndim, 0) + dims + body
+        return array
 
     def min_record_bytes(self) -> int:
         if self.is_fixed:
@@ -130,7 +135,10 @@ class NDArrayField(Field):
         return self.decode_view(data).copy()
 
     def coerce(self, value: Any) -> np.ndarray:
-        return self.decode_view(memoryview(self.encode(value)))
+        """What :meth:`encode` then :meth:`decode_view` give, without the bytes in between: the checks and
+        the cast, and a copy of a variable-shape value (the Loader keeps it until the batch is collected)."""
+        array = self._conformed(value)
+        return array if self.is_fixed else np.array(array, order="C", copy=True)
 
     def params(self) -> dict[str, Any]:
         return {"dtype": self.dtype.str, "shape": None if self.shape is None else list(self.shape)}
