@@ -186,3 +186,17 @@ def test_token_blocks_of_two_corpora_mix_in_shares_of_tokens(tmp_path) -> None:
     stoke.pack({"tokens": np.zeros((3, 8), np.int64)}, tmp_path / "fixed", progress=False, workers=1)
     with pytest.raises(ConfigError, match="read as live values"):  # the same field, but stored and live
         stoke.Loader(stoke.mix({"blocks": blocks["long"], "packed": tmp_path / "fixed"}), fields=["tokens"])
+
+
+def test_process_workers_give_the_same_batches_and_a_mixture_closes_what_it_opened(roots) -> None:
+    with mixture(roots, epoch_samples=24) as threads_mix:
+        threads = rows(stoke.Loader(threads_mix, batch_size=6, num_threads=2))
+    with mixture(roots, epoch_samples=24) as processes_mix:
+        loader = stoke.Loader(processes_mix, batch_size=6, num_threads=2, workers="process")
+        processes = rows(loader)
+        loader.close()
+    assert processes == threads
+    web = stoke.open(roots["web"])
+    given = stoke.mix({"web": web, "code": roots["code"]})
+    given.close()
+    assert web[0]["x"] == 0.0  # a dataset it was given stays open

@@ -78,6 +78,8 @@ class Mixture:
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         self.names = list(sources)
         self.datasets = [_opened(name, source) for name, source in sources.items()]
+        given = list(sources.values())
+        self._opened_here = [ds for ds, source in zip(self.datasets, given) if isinstance(source, (str, os.PathLike))]
         sizes = [len(dataset) for dataset in self.datasets]
         values = check_weights(self.names, weights) if weights is not None else [float(n) for n in sizes]
         self.seed, self.shuffle = int(seed), bool(shuffle)
@@ -90,6 +92,17 @@ class Mixture:
     def __len__(self) -> int:
         """Samples per epoch."""
         return self.order.size
+
+    def close(self) -> None:
+        """Close the datasets this mixture opened from paths (those it was given stay open)."""
+        for dataset in self._opened_here:
+            dataset.close()
+
+    def __enter__(self) -> Mixture:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{name} {self.counts[name]} (of {len(ds)})" for name, ds in zip(self.names, self.datasets))
