@@ -9,8 +9,10 @@ interleaved round by round (median of ``--rounds``):
 * ``memmap``: the stream written to one flat ``.bin`` file, a ``torch.utils.data.Dataset`` whose
   ``__getitem__`` slices a ``numpy.memmap`` and widens to int64, under ``DataLoader(num_workers=2,
   batch_size=16, shuffle=True)``: the loader most nanoGPT-style scripts write (no document boundaries);
-* ``stoke``: ``Loader(TokenBlocks(dataset, 2048), batch_size=16, shuffle=True, num_threads=2)``: int64
-  tokens, with ``document`` and ``position_ids`` per token, checksummed reads, exactly-once resume;
+* ``stoke``: ``Loader(TokenBlocks(dataset, 2048), batch_size=16, shuffle=True, num_threads=2,
+  workers="process")``: int64 tokens, with ``document`` and ``position_ids`` per token, checksummed reads,
+  exactly-once resume. A block is assembled in Python (a few documents each), so process workers, which
+  do not share a GIL, are the right kind; ``stoke-threads`` is the same with thread workers;
 * ``litdata``: LitData's ``TokensLoader`` path, where litdata is installed (it is not on the dev machine).
 
 Run:  .venv/bin/python benchmarks/tokens.py [--documents 20000] [--rounds 3]
@@ -84,7 +86,8 @@ def main() -> None:
         stream = np.fromfile(flat, dtype=np.uint16)
         target = np.empty_like(stream)
         blocks = stoke.TokenBlocks(stoke.open(packed), block_size=BLOCK)
-        loader = stoke.Loader(blocks, batch_size=16, shuffle=True, num_threads=2, prefetch=4)
+        loader = stoke.Loader(blocks, batch_size=16, shuffle=True, num_threads=2, prefetch=4, workers="process")
+        threads = stoke.Loader(blocks, batch_size=16, shuffle=True, num_threads=2, prefetch=4)
         memmap = DataLoader(
             MemmapBlocks(flat, BLOCK), batch_size=16, shuffle=True, num_workers=2, persistent_workers=True
         )
@@ -92,6 +95,7 @@ def main() -> None:
             "memcpy": lambda: total / _timed(lambda: np.copyto(target, stream)),
             "memmap": lambda: tokens_per_second(memmap, lambda batch: batch.numel()),
             "stoke": lambda: tokens_per_second(loader, lambda batch: batch["tokens"].numel()),
+            "stoke-threads": lambda: tokens_per_second(threads, lambda batch: batch["tokens"].numel()),
         }
         if importlib.util.find_spec("litdata") is not None:
             print("litdata is installed, but its TokensLoader path is not wired into this benchmark yet")
@@ -102,10 +106,11 @@ def main() -> None:
             for name, run in contenders.items():
                 rates[name].append(run())
         loader.close()
+        threads.close()
     medians = {name: statistics.median(values) for name, values in rates.items()}
     print(f"{total:,} tokens, {len(blocks):,} blocks of {BLOCK}; median of {args.rounds} rounds")
     for name, rate in medians.items():
-        print(f"{name:>7}: {rate / 1e6:9,.1f} M tokens/s")
+        print(f"{name:>13}: {rate / 1e6:9,.1f} M tokens/s")
     print(
         f"stoke / memcpy = {medians['stoke'] / medians['memcpy']:.3f}; "
         f"stoke / memmap loader = {medians['stoke'] / medians['memmap']:.2f}"

@@ -1,5 +1,5 @@
-"""Every ```python block in docs/sources/*.md, docs/migrating.md and docs/mixtures.md runs, so the pages
-cannot drift from the code.
+"""Every ```python block in docs/sources/*.md, docs/migrating.md, docs/mixtures.md and docs/growing.md runs, so
+the pages cannot drift from the code.
 
 A block fenced ```python requires=MODULE shows another library's code (a "before" on the migration page): it
 runs where that module is installed and is skipped, with the reason shown, where it is not.
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "sources"
-PAGES = [*sorted(DOCS.glob("*.md")), DOCS.parent / "migrating.md", DOCS.parent / "mixtures.md"]
+PAGES = [*sorted(DOCS.glob("*.md")), *(DOCS.parent / name for name in ("migrating.md", "mixtures.md", "growing.md"))]
 EXPECTED_PAGES = {"arrays.md", "dataset.md", "imagefolder.md", "listing.md", "multimodal.md", "table.md", "text.md"}
 FENCE = re.compile(r"^```python(?:[ \t]+requires=(\w+))?[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 

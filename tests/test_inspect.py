@@ -83,8 +83,8 @@ def test_json_is_unchanged_by_the_tables(tmp_path, image_folder):
     summary = json.loads(shown.stdout)
     assert summary == json.loads(json.dumps(summarize(stoke.open(tmp_path / "ds"))))
     assert set(summary) == {
-        "path", "format_version", "created_by", "num_samples", "num_quarantined", "num_shards", "total_bytes",
-        "fields", "source", "pack", "splits", "attachments",
+        "path", "format_version", "version", "versions", "created_by", "num_samples", "num_quarantined",
+        "num_shards", "total_bytes", "fields", "source", "pack", "splits", "attachments",
     }  # fmt: skip
 
 

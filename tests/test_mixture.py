@@ -60,7 +60,13 @@ def test_a_mixture_resumes_exactly_once_in_a_new_loader(roots) -> None:
     iterator = iter(loader)
     first = rows([next(iterator) for _ in range(5)])
     state = json.loads(json.dumps(loader.state_dict()))  # small and JSON
-    assert state["order"] == "MixtureOrder" and set(state["order_state"]) == {"seed", "weights", "counts", "draws"}
+    assert state["order"] == "MixtureOrder" and set(state["order_state"]) == {
+        "seed",
+        "sizes",
+        "weights",
+        "counts",
+        "draws",
+    }
     resumed = stoke.Loader(mixture(roots, epoch_samples=45), batch_size=4)
     resumed.load_state_dict(state)
     assert first + rows(resumed) == whole
@@ -200,3 +206,29 @@ def test_process_workers_give_the_same_batches_and_a_mixture_closes_what_it_open
     given = stoke.mix({"web": web, "code": roots["code"]})
     given.close()
     assert web[0]["x"] == 0.0  # a dataset it was given stays open
+
+
+def test_a_source_that_grew_mid_epoch_is_refused_and_its_old_version_finishes_the_epoch(tmp_path) -> None:
+    stoke.pack({"x": np.arange(20.0)}, tmp_path / "grows", progress=False, workers=1)
+    stoke.pack({"x": np.arange(100.0, 110.0)}, tmp_path / "fixed", progress=False, workers=1)
+
+    def make(grows):
+        return stoke.mix(
+            {"grows": grows, "fixed": tmp_path / "fixed"}, weights={"grows": 1, "fixed": 1}, epoch_samples=20
+        )
+
+    whole = rows(stoke.Loader(make(tmp_path / "grows"), batch_size=4))
+    loader = stoke.Loader(make(tmp_path / "grows"), batch_size=4)
+    iterator = iter(loader)
+    head = rows([next(iterator), next(iterator)])
+    state = loader.state_dict()
+    stoke.pack({"x": np.arange(20.0, 30.0)}, tmp_path / "grows", append=True, progress=False, workers=1)
+    grown = stoke.Loader(make(tmp_path / "grows"), batch_size=4)
+    with pytest.raises(ConfigError, match="source 'grows' had 20 samples; it has 30 now"):
+        grown.load_state_dict(state)
+    pinned = stoke.Loader(make(stoke.open(tmp_path / "grows", version=1)), batch_size=4)
+    pinned.load_state_dict(state)
+    assert head + rows(pinned) == whole  # the old version finishes the epoch exactly
+    at_the_end = pinned.state_dict()
+    grown.load_state_dict(at_the_end)  # at an epoch's end the grown source is welcome
+    assert sum(source == "grows" for source, _ in rows(grown)) == 10

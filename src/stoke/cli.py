@@ -202,7 +202,8 @@ def main() -> None:
     "--tokenizer",
     type=click.Choice(["byte", "bpe"]),
     default=None,
-    help="Pack text tokenized byte-level or with a BPE trained on it (default for .txt and --text-field: byte).",
+    help="Pack text tokenized byte-level or with a BPE trained on it (default for .txt and --text-field: byte; "
+    "with --append: the dataset's own tokenizer, never retrained).",
 )
 @click.option(
     "--vocab-size", type=click.IntRange(min=258), default=8000, show_default=True, help="BPE vocabulary size."
@@ -234,6 +235,12 @@ def main() -> None:
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted pack without redoing finished shards.")
 @click.option("--overwrite", is_flag=True, help="Replace the dataset (or unfinished pack) in OUT.")
+@click.option(
+    "--append",
+    is_flag=True,
+    help="Add SOURCE's items to the dataset in OUT as its next version, encoded as the dataset's "
+    "(docs/growing.md); rerun after a crash to finish it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @_one_line_errors
@@ -248,7 +255,7 @@ def pack_command(
     **options: Any,
 ) -> None:
     """Pack SOURCE (an image folder, a .csv/.jsonl listing, text: .txt, a folder of .txt with --tokenizer,
-    .jsonl with --text-field) into the dataset directory OUT."""
+    .jsonl with --text-field) into the dataset directory OUT, or with --append add it to the dataset there."""
     from stoke.errors import PackError, QuarantineLimitError
     from stoke.format.fields.image_codec import DEFAULT_MAX_PIXELS
     from stoke.pack import pack
@@ -262,7 +269,7 @@ def pack_command(
         packed = TextSource(
             source,
             text_field=text_field or "text",
-            tokenizer=tokenizer or "byte",
+            tokenizer=tokenizer,  # None: byte-level for a pack, the dataset's own for an append
             vocab_size=vocab_size,
             label_column=options["label_column"],
         )
@@ -307,13 +314,21 @@ def _table_source(
 @main.command("inspect")
 @click.argument("dataset")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Show version N of a dataset that grew (default: the newest).",
+)
 @_one_line_errors
-def inspect_command(dataset: str, as_json: bool) -> None:
-    """Show what DATASET (a directory or a URL) holds: schema, counts, sizes, classes, source."""
+def inspect_command(dataset: str, as_json: bool, version: int | None) -> None:
+    """Show what DATASET (a directory or a URL) holds: schema, counts, sizes, classes, source, versions."""
     from stoke.inspect import show, summarize, summary_renderables
     from stoke.read import open as open_dataset
 
-    summary = summarize(open_dataset(dataset))
+    summary = summarize(open_dataset(dataset, version=version))
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -326,6 +341,11 @@ def inspect_command(dataset: str, as_json: bool) -> None:
 @click.option("--val", type=click.FloatRange(0, 1), default=None, help="Validation share.")
 @click.option("--test", type=click.FloatRange(0, 1), default=None, help="Test share.")
 @click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives the same splits.")
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Split every sample again, even of a dataset that grew since its splits were made (samples move).",
+)
 @click.option(
     "--stratify", default=None, metavar="FIELD", help="Keep the class shares of FIELD (the label) in each split."
 )
@@ -356,21 +376,38 @@ def split_command(
     dedupe: bool,
     content: tuple[str, ...],
     as_json: bool,
+    fresh: bool,
 ) -> None:
     """Store train/val/test index views inside DATASET (no copy) and report content leaking across them.
 
     Shares: none given means 0.8/0.1/0.1. Shares given that add up to 1 leave the others at 0; shares
     that add up to less give the rest to the first of train, val, test not given (--train 0.9: val 0.1,
-    no test). --stratify takes an int or text field, or a number with --stratify-bins.
+    no test). --stratify takes an int or text field, or a number with --stratify-bins. On a dataset that
+    grew since its splits were made, only the samples added since are split, with the stored settings
+    (options left out take them), and no sample moves; --fresh splits every sample again.
     """
+    from click.core import ParameterSource
+
     from stoke.inspect import show, split_tables
-    from stoke.prepare.split import fill_fractions, make_splits
+    from stoke.prepare.split import fill_fractions, growing_settings, make_splits
     from stoke.read import open as open_dataset
 
+    opened = open_dataset(dataset)
+    stored = None if fresh else growing_settings(opened)
+    if stored is not None:  # options left out are the ones the splits were made with
+        context = click.get_current_context()
+        if context.get_parameter_source("seed") in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+            seed = stored["seed"]
+        if context.get_parameter_source("dedupe") in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+            dedupe = stored["dedupe"]
+        stratify = stratify if stratify is not None else stored["stratify"]
+        stratify_bins = stratify_bins if stratify_bins is not None else stored["stratify_bins"]
+        content = content or tuple(stored.get("content") or ())
     if stratify_bins is not None and stratify is None:
         raise ConfigError("--stratify-bins bins the --stratify field; name it with --stratify FIELD")
-    fractions = fill_fractions({"train": train, "val": val, "test": test})
-    opened = open_dataset(dataset)
+    shares = {"train": train, "val": val, "test": test}
+    no_shares = all(share is None for share in shares.values())
+    fractions = stored["fractions"] if stored is not None and no_shares else fill_fractions(shares)
     report = make_splits(
         opened,
         fractions,
@@ -379,6 +416,7 @@ def split_command(
         dedupe=dedupe,
         stratify_bins=stratify_bins,
         content=list(content) or None,
+        fresh=fresh,
     )
     if as_json:
         click.echo(report.to_json())
@@ -386,6 +424,11 @@ def split_command(
     balance = report.to_dict()["balance"]
     names = {str(key): name for key, name in report.class_names.items()}
     lines: list[Any] = [*split_tables(report.counts, balance, names), ""]
+    if report.added or report.kept:
+        lines.append(
+            f"kept the split of each of the {report.kept:,} samples already split (none moved); split the "
+            f"{report.added:,} samples appended since"
+        )
     if report.dropped:
         shown = ", ".join(map(str, report.dropped[:20])) + (", ..." if len(report.dropped) > 20 else "")
         lines.append(f"left out {len(report.dropped):,} duplicate samples (--dedupe): {shown}")

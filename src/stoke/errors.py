@@ -104,6 +104,13 @@ class PackError(StokeError):
     """A pack that cannot start or finish (existing output, changed source on resume, ...)."""
 
 
+class AppendError(PackError):
+    """An append (``stoke pack SOURCE DATASET --append``) that cannot add the source to the dataset, so it added
+    nothing: fields, class lists, a tokenizer or a table's cleaning that differ from the dataset's, another
+    process appending to it, a dataset at a URL. The message names what differs and what to do.
+    """
+
+
 class QuarantineLimitError(PackError):
     """A pack quarantined more of its items than ``max_quarantined`` allows, so it committed nothing.
 

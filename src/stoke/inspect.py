@@ -1,6 +1,7 @@
 """``stoke inspect``: what a dataset holds, from its manifest (and its splits, with their class balance).
 
-``summarize`` gives the JSON-able description that ``stoke inspect --json`` prints; ``format_summary``
+``summarize`` gives the JSON-able description that ``stoke inspect --json`` prints (with ``versions``, every
+published version of a dataset that grew: number, samples, shards, when); ``format_summary``
 lays it out as aligned tables (with ``rich``) for people, and ``show`` prints them: in colour on a
 terminal, as plain text at its natural width when piped (no escape codes, no row cut at 80 columns).
 ``split_tables`` lays out a set of splits the same way, for ``stoke split`` too.
@@ -47,6 +48,8 @@ def summarize(dataset: Dataset) -> dict[str, Any]:
     return {
         "path": str(dataset.root),
         "format_version": manifest.format_version,
+        "version": dataset.version,
+        "versions": [entry.to_dict() for entry in dataset.versions],
         "created_by": manifest.created_by,
         "num_samples": manifest.num_samples,
         "num_quarantined": manifest.num_quarantined,
@@ -78,6 +81,7 @@ def _splits(dataset: Dataset) -> dict[str, Any] | None:
         "seed": splits.info.get("seed"),
         "stratify": stratify,
         "dropped_duplicates": splits.info.get("dropped", 0),
+        "unassigned": splits.added,  # samples appended since the splits were made: in no split yet
         "parts": {
             name: {"count": int(part.size), "classes": {str(k): v for k, v in balance.get(name, {}).items()}}
             for name, part in splits.parts.items()
@@ -195,13 +199,38 @@ def _column_table(columns: Any) -> Table | None:
     return table
 
 
+def _versions_table(versions: list[dict[str, Any]], opened: int) -> Table:
+    """One row per published version: its number, samples (and how many it added), shards, quarantined, when."""
+    numbers = ("samples", "added", "shards", "quarantined")
+    table = _table("version", "samples", "added", "shards", "quarantined", "published", right=numbers)
+    before = 0
+    for entry in versions:
+        mark = " (open)" if entry["version"] == opened and len(versions) > 1 else ""
+        _row(
+            table,
+            f"{entry['version']}{mark}",
+            f"{entry['num_samples']:,}",
+            f"{entry['num_samples'] - before:,}",
+            f"{entry['num_shards']:,}",
+            f"{entry.get('num_quarantined', 0):,}",
+            entry.get("created") or "when packed (not recorded)",
+        )
+        before = entry["num_samples"]
+    return table
+
+
 def summary_renderables(summary: dict[str, Any]) -> list[RenderableType]:
     """What ``stoke inspect`` shows, as ``rich`` renderables: facts, then the fields, columns and splits."""
     facts = Table.grid(padding=(0, 2))
     facts.add_column()
     facts.add_column()
     _row(facts, "samples", f"{summary['num_samples']:,}")
-    _row(facts, "quarantined", f"{summary['num_quarantined']:,}")
+    versions = summary.get("versions") or []
+    if len(versions) > 1:
+        _row(facts, "version", f"{summary['version']} of {len(versions)} (stoke.open(path, version=N) opens another)")
+    appended = sum(entry.get("num_quarantined", 0) for entry in versions[1 : summary.get("version", 1)])
+    by_appends = f"  ({summary['num_quarantined']:,} when packed, {appended:,} by appends)" if appended else ""
+    _row(facts, "quarantined", f"{summary['num_quarantined'] + appended:,}{by_appends}")
     _row(facts, "shards", f"{summary['num_shards']:,}  ({summary['total_bytes'] / 1e6:,.1f} MB)")
     source = summary["source"]
     if source:
@@ -213,9 +242,13 @@ def summary_renderables(summary: dict[str, Any]) -> list[RenderableType]:
     if splits:
         by = f", stratified by {splits['stratify']}" if splits["stratify"] else ""
         dropped = f", {splits['dropped_duplicates']:,} duplicates left out" if splits["dropped_duplicates"] else ""
-        _row(facts, "splits", f"seed {splits['seed']}{by}{dropped}")
+        added = splits.get("unassigned") or 0
+        unassigned = f"; {added:,} samples appended since are in no split: `stoke split` adds them" if added else ""
+        _row(facts, "splits", f"seed {splits['seed']}{by}{dropped}{unassigned}")
     header = Text(f"{summary['path']}  (stoke format {summary['format_version']}, {summary['created_by']})")
     shown: list[RenderableType] = [header, _indented(facts), Text(""), _indented(_field_table(summary["fields"]))]
+    if len(versions) > 1:
+        shown += [Text(""), _indented(_versions_table(versions, summary["version"]))]
     columns = _column_table(source.get("columns")) if source else None
     if columns is not None:
         shown += [Text(""), _indented(columns)]

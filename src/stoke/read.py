@@ -48,6 +48,7 @@ from stoke.format.fields.image_codec import DEFAULT_MAX_PIXELS
 from stoke.format.manifest import ShardEntry
 from stoke.format.shard import DATA_START, ShardReader
 from stoke.format.splits import Splits
+from stoke.format.versions import VersionEntry
 from stoke.storage.cache import ShardCache
 from stoke.storage.local import LocalStore
 from stoke.storage.remote import is_remote_url
@@ -61,10 +62,16 @@ def open(
     path: str | os.PathLike[str],
     split: str | None = None,
     *,
+    version: int | None = None,
     max_pixels: int | None = None,
     **remote_options: Any,
 ) -> Dataset | DatasetView:
     """Open the packed dataset at ``path``; reads the manifest and stats the shard files.
+
+    A dataset that grew (``stoke pack SOURCE DATASET --append``) opens at its newest version, or at
+    ``version`` (1 is the dataset as first packed): its samples are the first ones of every later
+    version, and ``dataset.versions`` lists them all. An unknown version is a
+    :class:`~stoke.errors.ConfigError` that says which there are (docs/growing.md).
 
     A URL (``s3://``, ``gs://``, ``https://``, any fsspec protocol) opens a remote dataset whose shards are
     fetched into a bounded, verified local cache; ``remote_options`` (``cache_dir``, ``cache_bytes``,
@@ -81,9 +88,9 @@ def open(
     not back, or a split that does not exist.
     """
     if remote_options or is_remote_url(path):
-        store: ShardStore = RemoteStore(str(path), **remote_options)
+        store: ShardStore = RemoteStore(str(path), version=version, **remote_options)
     else:
-        store = LocalStore(path)
+        store = LocalStore(path, version=version)
     try:
         return with_split(Dataset(store, max_pixels=max_pixels), split)
     except BaseException:
@@ -139,6 +146,30 @@ class Dataset:
     def cache(self) -> ShardCache | None:
         """A remote dataset's cache (``cache.stats()``: hits, downloads, evictions); None for a local one."""
         return getattr(self.store, "cache", None)
+
+    # ---- versions --------------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        """The version this dataset was opened at: 1 as packed, one more for each append."""
+        return self.manifest.version
+
+    @property
+    def versions(self) -> list[VersionEntry]:
+        """Every published version (number, samples, shards, when), as the newest manifest listed them when
+        the dataset was opened; ``stoke.open(path, version=N)`` opens one.
+
+        Example:
+            >>> import numpy as np, stoke, tempfile
+            >>> out = tempfile.mkdtemp() + "/ds"
+            >>> _ = stoke.pack({"y": np.arange(4)}, out, progress=False)
+            >>> _ = stoke.pack({"y": np.arange(4, 6)}, out, append=True, progress=False)
+            >>> grown = stoke.open(out)
+            >>> grown.version, [(v.version, v.num_samples) for v in grown.versions]
+            (2, [(1, 4), (2, 6)])
+            >>> len(stoke.open(out, version=1))
+            4
+        """
+        return list(self.store.versions)
 
     # ---- the map-style protocol --------------------------------------------------------------------
     def __len__(self) -> int:
@@ -468,6 +499,11 @@ class DatasetView:
         self.manifest = base.manifest
         self.root = base.root
         self.location = base.location
+
+    @property
+    def version(self) -> int:
+        """The version of the dataset this is a view of."""
+        return self.base.version
 
     def __len__(self) -> int:
         return int(self.indices.size)

@@ -7,6 +7,9 @@ problem with a shard as a whole (missing, wrong size) makes all its samples dama
 per-sample checksums do not localise (a flipped byte in a header or in padding) is reported for the
 shard, and so is an offsets table that does not match its checksum (its samples are each checked anyway).
 A version-1 dataset gets a note: its checksums do not cover field boundaries, and a re-pack upgrades it.
+A dataset that grew has the manifest of each older version checked too (``versions/manifest-v<N>.json``:
+present, with the checksum the newest manifest lists, and listing the first shards of the newest, which
+verify checks): a problem of that file when it does not.
 Attached files (``tokenizer.json``) must have their listed size and checksum; a damaged one is
 reported as a problem of that file. Shards are checked by a pool of threads: hashing and decoding
 release the GIL. ``progress`` shows a bar of samples checked on stderr (when it is a terminal).
@@ -137,6 +140,11 @@ def verify(
                 dataset.attachment(attachment.file)
             except (FormatError, OSError) as error:
                 report.shard_problems.append({"shard": attachment.file, "reason": str(error)})
+        for entry in dataset.versions[: dataset.version - 1]:  # the older versions: their kept manifests
+            try:
+                dataset.store.read_version(entry.version)
+            except (FormatError, OSError) as error:
+                report.shard_problems.append({"shard": entry.manifest_file, "reason": str(error)})
     finally:
         dataset.close()
     report.damaged.sort(key=lambda entry: entry["index"])

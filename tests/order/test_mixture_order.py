@@ -127,3 +127,13 @@ def test_a_state_for_another_mixture_is_refused() -> None:
         MixtureOrder(["a", "c"], [3, 3], [1, 1], 6, seed=0).resume(0, saved)
     with pytest.raises(ConfigError, match="not one stoke wrote"):
         order.resume(0, {"seed": 0, "counts": 3})
+
+
+def test_a_resized_source_is_refused_mid_epoch_and_welcome_at_an_epochs_start() -> None:
+    saved = MixtureOrder(["a", "b"], [10, 4], [1, 1], 8, seed=0).epoch_state(2)
+    grown = MixtureOrder(["a", "b"], [15, 4], [1, 1], 8, seed=0)
+    with pytest.raises(ConfigError, match="source 'a' had 10 samples; it has 15 now"):
+        grown.resume(2, saved, consumed=3)
+    grown.resume(2, saved, consumed=0)
+    which = sources_of(grown, grown.indices(2))
+    assert np.bincount(which).tolist() == [4, 4]

@@ -317,3 +317,50 @@ def test_storage_never_imports_the_dataset_that_reads_through_it():
                 names = [node.module or "", *(f"{node.module}.{alias.name}" for alias in node.names)]
             found += [f"{path.name}:{node.lineno} {name}" for name in names if name in ("stoke.read", "stoke")]
     assert found == []
+
+
+def open_store(kind: str, site: tuple[Path, HttpDatasetServer], cache_dir: Path, version: int | None) -> ShardStore:
+    directory, server = site
+    if kind == "local":
+        return LocalStore(directory, version=version)
+    return RemoteStore(server.url("ds"), cache_dir=cache_dir, retry=FAST, version=version)
+
+
+def test_every_version_of_a_grown_dataset_opens_through_the_store(kind, site, tmp_path):
+    """An append served as it lies on disk: the newest version and version 1 read, with their splits."""
+    from stoke.errors import ConfigError
+    from stoke.prepare.split import make_splits
+    from stoke.sources.text import TextSource
+
+    directory, _ = site
+    more = tmp_path / "more.jsonl"
+    more.write_text("".join(json.dumps(document(n)) + "\n" for n in range(DOCUMENTS, DOCUMENTS + 5)))
+    stoke.pack(TextSource(more), directory, append=True, shard_items=PER_SHARD, workers=1, progress=False)
+    make_splits(stoke.open(directory), {"train": 0.5, "val": 0.5}, seed=3)
+    local_splits = stoke.open(directory).splits().parts
+    newest = Dataset(open_store(kind, site, tmp_path / "newest", None))
+    older = Dataset(open_store(kind, site, tmp_path / "older", 1))
+    try:
+        assert (newest.version, len(newest), older.version, len(older)) == (2, DOCUMENTS + 5, 1, DOCUMENTS)
+        assert [v.num_samples for v in older.versions] == [v.num_samples for v in newest.versions] == [12, 17]
+        assert older.packing_id == stoke.open(directory, version=1).packing_id != newest.packing_id
+        assert older.manifest.shards == newest.manifest.shards[: len(older.manifest.shards)]
+        for index in (0, DOCUMENTS - 1):
+            assert sample_values(older, index) == sample_values(newest, index) == expected_fields(older.store, index)
+        assert sample_values(newest, DOCUMENTS + 4) == expected_fields(newest.store, DOCUMENTS + 4)
+        assert {n: p.tolist() for n, p in newest.splits().parts.items()} == {
+            n: p.tolist() for n, p in local_splits.items()
+        }
+        assert {n: p.tolist() for n, p in older.splits().parts.items()} == {
+            n: p[p < DOCUMENTS].tolist() for n, p in local_splits.items()
+        }
+        assert newest.store.read_version(1).num_samples == DOCUMENTS
+    finally:
+        newest.close()
+        older.close()
+    with pytest.raises(ConfigError, match=r"has versions 1 to 2, so there is no version 3"):
+        open_store(kind, site, tmp_path / "none", 3)
+    kept = directory / "versions" / "manifest-v1.json"
+    kept.write_bytes(kept.read_bytes().replace(b'"num_samples": 12', b'"num_samples": 11'))
+    with pytest.raises(FormatError, match=r"manifest-v1.json does not match the checksum version 2 lists"):
+        open_store(kind, site, tmp_path / "damaged", 1)

@@ -4,7 +4,9 @@
 pack-time statistics), the sample count, the shard list (file name, sample count, byte size, checksum),
 the pack settings, a description of the source and, when the source provides any, its attachments
 (whole-dataset files such as ``tokenizer.json``: name, byte size, checksum). It holds nothing per
-sample, so it stays small: the per-sample index lives in the shards and is mapped lazily.
+sample, so it stays small: the per-sample index lives in the shards and is mapped lazily. A dataset that
+grew (``stoke pack --append``) also holds its ``version`` and ``versions``, the history of every published
+version (``stoke.format.versions``); the newest manifest is still a whole dataset on its own.
 
 Everything read from a manifest is validated before it is trusted: types, counts that must add up and
 fit the sizes they imply (a shard of N samples and F fields is at least ``64 + 8*(N*F + 1) + 8*N`` bytes,
@@ -36,6 +38,7 @@ from stoke.format.checksum import ALGORITHM, canonical_json, format_digest, samp
 from stoke.format.fields import Field, ImageField, field_from_dict
 from stoke.format.fields.base import is_int, require
 from stoke.format.shard import ShardLayout
+from stoke.format.versions import VersionEntry, read_version_number, read_versions
 
 FORMAT_NAME = "stoke"
 FORMAT_VERSION = 2  # what this stoke writes; it reads every version from 1 to this one
@@ -118,10 +121,20 @@ class Manifest:
     attachments: list[AttachmentEntry] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
     created_by: str = f"stoke {__version__}"
+    version: int = 1  # the dataset's version: 1 as packed, one more for each append (docs/format.md §3.7)
+    versions: list[VersionEntry] = field(default_factory=list)  # one entry per version; empty at version 1
 
     @property
     def total_bytes(self) -> int:
         return sum(shard.file_size for shard in self.shards)
+
+    @property
+    def history(self) -> list[VersionEntry]:
+        """Every version of the dataset up to this one: ``versions``, or the one version of a dataset that
+        never grew (whose creation time nothing recorded)."""
+        if self.versions:
+            return list(self.versions)
+        return [VersionEntry(1, self.num_samples, len(self.shards), self.num_quarantined)]
 
     def field_entry(self, name: str) -> FieldEntry:
         for entry in self.fields:
@@ -145,6 +158,9 @@ class Manifest:
         }
         if self.attachments:  # only when used, so datasets without attachments stay byte-identical
             document["attachments"] = [attachment.to_dict() for attachment in self.attachments]
+        if self.version > 1:  # only once the dataset has grown, so packs stay byte-identical
+            document["version"] = self.version
+            document["versions"] = [entry.to_dict() for entry in self.versions]
         if self.format_version >= 2:
             document[MANIFEST_CHECKSUM] = manifest_digest(document)
         return document
@@ -171,23 +187,47 @@ class Manifest:
         only that; :class:`~stoke.storage.local.LocalStore`, which opens datasets for users, replaces it
         with advice about what the path holds (``stoke.sources.guess``).
         """
+        return cls.read_file(directory)[0]
+
+    @classmethod
+    def read_file(cls, directory: str | Path, name: str = MANIFEST_NAME) -> tuple[Manifest, str]:
+        """The validated manifest in file ``name`` of ``directory`` (``manifest.json``, or an older version's
+        ``versions/manifest-v<N>.json``) and the xxh3-64 of the bytes it was read from (its packing id).
+
+        The file must resolve inside the directory, where its name says it is (no link leads out).
+        """
+        raw = cls.read_raw(directory, name)
+        return cls.from_bytes(raw, str(Path(directory) / name)), format_digest(sample_checksum(raw))
+
+    @staticmethod
+    def read_raw(directory: str | Path, name: str = MANIFEST_NAME) -> bytes:
+        """The bytes of the manifest file ``name`` of ``directory``, which must resolve inside it, where its name
+        says it is (no link leads out), and be at most 1 GiB; nothing is parsed."""
         directory = Path(directory)
-        path = directory / MANIFEST_NAME
+        path = directory / name
         if not directory.is_dir() or not path.is_file():
-            raise NotADatasetError(f"{directory} is not a stoke dataset (it has no {MANIFEST_NAME})")
+            if name == MANIFEST_NAME:
+                raise NotADatasetError(f"{directory} is not a stoke dataset (it has no {MANIFEST_NAME})")
+            raise FormatError(f"{path} is missing; restore it from a copy of the dataset")
         real = os.path.realpath(path)
-        if os.path.dirname(real) != os.path.realpath(directory):
+        parent = os.path.dirname(name)
+        expected = os.path.realpath(directory) if not parent else os.path.join(os.path.realpath(directory), parent)
+        if os.path.dirname(real) != expected:
             raise FormatError(f"{path} links to {real}, outside the dataset directory; stoke refuses to follow it")
         with open(real, "rb") as stream:
             size = os.fstat(stream.fileno()).st_size
             if size > MAX_MANIFEST_BYTES:
                 raise FormatError(f"{path} is {size:,} bytes, more than any stoke manifest; it is not a stoke manifest")
-            raw = stream.read()
+            return stream.read()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, where: str) -> Manifest:
+        """Parse (strict UTF-8 JSON) and validate the bytes of a manifest file; ``where`` names it in errors."""
         try:
             document = strict_json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as error:
-            raise FormatError(f"{path} is damaged ({error}); restore it from a copy or re-pack the dataset") from None
-        return cls.from_dict(document, where=str(path))
+            raise FormatError(f"{where} is damaged ({error}); restore it from a copy or re-pack the dataset") from None
+        return cls.from_dict(document, where=where)
 
     @classmethod
     def from_dict(cls, document: Any, where: str) -> Manifest:
@@ -232,6 +272,13 @@ class Manifest:
             "is damaged: 'source' and 'pack' must be objects",
         )
         attachments = _read_attachments(document.get("attachments", []), {shard.file for shard in shards}, where)
+        dataset_version = read_version_number(document.get("version"), where)
+        entries = document.get("versions")
+        versions = (
+            read_versions(entries, dataset_version, num_samples, len(shards), where)
+            if entries is not None or dataset_version > 1
+            else []
+        )
         created_by = document.get("created_by", "")
         return cls(
             fields=fields,
@@ -243,6 +290,8 @@ class Manifest:
             attachments=attachments,
             format_version=version,
             created_by=created_by if isinstance(created_by, str) else "",
+            version=dataset_version,
+            versions=versions,
         )
 
 

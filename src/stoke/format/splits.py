@@ -9,8 +9,17 @@ Layout::
     DATASET/splits/train.idx       count x uint64 little-endian, strictly increasing sample indices
 
 ``stratify_bins`` is there only when a number was stratified by quantile bins, and ``content`` names the
-fields compared for leaks; every key but ``format``, ``dataset`` and ``splits`` is information for people
-and ``stoke inspect``, so a file without these two still opens.
+fields compared for leaks; every key but ``format``, ``dataset``, ``splits`` and (for splits of a dataset
+that grew) ``chain`` and ``num_samples`` is information for people and ``stoke inspect``, so a file
+without these still opens.
+
+**Splits of a dataset that grows** (docs/growing.md). ``dataset`` is the packing id (the xxh3 of the
+manifest file) of the version the splits were made on; ``chain`` lists the packing ids of versions 1 to
+that one, and ``num_samples`` its size. Samples never move between versions, so the splits apply to every
+version of the same dataset: made on an earlier version, they hold only samples below that version's
+size, and the samples added since are in no split (:attr:`Splits.added`) until ``stoke split`` assigns
+them; made on a later version (a reader that opened an older one), each split is cut to the samples that
+version has. Splits of any other packing are refused.
 
 No sample is copied. Index files are written first and ``splits.json`` last, atomically, so a reader
 sees the old splits or the new ones. Reading validates everything before trusting it: names are plain
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,10 +61,15 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 @dataclass
 class Splits:
-    """The splits of one dataset: sorted index arrays by name, and how they were made."""
+    """The splits of one dataset: sorted index arrays by name, and how they were made.
+
+    ``added`` counts the samples the dataset gained since the splits were made (an append): they are in
+    no split until ``stoke split`` runs again, which assigns them and never moves a sample.
+    """
 
     parts: dict[str, np.ndarray]
     info: dict[str, Any] = field(default_factory=dict)
+    added: int = 0
 
 
 def check_name(name: str) -> str:
@@ -89,10 +104,13 @@ def has_splits(root: Path) -> bool:
     return (root / SPLITS_NAME).is_file()
 
 
-def read_splits(root: Path, size: int, dataset: str) -> Splits:
+def read_splits(root: Path, size: int, dataset: str, lineage: Sequence[tuple[str, int]] | None = None) -> Splits:
     """The validated splits of the dataset at ``root`` with ``size`` samples and manifest digest ``dataset``.
 
-    Raises :class:`FormatError` naming the file and what is wrong when anything does not check out.
+    ``lineage`` lists (packing id, samples) of each version of the dataset from 1 to the open one (the
+    last is ``dataset`` and ``size``); splits made on any of them, or on a later version whose ``chain``
+    holds them, apply (see the module docstring). Raises :class:`FormatError` naming the file and what is
+    wrong when anything does not check out.
     """
     where = root / SPLITS_NAME
     try:
@@ -107,20 +125,49 @@ def read_splits(root: Path, size: int, dataset: str) -> Splits:
         or not isinstance(document.get("splits"), list)
     ):
         raise FormatError(f"{where} is not a stoke splits file ({FORMAT}); run `stoke split` again")
-    if document.get("dataset") != dataset:
-        raise FormatError(f"{where} was made for another packing of this dataset; run `stoke split` again")
+    bound, added = splits_extent(document, size, dataset, lineage, str(where))
     parts: dict[str, np.ndarray] = {}
-    taken = np.zeros(size, dtype=bool)
+    taken = np.empty(0, np.int64)  # as the indices read need: no array is sized from a count in the file
     for entry in document["splits"]:
-        parts_name, indices = _read_part(root, entry, size, where)
+        parts_name, indices = _read_part(root, entry, bound, where)
         if parts_name in parts:
             raise FormatError(f"{where} lists split {parts_name!r} twice")
-        if taken[indices].any():
+        if np.intersect1d(taken, indices, assume_unique=True).size:
             raise FormatError(f"{where}: split {parts_name!r} shares samples with another split")
-        taken[indices] = True
+        taken = np.union1d(taken, indices)
         parts[parts_name] = indices
+    if bound > size:  # made on a later version: this version has only its first ``size`` samples
+        parts = {name: part[part < size] for name, part in parts.items()}
     info = {key: value for key, value in document.items() if key not in ("format", "splits")}
-    return Splits(parts, info)
+    return Splits(parts, info, added)
+
+
+def splits_extent(
+    document: dict[str, Any], size: int, dataset: str, lineage: Sequence[tuple[str, int]] | None, where: str
+) -> tuple[int, int]:
+    """(the size of the version the splits were made on, samples added since) for a splits document, or the
+    :class:`FormatError` for splits of another packing.
+
+    Made on a version of ``lineage`` (its ``dataset`` is one of their packing ids): that version's size,
+    and ``size`` minus it. Made on a later version (its ``chain`` begins with ``lineage``'s packing ids):
+    its declared ``num_samples``, at least ``size``, and 0.
+    """
+    versions = list(lineage) if lineage else [(dataset, size)]
+    made_for = document.get("dataset")
+    for packing, count in versions:
+        if made_for == packing:
+            return count, size - count
+    chain, declared = document.get("chain"), document.get("num_samples")
+    ours = [packing for packing, _ in versions]
+    if (
+        isinstance(chain, list)
+        and chain[: len(ours)] == ours
+        and isinstance(declared, int)
+        and not isinstance(declared, bool)
+        and declared >= size
+    ):
+        return declared, 0
+    raise FormatError(f"{where} was made for another packing of this dataset; run `stoke split` again")
 
 
 def _read_part(root: Path, entry: Any, size: int, where: Path) -> tuple[str, np.ndarray]:

@@ -39,7 +39,7 @@ class Order(ABC):
         None when the epoch number is all (every order but a mixture, whose draws carry over epochs)."""
         return None
 
-    def resume(self, epoch: int, saved: Mapping[str, Any] | None) -> None:
-        """Recompute ``epoch`` as ``saved`` (what :meth:`epoch_state` gave) describes it; nothing to do for
-        an order that is a function of the epoch number alone."""
+    def resume(self, epoch: int, saved: Mapping[str, Any] | None, consumed: int = 0) -> None:
+        """Recompute ``epoch`` as ``saved`` (what :meth:`epoch_state` gave) describes it, ``consumed`` of its
+        samples already used; nothing to do for an order that is a function of the epoch number alone."""
         return None

@@ -183,15 +183,20 @@ class MixtureOrder(Order):
         weights = self._anchor.weights if epoch == self._anchor.epoch else self.weights
         return {
             "seed": self.seed,
+            "sizes": dict(zip(self.names, self.sizes.tolist())),
             "weights": dict(zip(self.names, weights)),
             "counts": dict(zip(self.names, self.counts_in(epoch).tolist())),
             "draws": dict(zip(self.names, self.draws_before(epoch).tolist())),
         }
 
-    def resume(self, epoch: int, saved: Mapping[str, Any] | None) -> None:
+    def resume(self, epoch: int, saved: Mapping[str, Any] | None, consumed: int = 0) -> None:
         """Anchor at ``epoch`` as ``saved`` (from :meth:`epoch_state`) describes it: that epoch is finished
         with the counts it began with, and later ones take the current weights; a source the state does not
-        name starts its draws at 0. None anchors before epoch 0 (a fresh start)."""
+        name starts its draws at 0. None anchors before epoch 0 (a fresh start).
+
+        A source whose size changed (a grown dataset, another view) cannot finish an epoch under way
+        (``consumed`` > 0): its draws would land on other samples, so that is refused; at an epoch's start
+        its draws go on in permutations of its new size."""
         if saved is None:
             self._anchor = _Anchor(0, np.zeros(len(self.names), np.int64), self.counts, self.weights)
             return
@@ -206,6 +211,16 @@ class MixtureOrder(Order):
             weights = {str(name): float(value) for name, value in saved["weights"].items()}
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ConfigError(f"the loader state's mixture entry is not one stoke wrote ({error!r})") from None
+        saved_sizes = saved.get("sizes") if isinstance(saved.get("sizes"), Mapping) else {}
+        now = dict(zip(self.names, self.sizes.tolist()))
+        resized = [name for name in self.names if counts.get(name) and saved_sizes.get(name) != now[name]]
+        if consumed and resized:
+            name = resized[0]
+            raise ConfigError(
+                f"the loader state was saved mid-epoch when source {name!r} had {saved_sizes.get(name)} samples; it "
+                f"has {now[name]} now, so the rest of that epoch cannot be recomputed: open the source as it was "
+                f"(stoke.open(path, version=N) for a grown dataset), or resume from an epoch's end"
+            )
         gone = [name for name, count in counts.items() if count and name not in self.names]
         if gone:
             raise ConfigError(

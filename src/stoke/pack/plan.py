@@ -7,7 +7,8 @@ all write byte-identical shards. ``shard_items`` comes from a target shard size 
 of the first items, or is given explicitly.
 
 The plan lives in ``OUT/.stoke-pack/plan.json`` with a fingerprint of the source and settings, so that
-``--resume`` refuses to continue over a source or settings that changed.
+``--resume`` refuses to continue over a source or settings that changed. An append's shard files are
+numbered from ``first_shard`` (one past the dataset's last shard file), its tasks from 0 as any pack's.
 
 Example:
     >>> plan = PackPlan(num_items=10, shard_items=4, fingerprint="f")
@@ -24,7 +25,7 @@ from typing import Any
 
 from stoke.errors import InvalidItem, PackError
 from stoke.format.atomic import write_json_atomically
-from stoke.format.manifest import FieldEntry
+from stoke.format.manifest import FieldEntry, shard_file_name
 from stoke.sources.base import Source
 
 PLAN_NAME = "plan.json"
@@ -38,6 +39,11 @@ class PackPlan:
     num_items: int
     shard_items: int
     fingerprint: str
+    first_shard: int = 0  # the number of task 0's shard file: an append's come after the dataset's
+
+    def file_of(self, shard: int) -> str:
+        """The name of task ``shard``'s shard file."""
+        return shard_file_name(self.first_shard + shard)
 
     @property
     def num_shards(self) -> int:
@@ -57,7 +63,8 @@ class PackPlan:
             return None
         try:
             document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-            return cls(int(document["num_items"]), int(document["shard_items"]), str(document["fingerprint"]))
+            first = int(document.get("first_shard", 0))
+            return cls(int(document["num_items"]), int(document["shard_items"]), str(document["fingerprint"]), first)
         except (ValueError, KeyError, TypeError):
             raise PackError(f"{path} is damaged; start the pack again with --overwrite") from None
 

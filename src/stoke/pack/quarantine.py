@@ -86,15 +86,22 @@ def limit_error(
     source: str,
     listing: Path,
     overwrite: bool,
+    append: bool = False,
 ) -> PackError | None:
     """The error for a pack whose quarantine ``entries`` (sorted) are too many, or None when they are allowed.
 
     Every item quarantined is an error whatever the limit: there is nothing to pack. Otherwise the error
     says how many, the first reasons, where the rest are, and the limit that would accept them, in
-    Python's spelling (``str``) and the command line's (``cli_message``).
+    Python's spelling (``str``) and the command line's (``cli_message``). An ``append``'s remedies are to
+    run it again (it resumes by itself, and publishes nothing until it is accepted).
     """
     count = len(entries)
     shown = _reasons(entries)
+    if count and count == num_items and append:
+        return PackError(
+            f"none of the {num_items:,} items of {source} could be packed; all {count:,} were quarantined ({shown}); "
+            f"all are listed in {listing}; nothing was appended: fix the source and append again"
+        )
     if count and count == num_items:
         return PackError(
             f"none of the {num_items:,} items of {source} could be packed; all {count:,} were quarantined ({shown}); "
@@ -117,6 +124,19 @@ def limit_error(
         f"fix the source and pack again with overwrite=True, or accept them: pack again with resume=True, "
         f"max_quarantined={suggested:g} (the finished shards are kept, nothing is re-encoded)"
     )
+    if append:
+        python = (
+            f"nothing was appended: fix the source and append again, or accept them: run the same append with "
+            f"max_quarantined={suggested:g} (the finished shards are kept, nothing is re-encoded)"
+        )
+        cli_append = python.replace(f"max_quarantined={suggested:g}", f"--max-quarantined {suggested:g}")
+        return QuarantineLimitError(
+            sentence(f"max_quarantined={max_quarantined:g}", python),
+            cli_message=sentence(f"--max-quarantined {max_quarantined:g}", cli_append),
+            num_quarantined=count,
+            num_items=num_items,
+            suggested=suggested,
+        )
     without = " (without --overwrite)" if overwrite else ""
     cli = (
         f"fix the source and pack again with --overwrite, or accept them: run the same command with --resume "

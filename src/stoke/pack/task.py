@@ -82,7 +82,7 @@ def pack_shard(
 ) -> ShardResult:
     """Pack the items of ``shard``; ``advance(n)`` is called as items are done (for progress bars)."""
     fields: list[Field] = [entry.field for entry in entries]
-    name = shard_file_name(shard)
+    name = plan.file_of(shard)
     writer = ShardWriter(out / name, len(fields), shard_seed(plan.fingerprint, shard))
     quarantined: list[dict[str, Any]] = []
     stats: dict[str, dict[str, int] | None] = {entry.name: None for entry in entries}

@@ -113,7 +113,7 @@ def resume_point(state: Mapping[str, Any], *, seed: int, order: Order) -> tuple[
     problem = _problem(state, seed, order)
     if problem:
         raise ConfigError(f"cannot resume from this loader state: {problem}")
-    order.resume(int(state["epoch"]), state.get("order_state"))
+    order.resume(int(state["epoch"]), state.get("order_state"), int(state["samples_consumed"]))
     return int(state["epoch"]), int(state["samples_consumed"])
 
 
@@ -131,7 +131,9 @@ def _problem(state: Mapping[str, Any], seed: int, order: Order) -> str | None:
     if state["order"] != type(order).__name__ or state["epoch_length"] != order.length:
         return (
             f"it was saved for a {state['order']} of {state['epoch_length']} samples per epoch, this Loader "
-            f"has a {type(order).__name__} of {order.length} (a different dataset, view or sampling)"
+            f"has a {type(order).__name__} of {order.length} (a different dataset, view or sampling; if the dataset "
+            f"grew since, stoke pack --append, open the version the state was saved on, stoke.open(path, "
+            f"version=N), to finish the epoch)"
         )
     if state["samples_consumed"] > state["epoch_length"]:
         return f"samples_consumed {state['samples_consumed']} exceeds the epoch's {state['epoch_length']} samples"

@@ -12,6 +12,11 @@ class) and cut at the cumulative fractions, with the largest-remainder rule deci
 the split sizes add up; without labels the whole index range is cut the same way. The result depends
 only on (labels, fractions, seed): not on the order classes are met in, nor on the platform.
 
+A dataset that grew (``stoke pack --append``) since its splits were made has samples in no split.
+:func:`make_splits` then keeps every stored sample where it is and splits only the samples added since,
+by the same rule with the stored settings (:func:`growing_settings`); ``fresh=True`` splits every sample
+again instead (docs/growing.md).
+
 Example:
     >>> import numpy as np
     >>> parts = split_indices(10, {"train": 0.8, "val": 0.2}, seed=0, labels=np.array([0, 1] * 5))
@@ -25,13 +30,13 @@ import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import xxhash
 
-from stoke.errors import ConfigError
-from stoke.format.splits import check_name, write_splits
+from stoke.errors import ConfigError, FormatError
+from stoke.format.splits import Splits, check_name, write_splits
 from stoke.rng import epoch_generator
 
 if TYPE_CHECKING:
@@ -244,6 +249,8 @@ class SplitReport:
     dropped: list[int]
     class_names: dict[int, str] = dataclasses.field(default_factory=dict)
     content: list[str] = dataclasses.field(default_factory=list)
+    kept: int = 0  # samples that kept the split they had (splits extended over samples an append added)
+    added: int = 0  # samples split now for the first time, when the splits were extended
 
     def balance_by_name(self) -> dict[str, dict[str, int]]:
         """``balance`` keyed by class name instead of id."""
@@ -261,6 +268,8 @@ class SplitReport:
             "leaks": self.leaks,
             "dropped": self.dropped,
             "content": self.content,
+            "kept": self.kept,
+            "added": self.added,
         }
 
     def to_json(self, indent: int | None = None) -> str:
@@ -292,8 +301,14 @@ def make_splits(
     dedupe: bool = False,
     stratify_bins: int | None = None,
     content: Sequence[str] | None = None,
+    fresh: bool = False,
 ) -> SplitReport:
     """Split ``dataset`` into named index views stored inside it, and report leaks between splits.
+
+    When the dataset grew since its stored splits were made, the samples they hold keep their split and
+    only the samples added since are split, by the same rule; the settings must be those the splits were
+    made with (:func:`growing_settings`), and ``fresh=True`` splits every sample again instead. Splits
+    that hold every sample are replaced.
 
     ``stratify`` names the field (the label) whose class shares each split keeps (see :func:`strata`;
     ``stratify_bins`` cuts a number into quantile bins). Samples whose *content* is byte-identical are
@@ -317,6 +332,17 @@ def make_splits(
     """
     for name in fractions:
         check_name(name)
+    stored = None if fresh else _splits_to_grow(dataset)
+    if stored is not None:
+        given = {
+            "fractions": dict(fractions),
+            "seed": seed,
+            "stratify": stratify,
+            "stratify_bins": stratify_bins,
+            "dedupe": dedupe,
+            **({"content": list(content)} if content is not None else {}),
+        }
+        return _grow(dataset, stored, given)
     classes = strata(dataset, stratify, stratify_bins) if stratify is not None else None
     labels = classes.ids if classes is not None else None
     compared = list(content) if content is not None else content_fields(dataset, stratify)
@@ -338,14 +364,154 @@ def make_splits(
     dropped = np.setdiff1d(np.arange(len(dataset)), kept)
     positions = split_indices(len(kept), fractions, seed, labels[kept] if labels is not None else None)
     parts = {name: kept[chosen] for name, chosen in positions.items()}
+    settings = _Settings(seed, fractions, stratify, stratify_bins, compared, dedupe)
+    return _write(dataset, parts, settings, dropped, labels, digests, classes)
+
+
+def growing_settings(dataset: Dataset) -> dict[str, Any] | None:
+    """The settings the stored splits were made with, when ``dataset`` grew since and :func:`make_splits`
+    would extend them (``fractions``, ``seed``, ``stratify``, ``stratify_bins``, ``dedupe``, ``content``);
+    None when it would make new splits (none stored, or they already hold every sample).
+
+    Example:
+        >>> import numpy as np, stoke, tempfile
+        >>> out = tempfile.mkdtemp() + "/ds"
+        >>> _ = stoke.pack({"x": np.arange(20), "label": np.arange(20) % 2}, out, progress=False)
+        >>> _ = make_splits(stoke.open(out), {"train": 0.5, "val": 0.5}, seed=3, stratify="label")
+        >>> growing_settings(stoke.open(out)) is None  # every sample is in a split
+        True
+        >>> _ = stoke.pack({"x": np.arange(20, 30), "label": np.arange(10) % 2}, out, append=True, progress=False)
+        >>> settings = growing_settings(stoke.open(out))
+        >>> settings["seed"], settings["stratify"], settings["fractions"]
+        (3, 'label', {'train': 0.5, 'val': 0.5})
+        >>> report = make_splits(stoke.open(out), **settings)
+        >>> report.kept, report.added, sum(report.counts.values())
+        (20, 10, 30)
+    """
+    stored = _splits_to_grow(dataset)
+    return _stored_settings(stored) if stored is not None else None
+
+
+def _splits_to_grow(dataset: Dataset) -> Splits | None:
+    """The stored splits when the dataset gained samples since they were made (None otherwise); splits made on
+    a later version than the one open are a ConfigError (splitting this version would lose theirs)."""
+    if not dataset.has_splits():
+        return None
+    try:
+        stored = dataset.splits()
+    except FormatError:  # another packing's, or damaged: made anew, as always
+        return None
+    made_on = stored.info.get("num_samples")
+    if isinstance(made_on, int) and made_on > len(dataset):
+        raise ConfigError(
+            f"the splits of {dataset.location} were made on a later version (of {made_on:,} samples) than the one "
+            f"open (version {dataset.version}, {len(dataset):,} samples); split the newest version "
+            f"(stoke.open without version=), or pass fresh=True (--fresh) to split this one anew"
+        )
+    return stored if stored.added > 0 else None
+
+
+def _stored_settings(stored: Splits) -> dict[str, Any]:
+    info = stored.info
+    fractions = info.get("fractions")
+    if not isinstance(fractions, dict) or not fractions:  # an older file: the shares its splits hold
+        total = sum(int(part.size) for part in stored.parts.values()) or 1
+        fractions = {name: int(part.size) / total for name, part in stored.parts.items()}
+    bins = info.get("stratify_bins")
+    dedupe = info.get("dedupe", bool(info.get("dropped", 0)))
+    content = info.get("content")
+    return {
+        "fractions": {str(name): float(share) for name, share in fractions.items()},
+        "seed": int(info.get("seed", 0)) if isinstance(info.get("seed", 0), int) else 0,
+        "stratify": info.get("stratify") if isinstance(info.get("stratify"), str) else None,
+        "stratify_bins": bins if isinstance(bins, int) and not isinstance(bins, bool) else None,
+        "dedupe": bool(dedupe),
+        **({"content": [str(name) for name in content]} if isinstance(content, list) else {}),
+    }
+
+
+def _grow(dataset: Dataset, stored: Splits, given: dict[str, Any]) -> SplitReport:
+    """Keep every stored sample's split; split the samples added since by the stored settings."""
+    settings = _stored_settings(stored)
+    differ = [
+        key
+        for key in ("fractions", "seed", "stratify", "stratify_bins", "dedupe", "content")
+        if key in given and not _same(given[key], settings.get(key))
+    ]
+    size = len(dataset)
+    first_new = size - stored.added
+    if differ:
+        made = ", ".join(f"{key}={settings.get(key)!r}" for key in differ)
+        raise ConfigError(
+            f"the splits of {dataset.location} were made with {made}; its {stored.added:,} samples added since are "
+            f"split the same way, and no sample ever moves: leave those options out (stoke split with no options "
+            f"uses the stored ones), or pass fresh=True (--fresh) to split every sample again"
+        )
+    fractions, seed, stratify = settings["fractions"], settings["seed"], settings["stratify"]
+    bins, dedupe = settings["stratify_bins"], settings["dedupe"]
+    for name in fractions:
+        check_name(name)
+    classes = strata(dataset, stratify, bins) if stratify is not None else None
+    labels = classes.ids if classes is not None else None
+    compared = settings.get("content", content_fields(dataset, stratify))
+    missing = [name for name in compared if name not in dataset.fields]
+    if missing:
+        raise ConfigError(f"the stored splits compare the field {missing[0]!r}, which {dataset.location} lacks")
+    digests = content_hashes(dataset, compared) if compared else np.arange(size, dtype=np.uint64)
+    new = np.arange(first_new, size, dtype=np.int64)
+    if dedupe:  # a new sample whose content an earlier sample has is left out, as a first split would
+        _, first = np.unique(digests, return_index=True)
+        is_first = np.zeros(size, bool)
+        is_first[first] = True
+        kept_new = new[is_first[new]]
+    else:
+        kept_new = new
+    positions = split_indices(len(kept_new), fractions, seed, labels[kept_new] if labels is not None else None)
+    parts = {
+        name: np.sort(np.concatenate([stored.parts.get(name, np.empty(0, np.int64)), kept_new[chosen]]))
+        for name, chosen in positions.items()
+    }
+    for name, part in stored.parts.items():  # a stored split the shares no longer name keeps its samples
+        parts.setdefault(name, part)
+    placed = np.concatenate([np.empty(0, np.int64), *parts.values()])
+    dropped = np.setdiff1d(np.arange(size, dtype=np.int64), placed)
+    settings = _Settings(seed, fractions, stratify, bins, compared, dedupe)
+    kept = int(sum(part.size for part in stored.parts.values()))
+    return _write(dataset, parts, settings, dropped, labels, digests, classes, kept=kept, added=int(kept_new.size))
+
+
+class _Settings(NamedTuple):
+    """What a split was made with, as ``splits.json`` records it."""
+
+    seed: int
+    fractions: Mapping[str, float]
+    stratify: str | None
+    bins: int | None
+    compared: list[str]
+    dedupe: bool
+
+
+def _write(
+    dataset: Dataset,
+    parts: dict[str, np.ndarray],
+    settings: _Settings,
+    dropped: np.ndarray,
+    labels: np.ndarray | None,
+    digests: np.ndarray,
+    classes: Any,
+    **counts: int,
+) -> SplitReport:
+    """Write ``parts`` as ``dataset``'s splits, with what they were made with; the report of them."""
+    binned = settings.stratify is not None and settings.bins is not None
     info = {
-        "dataset": dataset.packing_id,
-        "seed": int(seed),
-        "fractions": {name: float(share) for name, share in fractions.items()},
-        "stratify": stratify,
-        **({"stratify_bins": int(stratify_bins)} if stratify is not None and stratify_bins is not None else {}),
-        "content": compared,
+        **_made_on(dataset),
+        "seed": int(settings.seed),
+        "fractions": {name: float(share) for name, share in settings.fractions.items()},
+        "stratify": settings.stratify,
+        **({"stratify_bins": int(settings.bins or 0)} if binned else {}),
+        "content": settings.compared,
         "dropped": int(dropped.size),
+        "dedupe": bool(settings.dedupe),
     }
     write_splits(dataset.root, parts, info)
     return SplitReport(
@@ -354,8 +520,29 @@ def make_splits(
         leaks=_leaks(parts, digests),
         dropped=dropped.tolist(),
         class_names=classes.names if classes is not None else {},
-        content=compared,
+        content=settings.compared,
+        **counts,
     )
+
+
+def _made_on(dataset: Dataset) -> dict[str, Any]:
+    """What ties splits to the version they are made on: its packing id (``dataset``), those of versions 1 to
+    it (``chain``), its size and number; splits of one version apply to every version (stoke.format.splits)."""
+    history = dataset.versions[: dataset.version - 1]
+    return {
+        "dataset": dataset.packing_id,
+        "chain": [*(entry.manifest_checksum for entry in history), dataset.packing_id],
+        "version": dataset.version,
+        "num_samples": len(dataset),
+    }
+
+
+def _same(given: Any, stored: Any) -> bool:
+    if isinstance(given, Mapping) and isinstance(stored, Mapping):
+        return set(given) == set(stored) and all(np.isclose(float(given[k]), float(stored[k])) for k in given)
+    if isinstance(given, (list, tuple)) and isinstance(stored, (list, tuple)):
+        return list(given) == list(stored)
+    return given == stored
 
 
 def class_balance(parts: Mapping[str, np.ndarray], labels: np.ndarray | None) -> dict[str, dict[int, int]]:

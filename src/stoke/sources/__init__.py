@@ -22,7 +22,7 @@ import numpy as np
 from stoke.errors import SourceError
 from stoke.format.fields import Field, ImageField
 from stoke.sources.arrays import ArraysSource
-from stoke.sources.base import Source
+from stoke.sources.base import AppendTarget, Source
 from stoke.sources.dataset import DatasetSource
 from stoke.sources.imagefolder import ImageFolderSource
 from stoke.sources.listing import ListingSource
@@ -38,8 +38,13 @@ def resolve_source(
     fields: Mapping[str, Field] | None = None,
     path_column: str | None = None,
     label_column: str = "label",
+    append_to: AppendTarget | None = None,
 ) -> Source:
-    """The :class:`Source` for a path (folder or listing), arrays, or a map-style dataset."""
+    """The :class:`Source` for a path (folder or listing), arrays, or a map-style dataset.
+
+    ``append_to``: the dataset the source is appended to; a table path is then read with its cleaning
+    (``TableSource(path, fitted=...)``) rather than fitted first.
+    """
     if isinstance(source, Source):
         return source
     if isinstance(source, (str, os.PathLike)):
@@ -49,6 +54,9 @@ def resolve_source(
         if path.is_file() and path.suffix.lower() == ".txt":
             return TextSource(path)
         if path.is_file() and is_table(path, path_column):  # Parquet, or CSV/TSV without image paths
+            if append_to is not None and append_to.source.get("kind") == "table":
+                label = append_to.source.get("label")
+                return TableSource(path, label=label if isinstance(label, str) else None, fitted=append_to)
             return TableSource(path, label=label_column)
         if path.is_file():
             return ListingSource(path, image, path_column, label_column)

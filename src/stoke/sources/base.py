@@ -5,6 +5,12 @@ values in schema order. A bad item raises :class:`~stoke.errors.InvalidItem`, wh
 quarantines; a source that cannot be read at all raises :class:`~stoke.errors.SourceError` when it is
 built. Sources are picklable so that packing can run in other processes or on a cluster.
 
+When a source is appended to a dataset (``stoke.pack(..., append=True)``), the packer first hands it the
+dataset as an :class:`AppendTarget` (:meth:`Source.for_append`), and the source returns itself made to
+encode its items as the dataset's were: label ids numbered by the dataset's class list (new classes at
+the end), text tokenized with the dataset's tokenizer, a table cleaned with the statistics and policies
+the dataset stored. What still differs is refused by the packer (docs/growing.md).
+
 Not for: encoding (fields do that) or writing (the packer does).
 """
 
@@ -12,11 +18,49 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stoke.errors import InvalidItem
 from stoke.format.manifest import FieldEntry
+
+
+@dataclass(frozen=True)
+class AppendTarget:
+    """The dataset a source is appended to, as the source needs it: where it is (for messages), its fields
+    (settings, class lists), what its manifest records under ``source`` (a table's cleaning), and its
+    attachments' bytes (``tokenizer.json``), checked against the manifest.
+
+    Example:
+        >>> from stoke.format.fields import IntField
+        >>> target = AppendTarget("ds", [FieldEntry("label", IntField(), classes=["cat", "dog"])])
+        >>> target.classes("label"), target.classes("other")
+        (['cat', 'dog'], None)
+    """
+
+    location: str
+    fields: list[FieldEntry]
+    source: dict[str, Any] = field(default_factory=dict)
+    attachments: dict[str, bytes] = field(default_factory=dict)
+
+    def classes(self, name: str) -> list[str] | None:
+        """The class names of the dataset's field ``name`` (None when it has none, or no such field)."""
+        return next((entry.classes for entry in self.fields if entry.name == name), None)
+
+
+def grown_classes(known: list[str] | None, found: list[str]) -> list[str]:
+    """The class list of an append: the dataset's ``known`` classes, in their order (their ids never change),
+    then the classes ``found`` in the new items that the dataset does not have, in ``found``'s order.
+
+    Example:
+        >>> grown_classes(["cat", "dog"], ["bird", "dog"])
+        ['cat', 'dog', 'bird']
+    """
+    if known is None:
+        return list(found)
+    have = set(known)
+    return [*known, *(name for name in found if name not in have)]
 
 
 class Source(ABC):
@@ -54,6 +98,12 @@ class Source(ABC):
     def notes(self) -> list[str]:
         """Lines for the pack summary about what the source did to its items (e.g. the gaps a table filled)."""
         return []
+
+    def for_append(self, target: AppendTarget) -> Source:
+        """This source made to encode its items as ``target``'s were (class ids, tokenizer, table cleaning),
+        for an append; a source with nothing to adopt returns itself. Raises
+        :class:`~stoke.errors.AppendError` for what it cannot make agree."""
+        return self
 
     def attachments(self) -> dict[str, bytes]:
         """Whole-dataset files to store beside the shards (name → bytes), e.g. a trained ``tokenizer.json``.

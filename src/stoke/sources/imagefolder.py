@@ -8,6 +8,9 @@ starting with a dot, such as ``.DS_Store``) are skipped; files that do but are n
 ``.jpg``, a broken symbolic link, a truncated file) are quarantined with their reason. A folder with no
 class subfolders, or whose class folders hold no images at all, is a ``SourceError`` naming them.
 
+Appended to a dataset (``for_append``), the folder's classes take the dataset's ids, and classes the
+dataset does not have are added at the end of its list: no label already packed changes meaning.
+
 Example:
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -20,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,7 @@ import xxhash
 from stoke.errors import SourceError
 from stoke.format.fields import ImageField, IntField, TextField
 from stoke.format.manifest import FieldEntry
-from stoke.sources.base import Source, read_file
+from stoke.sources.base import AppendTarget, Source, grown_classes, read_file
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -106,6 +110,18 @@ class ImageFolderSource(Source):
 
     def ignored(self) -> list[str]:
         return list(self._ignored)
+
+    def for_append(self, target: AppendTarget) -> ImageFolderSource:
+        """This folder labelled by ``target``'s class list: its classes keep their ids there, and new ones
+        are numbered after them, in name order (``label`` 0 stays the dataset's first class)."""
+        classes = grown_classes(target.classes("label"), self.classes)
+        if classes == self.classes:
+            return self
+        grown = copy.copy(self)
+        position = {name: number for number, name in enumerate(classes)}
+        grown.labels = np.array([position[name] for name in self.classes], np.int64)[self.labels]
+        grown.classes = classes
+        return grown
 
     def _no_images(self) -> str:
         """Why there is nothing to pack: empty class folders, or class folders of files that are not images."""

@@ -12,7 +12,9 @@ image column at all (``stoke.sources.TextSource`` reads JSONL documents this way
 
 Rows that cannot be packed are quarantined with their line number: a CSV row with the wrong number of
 columns, an invalid JSON line, a missing value, a missing or broken image file. A listing with no path
-column is a plain table. A listing without rows is a ``SourceError``.
+column is a plain table. A listing without rows is a ``SourceError``. Appended to a dataset
+(``for_append``), label names take the dataset's ids, and names it does not have are added at the end of
+its class list.
 
 Example:
     >>> import tempfile, pathlib
@@ -25,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import re
@@ -37,7 +40,7 @@ import xxhash
 from stoke.errors import InvalidItem, SourceError
 from stoke.format.fields import Field, FloatField, ImageField, IntField, JsonField, NDArrayField, TextField
 from stoke.format.manifest import RESERVED_FIELD_NAMES, FieldEntry
-from stoke.sources.base import Source, read_file
+from stoke.sources.base import AppendTarget, Source, grown_classes, read_file
 
 PATH_COLUMN_NAMES = ("path", "image", "image_path", "file", "filename")
 _MISSING = object()
@@ -142,6 +145,16 @@ class ListingSource(Source):
 
     def fingerprint(self) -> str:
         return xxhash.xxh3_64(self.listing.read_bytes()).hexdigest()
+
+    def for_append(self, target: AppendTarget) -> ListingSource:
+        """This listing with each label column numbered by ``target``'s class list (new names at its end)."""
+        grown = {name: grown_classes(target.classes(name), classes) for name, classes in self._classes.items()}
+        if grown == self._classes:
+            return self
+        adopted = copy.copy(self)
+        adopted._classes = grown
+        adopted._class_ids = {name: {c: i for i, c in enumerate(classes)} for name, classes in grown.items()}
+        return adopted
 
     def _convert(self, name: str, value: Any) -> Any:
         field = self._fields[name]

@@ -22,6 +22,15 @@ the column statistics (``stoke.prepare.stats``, over the packed rows before fill
 manifest under ``source.columns``. CSV rows with the wrong number of columns are quarantined as
 ``invalid_row``. A table without rows is a ``SourceError``.
 
+**Appending** a table to a dataset packed from one (``stoke.pack(table, dataset, append=True)``) cleans
+the new rows with what the dataset stored, never refitted (``fitted=``, which :meth:`TableSource.for_append`
+passes): the same columns in the same order, read as the dataset's column types; gaps dropped or filled
+with the stored fill value (the median the packed rows had, say); categories numbered by the stored
+vocabulary. Whatever cannot be cleaned that way refuses the append in one sentence: a category the
+vocabulary lacks (except in the label column, whose new classes are added at the end of its list), gaps
+in a column filled by ``knn`` (which needs the packed rows), gaps in a column whose fill value the
+dataset did not record, or types and policies asked for that are not the stored ones.
+
 Not for: tables with image paths (``ListingSource`` reads those), JSON Lines (``ListingSource``), or
 normalising at load time (``stoke.ops.Standardize``, fitted on the training split).
 
@@ -53,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xxhash
 
-from stoke.errors import ConfigError, InvalidItem, SourceError
+from stoke.errors import AppendError, ConfigError, InvalidItem, SourceError
 from stoke.extras import require
 from stoke.format.fields import Field, FloatField, IntField, TextField
 from stoke.format.manifest import RESERVED_FIELD_NAMES, FieldEntry
@@ -69,7 +78,7 @@ from stoke.prepare.impute import (
     policy_to_json,
 )
 from stoke.prepare.stats import category_counts, numeric_stats
-from stoke.sources.base import Source
+from stoke.sources.base import AppendTarget, Source, grown_classes
 
 if TYPE_CHECKING:
     import pyarrow as pa  # imported where a table is read: pyarrow is the tables extra
@@ -84,6 +93,8 @@ _INT_RE = r"^[+-]?\d+$"
 _FLOAT_RE = r"(?i)^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)$"
 _GROUP_WORDS = {"numeric": "numbers", "categorical": "categories", "text": "text"}
 _FILL_EXAMPLE = {"numeric": "median", "categorical": "mode"}  # a fill to suggest for a column that drops rows
+_DECLARED = {"float": "numeric", "int": "int", "categorical": "categorical", "text": "text"}  # stored type -> types=
+_GROUP_OF = {"float": "numeric", "int": "numeric", "categorical": "categorical", "text": "text"}
 
 
 @dataclass
@@ -123,6 +134,7 @@ class TableSource(Source):
         label: str | None = "label",
         null_values: Sequence[str] = (),
         neighbors: int = DEFAULT_NEIGHBORS,
+        fitted: AppendTarget | None = None,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -134,6 +146,7 @@ class TableSource(Source):
             raise ConfigError(f"neighbors must be at least 1, got {neighbors}")
         self.label = label
         self.neighbors = neighbors
+        self._fitted = fitted
         self._default_missing = missing is None  # the pack summary then says how to drop rows instead
         default = parse_policy(DEFAULT_POLICY if missing is None else missing)
         self._settings = {
@@ -169,12 +182,17 @@ class TableSource(Source):
         self._table_row[good] = np.arange(good.size)
         self._problems: dict[int, tuple[str, str]] = {item: ("invalid_row", why) for item, why in bad_rows.items()}
 
+        stored = _stored_columns(fitted, names, self.path) if fitted is not None else None
+        declared = {c["name"]: _DECLARED[c["type"]] for c in stored} if stored is not None else dict(types or {})
         self._columns = [
-            _parse_column(name, table.column(name), (types or {}).get(name), name == label, self.path) for name in names
+            _parse_column(name, table.column(name), declared.get(name), name == label, self.path) for name in names
         ]
         kept = self._quarantine_invalid(good)
-        kept = self._drop_missing(kept, default, dict(missing_columns or {}), good)
-        self._fill(kept)
+        if fitted is not None and stored is not None:
+            self._clean_like(kept, good, stored, fitted)
+        else:
+            kept = self._drop_missing(kept, default, dict(missing_columns or {}), good)
+            self._fill(kept)
         self.num_dropped = sum(column.record["missing"]["dropped"] for column in self._columns)
         self.num_filled = sum(column.record["missing"]["filled"] for column in self._columns)
         self.num_invalid = len(self._problems) - self.num_dropped
@@ -256,6 +274,58 @@ class TableSource(Source):
         hasher.update(json.dumps(self._settings, sort_keys=True, default=str).encode())
         return hasher.hexdigest()
 
+    def for_append(self, target: AppendTarget) -> TableSource:
+        """This table cleaned as ``target`` was (its column types, policies, fill values and vocabularies),
+        read again with ``fitted=target``; types or policies asked for that are not the stored ones, or a
+        dataset not packed from a table, are an :class:`~stoke.errors.AppendError`."""
+        if self._fitted is target:
+            return self
+        source = target.source
+        if source.get("kind") != "table" or not isinstance(source.get("columns"), list):
+            raise AppendError(
+                f"{target.location} was not packed from a table (its source is {source.get('kind', 'unknown')!r}), "
+                f"so it keeps no table cleaning for the rows of {self.path}; append a source like the one it was "
+                f"packed from"
+            )
+        self._check_request(source, target.location)
+        label = source.get("label")
+        return TableSource(
+            self.path,
+            label=label if isinstance(label, str) else None,
+            null_values=self._settings["null_values"],
+            neighbors=self.neighbors,
+            fitted=target,
+        )
+
+    def _check_request(self, source: Mapping[str, Any], location: str) -> None:
+        """Refuse column types and missing-value policies asked of this table that the dataset did not use."""
+        stored = {c.get("name"): c for c in source["columns"] if isinstance(c, dict)}
+        for name, declared in self._settings["types"].items():
+            asked = "float" if declared in ("numeric", "float") else declared
+            have = stored.get(name, {}).get("type")
+            if have is not None and asked != have and not (asked == "int" and have == "float"):  # a filled int
+                raise AppendError(
+                    f"column {name!r} is a {have} column in {location}, not {asked}: an append reads new rows with "
+                    f"the dataset's column types; leave --type (types=) out"
+                )
+        label = source.get("label")
+        explicit = self._settings["missing_columns"]
+        for name, column in stored.items():
+            have, group = column.get("missing", {}).get("policy"), _GROUP_OF.get(column.get("type"), "text")
+            if name == label or have is None or (name not in explicit and self._default_missing):
+                continue
+            asked = explicit[name] if name in explicit else self._settings["missing"]
+            try:
+                used = check_policy_for(group, parse_policy(asked), name, name in explicit)
+            except ConfigError:
+                used = None
+            if used is None or policy_to_json(used) != have:
+                raise AppendError(
+                    f"column {name!r} of {location} was cleaned with {have!r} when it was packed, not {asked!r}: an "
+                    f"append cleans new rows as the packed ones were; leave --missing and --missing-col out (the "
+                    f"dataset's policies apply)"
+                )
+
     # -- cleaning ------------------------------------------------------------------------------------
     def _quarantine_invalid(self, good: np.ndarray) -> np.ndarray:
         """Quarantine rows holding unparseable or infinite numbers; returns the table rows still kept."""
@@ -290,16 +360,18 @@ class TableSource(Source):
                 policy = ("drop", None)
             column.policy = check_policy_for(column.group, policy, column.name, explicit)
             column.explicit = explicit
-            dropped = 0
-            if column.policy[0] == "drop":
-                rows = np.flatnonzero(column.missing & kept)
-                reason = self._drop_reason(column)
-                for row in rows:
-                    self._problems[int(good[row])] = ("missing_value", reason)
-                kept[rows] = False
-                dropped = int(rows.size)
+            dropped = self._drop_rows_without(column, kept, good) if column.policy[0] == "drop" else 0
             column.record["missing"] = {"policy": policy_to_json(column.policy), "dropped": dropped}
         return kept
+
+    def _drop_rows_without(self, column: _Column, kept: np.ndarray, good: np.ndarray) -> int:
+        """Leave out the kept rows where ``column`` has no value, each quarantined with the reason; how many."""
+        rows = np.flatnonzero(column.missing & kept)
+        reason = self._drop_reason(column)
+        for row in rows:
+            self._problems[int(good[row])] = ("missing_value", reason)
+        kept[rows] = False
+        return int(rows.size)
 
     def _drop_reason(self, column: _Column) -> str:
         """The sentence for a row left out because ``column`` has no value, naming the knob that keeps it."""
@@ -345,6 +417,11 @@ class TableSource(Source):
                     column.values = as_float if column.kind == "float" else column.values.copy()
                     column.values[np.flatnonzero(kept)] = filled
                     column.values[np.flatnonzero(column.missing & ~kept)] = 0  # quarantined rows, never read
+                elif column.policy[0] in ("mean", "median", "mode") and (kept & ~column.missing).any():
+                    # No gap to fill here, but an append fills its rows' gaps with this value (never refitted).
+                    _, value = fill_numeric(as_float[kept], column.policy)
+                    is_whole = column.kind == "int" and float(value).is_integer()
+                    column.record["missing"]["fill"] = int(value) if is_whole else value
             elif column.kind == "categorical":
                 self._fill_categories(column, kept, gaps)
             elif gaps.any():
@@ -375,6 +452,8 @@ class TableSource(Source):
         used = np.flatnonzero(counts)  # categories seen only in quarantined rows leave the vocabulary
         vocabulary = [column.vocabulary[i] for i in used]
         fill: str | None = None
+        if column.policy[0] == "mode" and used.size:  # recorded without gaps too: an append fills with it
+            column.record["missing"]["fill"] = column.vocabulary[int(used[np.argmax(counts[used])])]
         if gaps.any() and column.policy[0] == "mode":
             if not used.size:
                 raise SourceError(f"column {column.name!r} of {self.path} has no values, so it has no mode")
@@ -383,19 +462,87 @@ class TableSource(Source):
             fill = str(column.policy[1]).strip()
         if fill is not None and fill not in vocabulary:
             vocabulary = sorted([*vocabulary, fill])
-        remap = np.full(len(column.vocabulary) + 1, -1, dtype=np.int64)
-        new_position = {name: i for i, name in enumerate(vocabulary)}
-        for old, name in enumerate(column.vocabulary):
-            remap[old] = new_position.get(name, -1)
-        codes = remap[column.values]  # -1 stays -1 through the extra last slot
-        if fill is not None:
-            codes[gaps] = new_position[fill]
-            column.record["missing"]["fill"] = fill
-        column.vocabulary, column.values = vocabulary, codes
-        observed = np.where(gaps, -1, codes)
-        column.record["categories"] = category_counts(observed[kept], vocabulary)
-        column.record["unknown_id"] = len(vocabulary)
-        column.record["stats"] = {"count": int((kept & ~column.missing).sum()), "missing": int(gaps.sum())}
+        _recode(column, vocabulary, fill, gaps, kept)
+
+    def _clean_like(
+        self, kept: np.ndarray, good: np.ndarray, stored: list[dict[str, Any]], target: AppendTarget
+    ) -> None:
+        """Drop or fill the gaps of these rows by the policies, fill values and vocabularies ``target`` stored."""
+        for column, record in zip(self._columns, stored):
+            try:
+                policy = parse_policy(record["missing"]["policy"])
+            except (ConfigError, KeyError, TypeError):
+                raise AppendError(
+                    f"{target.location} records no cleaning stoke can apply for column {column.name!r}; re-pack the "
+                    f"whole table instead of appending"
+                ) from None
+            column.policy = ("drop", None) if column.name == self.label else policy
+            dropped = self._drop_rows_without(column, kept, good) if column.policy[0] == "drop" else 0
+            column.record["missing"] = {"policy": policy_to_json(column.policy), "dropped": dropped}
+        for column, record in zip(self._columns, stored):
+            gaps = column.missing & kept
+            column.record["missing"]["filled"] = int(gaps.sum()) if column.policy[0] != "drop" else 0
+            kind, constant = column.policy
+            value = constant if kind == "constant" else record["missing"].get("fill")
+            if column.group == "numeric":
+                assert column.values is not None
+                column.record["stats"] = numeric_stats(column.values[kept], column.missing[kept])
+                if not gaps.any() or kind == "drop":
+                    continue
+                self._check_fill(column, kind, value, target.location)
+                column.values = column.values.astype(np.float64 if column.kind == "float" else np.int64)
+                column.values[gaps] = value
+                column.record["missing"]["fill"] = value
+            elif column.kind == "categorical":
+                fill = None if not gaps.any() or kind == "drop" else value
+                if gaps.any() and kind == "mode" and fill is None:
+                    self._check_fill(column, kind, None, target.location)
+                self._categories_like(column, kept, gaps, target.classes(column.name), fill, target.location)
+            elif gaps.any() and kind != "drop":
+                assert column.text is not None
+                import pyarrow as pa
+                import pyarrow.compute as pc
+
+                column.text = pc.if_else(pa.array(gaps), pa.scalar(str(constant), pa.string()), column.text)
+                column.record["missing"]["fill"] = constant
+
+    def _check_fill(self, column: _Column, kind: str, value: Any, location: str) -> None:
+        """Refuse gaps that the stored cleaning cannot fill as it filled the packed rows'."""
+        if kind == "knn":
+            raise AppendError(
+                f"column {column.name!r} of {self.path} has gaps, which {location} filled from the nearest packed rows "
+                f"(knn); an append does not refit on them: fill the gaps in the table, or re-pack it whole"
+            )
+        if value is None or (column.group == "numeric" and not isinstance(value, (int, float))):
+            raise AppendError(
+                f"column {column.name!r} of {self.path} has gaps, but {location} recorded no {kind} to fill them with "
+                f"(its packed rows had none, or an older stoke packed it); fill the gaps in the table, or re-pack it"
+            )
+        if column.kind == "int" and not float(value).is_integer():
+            raise AppendError(
+                f"column {column.name!r} of {self.path} has gaps, and the {kind} {value!r} that {location} fills them "
+                f"with is not a whole number for its int column; fill the gaps in the table, or re-pack it"
+            )
+
+    def _categories_like(
+        self, column: _Column, kept: np.ndarray, gaps: np.ndarray, known: list[str] | None, fill: Any, location: str
+    ) -> None:
+        """Number the categories by the stored vocabulary ``known`` (a label's new classes go at its end)."""
+        assert column.values is not None
+        known = list(known or [])
+        codes = np.where(kept, column.values, -1)
+        found = [column.vocabulary[i] for i in np.unique(codes[codes >= 0]).tolist()]
+        fill = None if fill is None else str(fill).strip()
+        new = [name for name in [*found, *([fill] if fill is not None else [])] if name not in set(known)]
+        if new and column.name != self.label:
+            shown = ", ".join(repr(name) for name in new[:3]) + (", ..." if len(new) > 3 else "")
+            raise AppendError(
+                f"column {column.name!r} of {self.path} holds {len(new):,} values that {location}'s categories lack "
+                f"({shown}); an append keeps a table's categories as they were packed (their ids, and the unknown id "
+                f"{len(known)}): map them to known values in the table, or re-pack the whole table"
+            )
+        vocabulary = grown_classes(known, sorted(set(new)))
+        _recode(column, vocabulary, fill, gaps, kept)
 
     def _fill_knn(self, targets: list[_Column], kept: np.ndarray) -> None:
         """KNNImputer over every numeric column except the label (which would leak into the features)."""
@@ -420,6 +567,25 @@ class TableSource(Source):
             values = np.asarray(column.values, dtype=np.float64 if column.kind == "float" else np.int64).copy()
             values[np.flatnonzero(kept)] = imputed if column.kind == "float" else np.round(imputed)
             column.values = values
+
+
+def _stored_columns(target: AppendTarget, names: Sequence[str], path: Path) -> list[dict[str, Any]]:
+    """The columns ``target`` recorded (name, type, missing-value cleaning), which must be ``names``, in order."""
+    columns = target.source.get("columns")
+    stored = [c for c in columns if isinstance(c, dict)] if isinstance(columns, list) else []
+    if [c.get("name") for c in stored] != list(names):
+        have = ", ".join(str(c.get("name")) for c in stored)
+        raise AppendError(
+            f"{path} has the columns {', '.join(names)}, and the table {target.location} was packed from had {have}: "
+            f"an append brings the same columns in the same order"
+        )
+    for column in stored:
+        if column.get("type") not in _DECLARED or not isinstance(column.get("missing"), dict):
+            raise AppendError(
+                f"{target.location} records no cleaning stoke can apply for column {column.get('name')!r}; re-pack "
+                f"the whole table instead of appending"
+            )
+    return stored
 
 
 def _plural(count: int, noun: str) -> str:
@@ -691,3 +857,22 @@ def _parse_text(name: str, array: pa.Array, kind: str, inferred: bool) -> _Colum
         invalid=np.zeros(missing.size, bool),
         vocabulary=[dictionary[i] for i in order],
     )
+
+
+def _recode(column: _Column, vocabulary: list[str], fill: str | None, gaps: np.ndarray, kept: np.ndarray) -> None:
+    """Give a categorical ``column`` the ids of ``vocabulary`` (``fill`` in its ``gaps``) and record them.
+
+    A value only quarantined rows hold gets -1 (through the extra last slot), never read."""
+    position = {name: number for number, name in enumerate(vocabulary)}
+    remap = np.full(len(column.vocabulary) + 1, -1, dtype=np.int64)
+    for old, name in enumerate(column.vocabulary):
+        remap[old] = position.get(name, -1)
+    codes = remap[column.values]
+    if fill is not None:
+        codes[gaps] = position[fill]
+        column.record["missing"]["fill"] = fill
+    column.vocabulary, column.values = vocabulary, codes
+    observed = np.where(gaps, -1, codes)
+    column.record["categories"] = category_counts(observed[kept], vocabulary)
+    column.record["unknown_id"] = len(vocabulary)
+    column.record["stats"] = {"count": int((kept & ~column.missing).sum()), "missing": int(gaps.sum())}

@@ -12,10 +12,14 @@ What counts as one document (one sample):
   ndarrays, text labels as class ids).
 
 Each document gets a ``tokens`` field: a variable-length 1-D ``ndarray`` of token ids (``uint16`` when the
-vocabulary fits, else ``int32``) from ``tokenizer``: ``"byte"`` (UTF-8 bytes), ``"bpe"`` (trained on these
-documents with ``vocab_size`` ids before packing), or a ready ``tokenizers.Tokenizer``
+vocabulary fits, else ``int32``) from ``tokenizer``: ``"byte"`` (UTF-8 bytes, the default), ``"bpe"``
+(trained on these documents with ``vocab_size`` ids before packing), or a ready ``tokenizers.Tokenizer``
 (``stoke.prepare.tokenize``). The tokenizer goes into the dataset as ``tokenizer.json``; read it back with
 ``dataset.tokenizer()``. With ``keep_text`` the text itself is stored too, in the ``text_field`` field.
+
+Appended to a dataset (``stoke.pack(..., append=True)``), the documents are tokenized with the dataset's
+own ``tokenizer.json``, never a tokenizer trained on them (whose ids would mean other text): leave
+``tokenizer`` out, or name the kind the dataset has; nothing is trained then.
 
 A document that cannot be read (a file that is not UTF-8, an invalid JSON line, a missing text) is
 quarantined with its reason; an empty document is kept, with no tokens.
@@ -37,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,11 +50,11 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from stoke.errors import ConfigError, InvalidItem, SourceError
+from stoke.errors import AppendError, ConfigError, InvalidItem, SourceError
 from stoke.format.fields import NDArrayField, TextField
 from stoke.format.manifest import RESERVED_FIELD_NAMES, FieldEntry
-from stoke.prepare.tokenize import TOKENIZER_FILE, TextTokenizer, byte_tokenizer, train_bpe
-from stoke.sources.base import Source, read_file
+from stoke.prepare.tokenize import TOKENIZER_FILE, TextTokenizer, byte_tokenizer, tokenizer_from_json, train_bpe
+from stoke.sources.base import AppendTarget, Source, read_file
 from stoke.sources.listing import ListingSource
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
@@ -65,7 +70,7 @@ class TextSource(Source):
         self,
         path: str | Path,
         text_field: str = "text",
-        tokenizer: str | Any = "byte",
+        tokenizer: str | Any | None = None,
         vocab_size: int = 8000,
         keep_text: bool = True,
         label_column: str | None = "label",
@@ -102,7 +107,19 @@ class TextSource(Source):
             raise SourceError(
                 f"{self.path} is not text stoke reads; give a .txt file, a folder of .txt files or a .jsonl"
             )
-        self.tokenizer = self._make_tokenizer(tokenizer, vocab_size)
+        if not (tokenizer is None or _is_tokenizer(tokenizer) or tokenizer in ("byte", "bpe")):
+            raise ConfigError(f"tokenizer must be 'byte', 'bpe' or a tokenizers.Tokenizer, got {tokenizer!r}")
+        self._requested = tokenizer
+        self._vocab_size = vocab_size
+        self._tokenizer: TextTokenizer | None = None  # made when first needed: an append adopts the dataset's
+        self._attached: bytes | None = None  # the dataset's tokenizer.json, byte for byte, once adopted
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        """The tokenizer the documents are encoded with (a BPE is trained the first time it is asked for)."""
+        if self._tokenizer is None:
+            self._tokenizer = self._make_tokenizer(self._requested or "byte", self._vocab_size)
+        return self._tokenizer
 
     # ---- the Source protocol ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -172,7 +189,31 @@ class TextSource(Source):
         return digest.hexdigest()
 
     def attachments(self) -> dict[str, bytes]:
+        if self._attached is not None:
+            return {TOKENIZER_FILE: self._attached}
         return {TOKENIZER_FILE: self.tokenizer.to_json().encode("utf-8")}
+
+    def for_append(self, target: AppendTarget) -> TextSource:
+        """These documents tokenized with ``target``'s ``tokenizer.json`` (and labelled by its class list).
+
+        A tokenizer given as an object is kept (the packer refuses it unless it is the dataset's, byte for
+        byte); a kind given by name must be the dataset's.
+        """
+        adopted = copy.copy(self)
+        if self._listing is not None:
+            adopted._listing = self._listing.for_append(target)
+        stored = target.attachments.get(TOKENIZER_FILE)
+        if stored is None or _is_tokenizer(self._requested):
+            return adopted
+        existing = tokenizer_from_json(stored, f"{target.location}/{TOKENIZER_FILE}")
+        if self._requested is not None and self._requested != existing.kind:
+            raise AppendError(
+                f"{target.location} was tokenized with its {existing.kind} tokenizer ({TOKENIZER_FILE}), and an "
+                f"append reuses it, so that token ids keep their meaning: leave the tokenizer out (--tokenizer), "
+                f"or give {existing.kind!r}"
+            )
+        adopted._tokenizer, adopted._attached = existing, stored
+        return adopted
 
     # ---- internals ----------------------------------------------------------------------------------
     def _check_jsonl(self) -> None:
@@ -219,6 +260,11 @@ class TextSource(Source):
         if hasattr(tokenizer, "to_str") and hasattr(tokenizer, "encode"):  # a tokenizers.Tokenizer
             return TextTokenizer("bpe", tokenizer)
         raise ConfigError(f"tokenizer must be 'byte', 'bpe' or a tokenizers.Tokenizer, got {tokenizer!r}")
+
+
+def _is_tokenizer(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` is a tokenizer object (stoke's or Hugging Face's) rather than a kind's name."""
+    return isinstance(tokenizer, TextTokenizer) or (hasattr(tokenizer, "to_str") and hasattr(tokenizer, "encode"))
 
 
 def _paragraphs(text: str) -> np.ndarray:

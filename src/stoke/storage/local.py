@@ -33,27 +33,39 @@ from typing import Any
 import numpy as np
 
 from stoke.errors import FormatError, NotADatasetError
-from stoke.format.checksum import file_checksum
 from stoke.format.manifest import MANIFEST_NAME, Manifest
 from stoke.format.shard import ShardReader
 from stoke.format.splits import Splits, has_splits, read_splits
+from stoke.format.versions import VersionEntry
 from stoke.sources.guess import not_a_dataset
-from stoke.storage.store import MAX_UNCONFIRMED_SAMPLES, close_readers, fork_safe_lock, mapped_once
+from stoke.storage.store import (
+    MAX_UNCONFIRMED_SAMPLES,
+    close_readers,
+    fork_safe_lock,
+    lineage,
+    mapped_once,
+    older_version,
+)
 
 
 class LocalStore:
-    """The :class:`~stoke.storage.store.ShardStore` of the dataset directory ``root``."""
+    """The :class:`~stoke.storage.store.ShardStore` of the dataset directory ``root``, at its newest version
+    or at ``version`` (``versions/manifest-v<N>.json``, checked against the newest manifest's history)."""
 
     fetches = False
     evicts = False  # mapped until close(): reads hand out views, zero-copy
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], version: int | None = None) -> None:
         self.root = Path(root)
         self.location = str(self.root)
         try:
-            self.manifest = Manifest.read(self.root)
+            newest, packing_id = Manifest.read_file(self.root)
         except NotADatasetError:  # say what the path holds, and the command that makes or finds a dataset
             raise NotADatasetError(not_a_dataset(self.root)) from None
+        self.versions: list[VersionEntry] = newest.history
+        self.manifest, self._packing_id, self._newest = newest, packing_id, newest
+        if version is not None and version != newest.version:
+            self.manifest, self._packing_id = older_version(newest, version, self.location, self._read_version)
         self._readers: list[ShardReader | None] = [None] * len(self.manifest.shards)
         self._lock = fork_safe_lock(self)
         self._real_root: str | None = None
@@ -63,7 +75,7 @@ class LocalStore:
 
     @property
     def packing_id(self) -> str:
-        return file_checksum(self.root / MANIFEST_NAME)
+        return self._packing_id  # of the bytes read at open: an append meanwhile does not change it
 
     def where(self, name: str) -> str:
         return str(self.root / name)
@@ -122,11 +134,18 @@ class LocalStore:
                 raise FormatError(f"{path} is {actual:,} bytes but the manifest lists {size:,}; restore it or re-pack")
             return stream.read(size)
 
+    def read_version(self, number: int) -> Manifest:
+        return (
+            self._newest
+            if number == self._newest.version
+            else older_version(self._newest, number, self.location, self._read_version)[0]
+        )
+
     def has_splits(self) -> bool:
         return has_splits(self.root)
 
     def read_splits(self) -> Splits:
-        return read_splits(self.root, self.manifest.num_samples, self.packing_id)
+        return read_splits(self.root, self.manifest.num_samples, self.packing_id, lineage(self))
 
     # ---- life cycle ------------------------------------------------------------------------------
     def close(self) -> None:
@@ -146,6 +165,10 @@ class LocalStore:
         self._lock = fork_safe_lock(self)
 
     # ---- internals -------------------------------------------------------------------------------
+    def _read_version(self, name: str) -> bytes:
+        """The bytes of the manifest kept in ``name`` (``versions/manifest-v<N>.json``), checked to lie inside."""
+        return Manifest.read_raw(self.root, name)
+
     def _inside(self, name: str, what: str = "shard") -> Path:
         """The resolved path of a file the manifest names; refuses any that resolves outside the dataset."""
         if self._real_root is None:

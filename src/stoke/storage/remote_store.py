@@ -53,13 +53,22 @@ from stoke.errors import ConfigError, FormatError, NotADatasetError
 from stoke.format import strict_json
 from stoke.format.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, ShardEntry
 from stoke.format.shard import ShardReader
-from stoke.format.splits import SPLITS_DIR, SPLITS_NAME, Splits, check_name, read_splits
+from stoke.format.splits import SPLITS_DIR, SPLITS_NAME, Splits, check_name, read_splits, splits_extent
+from stoke.format.versions import VersionEntry
 from stoke.home import default_home
 from stoke.storage.cache import ShardCache, fetch_uncached
 from stoke.storage.prefetch import Prefetcher, ReadPlan
 from stoke.storage.remote import RemoteFiles
 from stoke.storage.retry import DownloadMismatch, Retry
-from stoke.storage.store import close_readers, fork_safe_lock, map_shard, mapped_once, shard_starts
+from stoke.storage.store import (
+    close_readers,
+    fork_safe_lock,
+    lineage,
+    map_shard,
+    mapped_once,
+    older_version,
+    shard_starts,
+)
 
 DEFAULT_CACHE_BYTES = 8 << 30
 DEFAULT_AHEAD = 2
@@ -80,6 +89,10 @@ class RemoteStore:
     sizes are believed until a shard is fetched, and each fetch stops one byte past the listed size and
     checks the file's size and checksum before it is read.
 
+    ``version`` opens an older version of a dataset that grew (``versions/manifest-v<N>.json``, checked
+    against the newest manifest's history, as for a local dataset); versions share their shards, and so
+    their cache entries.
+
     ``root`` and ``url`` are the URL (a ``str``), ``cache`` the :class:`~stoke.storage.cache.ShardCache`
     (None in a copy, which does not own it), ``files`` the :class:`~stoke.storage.remote.RemoteFiles`.
     """
@@ -96,19 +109,17 @@ class RemoteStore:
         storage_options: Mapping[str, Any] | None = None,
         retry: Retry | None = None,
         ahead: int = DEFAULT_AHEAD,
+        version: int | None = None,
     ) -> None:
         files = RemoteFiles(url, storage_options, retry)
-        raw = files.read_small(MANIFEST_NAME, MAX_MANIFEST_BYTES, missing=_not_a_dataset(url))
-        where = files.where(MANIFEST_NAME)
-        try:
-            document = strict_json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise FormatError(
-                f"{where} is damaged ({error}); restore it or re-pack and re-upload the dataset"
-            ) from None
-        self.manifest = Manifest.from_dict(document, where=where)
-        self.root = self.url = self.location = files.url
+        newest, raw = _read_manifest(files, MANIFEST_NAME, _not_a_dataset(url))
+        self.versions: list[VersionEntry] = newest.history
+        self.manifest = self._newest = newest
         self._files: RemoteFiles | None = files
+        packing_id = xxhash.xxh3_64(raw).hexdigest()
+        if version is not None and version != newest.version:
+            self.manifest, packing_id = older_version(newest, version, files.url, lambda name: _read_kept(files, name))
+        self.root = self.url = self.location = files.url
         self._recipe = (files.url, files.storage_options, files.retry)  # what a copy makes its own files from
         largest = max((shard.file_size for shard in self.manifest.shards), default=0)
         cache_bytes = DEFAULT_CACHE_BYTES if cache_bytes is None else cache_bytes
@@ -125,7 +136,7 @@ class RemoteStore:
         self.directory = (Path(cache_dir) if cache_dir is not None else default_home() / "remote") / identity
         self.max_bytes = cache_bytes
         self.retry = files.retry
-        self._packing_id = xxhash.xxh3_64(raw).hexdigest()
+        self._packing_id = packing_id
         self._ahead = ahead
         self._keys = [cache_key(shard) for shard in self.manifest.shards]
         self._shard_by_key = {key: number for number, key in enumerate(self._keys)}
@@ -238,6 +249,15 @@ class RemoteStore:
             )
         return data
 
+    def read_version(self, number: int) -> Manifest:
+        """The manifest of version ``number`` (fetched and checked, as when it is opened)."""
+        if number == self._newest.version:
+            return self._newest
+        return older_version(self._newest, number, self.url, self._read_version)[0]
+
+    def _read_version(self, name: str) -> bytes:
+        return _read_kept(self.files, name)
+
     def has_splits(self) -> bool:
         """Whether the remote dataset holds ``splits.json`` (fetches that one small file)."""
         try:
@@ -260,6 +280,7 @@ class RemoteStore:
         entries = document.get("splits") if isinstance(document, dict) else None
         if not isinstance(entries, list):
             raise FormatError(f"{where} is not a stoke splits file; run `stoke split` again")
+        bound = splits_extent(document, size, self.packing_id, lineage(self), where)[0]  # refuses foreign splits
         self.directory.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".splits-", dir=self.directory))
         try:
@@ -271,11 +292,11 @@ class RemoteStore:
                     check_name(name)  # a plain name: the index file cannot be outside splits/
                 except ValueError as error:
                     raise FormatError(f"{where}: {error}") from None
-                if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= size:
+                if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= bound:
                     raise FormatError(f"{where}: split {name!r} has an invalid count {count!r}")
                 data = files.read_small(f"{SPLITS_DIR}/{name}.idx", 8 * count)
                 (scratch / SPLITS_DIR / f"{name}.idx").write_bytes(data)
-            return read_splits(scratch, size, self.packing_id)
+            return read_splits(scratch, size, self.packing_id, lineage(self))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -481,6 +502,23 @@ class _Copy:
             reader, self.readers[number] = self.readers[number], None
             if reader is not None:
                 reader.close()
+
+
+def _read_manifest(files: RemoteFiles, name: str, missing: FormatError | NotADatasetError) -> tuple[Manifest, bytes]:
+    """The validated manifest in the remote file ``name`` and the bytes it was read from."""
+    raw = files.read_small(name, MAX_MANIFEST_BYTES, missing=missing)
+    where = files.where(name)
+    try:
+        document = strict_json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise FormatError(f"{where} is damaged ({error}); restore it or re-pack and re-upload the dataset") from None
+    return Manifest.from_dict(document, where=where), raw
+
+
+def _read_kept(files: RemoteFiles, name: str) -> bytes:
+    """The bytes of an older version's manifest, kept in the remote file ``name``."""
+    missing = FormatError(f"{files.where(name)} is missing; restore it from a copy of the dataset")
+    return files.read_small(name, MAX_MANIFEST_BYTES, missing=missing)
 
 
 class _NoSplitsError(FormatError):

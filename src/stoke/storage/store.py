@@ -31,15 +31,18 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from stoke.errors import ConfigError, FormatError
+from stoke.format.checksum import format_digest, sample_checksum
 from stoke.format.manifest import Manifest
 from stoke.format.shard import ShardReader
 from stoke.format.splits import Splits
+from stoke.format.versions import VersionEntry, check_is_version, unknown_version
 
 # Samples in shards whose files are missing or of another size than listed are damage (verify lists them),
 # up to as many as the files confirm, plus this many: beyond that the counts are not the files' and the
@@ -58,8 +61,11 @@ class ShardStore(Protocol):
         root: the dataset as its user named it: the directory (a ``Path``) of a local store, the URL (a
             ``str``) of a remote one.
         location: ``str(root)``, as messages name the dataset.
-        manifest: the validated manifest, read when the store was made (counts checked against the sizes
-            it lists).
+        manifest: the validated manifest of the version the store was opened at (the newest, unless a
+            ``version`` was asked for), read when the store was made (counts checked against the sizes it
+            lists).
+        versions: every published version (:class:`~stoke.format.versions.VersionEntry`), from the newest
+            manifest as it was when the store was made; ``manifest.version`` says which one is open.
         fetches: whether opening a shard may download it, so that a caller reading something of every
             shard (the largest record of a field, say) would fetch the whole dataset.
         evicts: whether a released shard may be unmapped at once; a read then copies the bytes it hands
@@ -81,6 +87,7 @@ class ShardStore(Protocol):
     root: Path | str
     location: str
     manifest: Manifest
+    versions: list[VersionEntry]
     fetches: bool
     evicts: bool
 
@@ -118,13 +125,20 @@ class ShardStore(Protocol):
         caller checks its checksum."""
         ...
 
+    def read_version(self, number: int) -> Manifest:
+        """The validated manifest of version ``number`` (the newest's, or ``versions/manifest-v<N>.json``
+        checked against the checksum the newest lists); FormatError when it is missing or does not check out,
+        ConfigError for a version the dataset does not have."""
+        ...
+
     def has_splits(self) -> bool:
         """Whether the dataset holds stored splits (``splits.json``), not whether they are valid."""
         ...
 
     def read_splits(self) -> Splits:
-        """The stored splits, validated against the dataset's size and :attr:`packing_id`; FormatError
-        when there are none or they do not check out."""
+        """The stored splits, validated against the dataset's size and its versions' packing ids (splits made
+        on an earlier or later version of the same dataset apply: docs/growing.md); FormatError when there
+        are none or they do not check out."""
         ...
 
     def will_read(self, indices: np.ndarray) -> None:
@@ -161,6 +175,49 @@ def mapped_once(
             if reader is None:  # unless another thread mapped it meanwhile
                 reader = readers[number] = map_shard(path, manifest, number)
     return reader
+
+
+def older_version(newest: Manifest, version: int, location: str, read: Callable[[str], bytes]) -> tuple[Manifest, str]:
+    """The manifest of ``version`` of the dataset whose newest manifest is ``newest``, and its packing id.
+
+    ``read(name)`` returns the bytes of the dataset's file ``name`` (a FormatError when it is missing). They
+    must have the checksum the newest manifest lists for them (checked before they are parsed), be that
+    version, and list the first shards of the newest version, unchanged. An unknown version is a
+    :class:`~stoke.errors.ConfigError` that says which versions there are.
+    """
+    check_is_version(version)
+    history = newest.history
+    if version > newest.version:
+        raise ConfigError(unknown_version(location, version, history))
+    entry = history[version - 1]
+    raw = read(entry.manifest_file)
+    digest = format_digest(sample_checksum(raw))
+    where = f"{location}/{entry.manifest_file}"
+    if digest != entry.manifest_checksum:
+        raise FormatError(
+            f"{where} does not match the checksum version {newest.version} lists for it: it was changed or damaged "
+            f"after version {version} was superseded; restore it from a copy (the newest version still reads)"
+        )
+    manifest = Manifest.from_bytes(raw, where)
+    if (
+        manifest.version != version
+        or manifest.num_samples != entry.num_samples
+        or manifest.shards != newest.shards[: entry.num_shards]
+        or len(manifest.shards) != entry.num_shards
+    ):
+        raise FormatError(
+            f"{where} is not version {version} of this dataset (its shards are not the first {entry.num_shards:,} "
+            f"of version {newest.version}); restore it from a copy (the newest version still reads)"
+        )
+    return manifest, digest
+
+
+def lineage(store: ShardStore) -> list[tuple[str, int]]:
+    """(packing id, samples) of each version from 1 to the one ``store`` has open: what stored splits made
+    on any of them are checked against (``stoke.format.splits.read_splits``)."""
+    opened = store.manifest.version
+    earlier = [(entry.manifest_checksum or "", entry.num_samples) for entry in store.versions[: opened - 1]]
+    return [*earlier, (store.packing_id, store.manifest.num_samples)]
 
 
 def shard_starts(manifest: Manifest) -> np.ndarray:
