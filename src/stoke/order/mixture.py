@@ -156,15 +156,14 @@ class MixtureOrder(Order):
     def source_draws(self, source: int, first: int, count: int) -> np.ndarray:
         """The sample indices (within source ``source``) of its draws ``first .. first + count``."""
         size = int(self.sizes[source])
-        draws = np.arange(first, first + count, dtype=np.int64)
         if not self.shuffle:
-            return draws % size
-        cycles, places = np.divmod(draws, size)
+            return np.arange(first, first + count, dtype=np.int64) % size
         out = np.empty(count, np.int64)
-        for cycle in np.unique(cycles):
-            chosen = cycles == cycle
-            permutation = epoch_generator(self.seed, int(cycle), self._keys[source]).permutation(size)
-            out[chosen] = permutation[places[chosen]]
+        # Consecutive draws: each permutation they reach covers one contiguous run of them.
+        for cycle in range(first // size, (first + count - 1) // size + 1):
+            low, high = max(first, cycle * size), min(first + count, (cycle + 1) * size)
+            permutation = epoch_generator(self.seed, cycle, self._keys[source]).permutation(size)
+            out[low - first : high - first] = permutation[low - cycle * size : high - cycle * size]
         return out
 
     def indices(self, epoch: int) -> np.ndarray:

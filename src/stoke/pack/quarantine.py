@@ -97,15 +97,15 @@ def limit_error(
     """
     count = len(entries)
     shown = _reasons(entries)
-    if count and count == num_items and append:
-        return PackError(
-            f"none of the {num_items:,} items of {source} could be packed; all {count:,} were quarantined ({shown}); "
-            f"all are listed in {listing}; nothing was appended: fix the source and append again"
-        )
     if count and count == num_items:
+        remedy = (
+            "nothing was appended: fix the source and append again"
+            if append
+            else "fix the source and pack again with --overwrite (overwrite=True in Python)"
+        )
         return PackError(
             f"none of the {num_items:,} items of {source} could be packed; all {count:,} were quarantined ({shown}); "
-            f"all are listed in {listing}; fix the source and pack again with --overwrite (overwrite=True in Python)"
+            f"all are listed in {listing}; {remedy}"
         )
     if within_limit(count, num_items, max_quarantined):
         return None
@@ -120,28 +120,22 @@ def limit_error(
             f"allows ({shown}); all are listed in {listing}; {remedy}"
         )
 
-    python = (
-        f"fix the source and pack again with overwrite=True, or accept them: pack again with resume=True, "
-        f"max_quarantined={suggested:g} (the finished shards are kept, nothing is re-encoded)"
-    )
     if append:
         python = (
             f"nothing was appended: fix the source and append again, or accept them: run the same append with "
             f"max_quarantined={suggested:g} (the finished shards are kept, nothing is re-encoded)"
         )
-        cli_append = python.replace(f"max_quarantined={suggested:g}", f"--max-quarantined {suggested:g}")
-        return QuarantineLimitError(
-            sentence(f"max_quarantined={max_quarantined:g}", python),
-            cli_message=sentence(f"--max-quarantined {max_quarantined:g}", cli_append),
-            num_quarantined=count,
-            num_items=num_items,
-            suggested=suggested,
+        cli = python.replace(f"max_quarantined={suggested:g}", f"--max-quarantined {suggested:g}")
+    else:
+        python = (
+            f"fix the source and pack again with overwrite=True, or accept them: pack again with resume=True, "
+            f"max_quarantined={suggested:g} (the finished shards are kept, nothing is re-encoded)"
         )
-    without = " (without --overwrite)" if overwrite else ""
-    cli = (
-        f"fix the source and pack again with --overwrite, or accept them: run the same command with --resume "
-        f"--max-quarantined {suggested:g}{without} (the finished shards are kept, nothing is re-encoded)"
-    )
+        without = " (without --overwrite)" if overwrite else ""
+        cli = (
+            f"fix the source and pack again with --overwrite, or accept them: run the same command with --resume "
+            f"--max-quarantined {suggested:g}{without} (the finished shards are kept, nothing is re-encoded)"
+        )
     return QuarantineLimitError(
         sentence(f"max_quarantined={max_quarantined:g}", python),
         cli_message=sentence(f"--max-quarantined {max_quarantined:g}", cli),
