@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stoke-installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install peers clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The peers benchmarks/tokens.py compares with, where they install here. --no-deps: litdata declares
+# torchvision (which does not load against the CPU torch) and cloud clients; its token path needs neither.
+peers: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps litdata==0.2.76 lightning-utilities==0.15.3
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,21 +1,26 @@
 """Tokens per second for 2,048-token blocks: stoke.TokenBlocks through the Loader, against memcpy of the same
-bytes and against the numpy-memmap loader users write, in one run.
+bytes, the numpy-memmap loader users write, and LitData's TokensLoader, in one run.
 
 The corpus: ``--documents`` synthetic documents of log-normal lengths (median 400 tokens), uint16 ids,
 packed with stoke (a variable-length ndarray field). The contenders, each over every block of the stream,
-interleaved round by round (median of ``--rounds``):
+interleaved round by round (median of ``--rounds``), batches of ``--batch-size`` blocks, 2 workers each:
 
-* ``memcpy``: one copy of the whole stream's bytes (uint16) into a preallocated buffer: the ceiling;
+* ``memcpy``: one copy of the whole stream's bytes (uint16) into a preallocated buffer: the ceiling of
+  reading the bytes; ``widen``: the same stream widened to int64 into a preallocated buffer (numpy), the
+  ceiling of delivering int64 ids, which is what an embedding layer takes;
 * ``memmap``: the stream written to one flat ``.bin`` file, a ``torch.utils.data.Dataset`` whose
   ``__getitem__`` slices a ``numpy.memmap`` and widens to int64, under ``DataLoader(num_workers=2,
-  batch_size=16, shuffle=True)``: the loader most nanoGPT-style scripts write (no document boundaries);
-* ``stoke``: ``Loader(TokenBlocks(dataset, 2048), batch_size=16, shuffle=True, num_threads=2,
-  workers="process")``: int64 tokens, with ``document`` and ``position_ids`` per token, checksummed reads,
-  exactly-once resume. A block is assembled in Python (a few documents each), so process workers, which
-  do not share a GIL, are the right kind; ``stoke-threads`` is the same with thread workers;
-* ``litdata``: LitData's ``TokensLoader`` path, where litdata is installed (it is not on the dev machine).
+  shuffle=True)``: the loader most nanoGPT-style scripts write (tokens only, no document boundaries);
+* ``litdata``: LitData's ``StreamingDataset(item_loader=TokensLoader(block_size=2048), shuffle=True)``
+  under its ``StreamingDataLoader(num_workers=2, persistent_workers=True)``, over the same documents written
+  by ``litdata.optimize`` as int32 tensors (its users' usual ids; tokens only). Only where litdata is
+  installed: ``make peers``;
+* ``stoke-tokens``: ``Loader(TokenBlocks(dataset, 2048), fields=["tokens"], shuffle=True, num_threads=2)``:
+  int64 tokens, the memmap loader's output, checked against their checksums ("once") and resumable;
+* ``stoke``: the same with every field, ``tokens``, ``document`` and ``position_ids`` (3 int64 per token);
+* ``stoke-process``: ``stoke`` with ``workers="process"``.
 
-Run:  .venv/bin/python benchmarks/tokens.py [--documents 20000] [--rounds 3]
+Run:  .venv/bin/python benchmarks/tokens.py [--documents 20000] [--rounds 5] [--batch-size 16]
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ import importlib.util
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,9 +64,8 @@ class MemmapBlocks(TorchDataset):
 
 def corpus(root: Path, documents: int) -> tuple[Path, Path, int]:
     """(packed dataset, flat .bin file, tokens) of one synthetic corpus."""
-    rng = np.random.default_rng(0)
-    lengths = np.maximum(1, rng.lognormal(np.log(400), 0.8, documents).astype(np.int64))
-    stream = rng.integers(0, 50_000, int(lengths.sum()), dtype=np.uint16)
+    lengths = _lengths(documents)
+    stream = np.random.default_rng(1).integers(0, 50_000, int(lengths.sum()), dtype=np.uint16)
     ends = np.cumsum(lengths)
     docs = [{"tokens": stream[end - n : end]} for end, n in zip(ends, lengths)]
     packed = root / "corpus"
@@ -76,45 +82,89 @@ def tokens_per_second(batches, tokens_of) -> float:
     return total / (time.perf_counter() - start)
 
 
+def litdata_contender(root: Path, flat: Path, documents: int, batch_size: int) -> Any:
+    """LitData's token path over the same documents, or None where litdata is not installed."""
+    if importlib.util.find_spec("litdata") is None:
+        return None
+    import contextlib
+    import io
+
+    from litdata import StreamingDataLoader, StreamingDataset, TokensLoader, optimize
+
+    out = root / "litdata"
+    lengths = _lengths(documents)
+    ends = np.cumsum(lengths)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        optimize(
+            fn=_lit_document, inputs=[(str(flat), end - n, end) for end, n in zip(ends.tolist(), lengths.tolist())],
+            output_dir=str(out),
+            chunk_bytes="64MB", item_loader=TokensLoader(), num_workers=2,
+        )  # fmt: skip
+    dataset = StreamingDataset(input_dir=str(out), item_loader=TokensLoader(block_size=BLOCK), shuffle=True)
+    return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=2, persistent_workers=True)
+
+
+def _lit_document(task: tuple[str, int, int]) -> Iterator[torch.Tensor]:  # litdata's optimize calls it
+    path, start, stop = task
+    yield torch.from_numpy(np.memmap(path, dtype=np.uint16, mode="r")[start:stop].astype(np.int32))
+
+
+def _lengths(documents: int) -> np.ndarray:
+    return np.maximum(1, np.random.default_rng(0).lognormal(np.log(400), 0.8, documents).astype(np.int64))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
+    size = args.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         packed, flat, total = corpus(Path(tmp), args.documents)
         stream = np.fromfile(flat, dtype=np.uint16)
-        target = np.empty_like(stream)
+        target, wide = np.empty_like(stream), np.empty(stream.size, np.int64)
         blocks = stoke.TokenBlocks(stoke.open(packed), block_size=BLOCK)
-        loader = stoke.Loader(blocks, batch_size=16, shuffle=True, num_threads=2, prefetch=4, workers="process")
-        threads = stoke.Loader(blocks, batch_size=16, shuffle=True, num_threads=2, prefetch=4)
+        loaders = {
+            "stoke-tokens": stoke.Loader(blocks, batch_size=size, shuffle=True, num_threads=2, fields=["tokens"]),
+            "stoke": stoke.Loader(blocks, batch_size=size, shuffle=True, num_threads=2),
+            "stoke-process": stoke.Loader(blocks, batch_size=size, shuffle=True, num_threads=2, workers="process"),
+        }
         memmap = DataLoader(
-            MemmapBlocks(flat, BLOCK), batch_size=16, shuffle=True, num_workers=2, persistent_workers=True
+            MemmapBlocks(flat, BLOCK), batch_size=size, shuffle=True, num_workers=2, persistent_workers=True
         )
         contenders = {
             "memcpy": lambda: total / _timed(lambda: np.copyto(target, stream)),
+            "widen": lambda: total / _timed(lambda: np.copyto(wide, stream)),
             "memmap": lambda: tokens_per_second(memmap, lambda batch: batch.numel()),
-            "stoke": lambda: tokens_per_second(loader, lambda batch: batch["tokens"].numel()),
-            "stoke-threads": lambda: tokens_per_second(threads, lambda batch: batch["tokens"].numel()),
         }
-        if importlib.util.find_spec("litdata") is not None:
-            print("litdata is installed, but its TokensLoader path is not wired into this benchmark yet")
-        for run in contenders.values():  # warm-up: page cache, workers, tuner
+        lit = litdata_contender(Path(tmp), flat, args.documents, size)
+        if lit is not None:
+            contenders["litdata"] = lambda: tokens_per_second(lit, lambda batch: batch.numel())
+        for name, loader in loaders.items():
+            contenders[name] = lambda loader=loader: tokens_per_second(loader, lambda batch: batch["tokens"].numel())
+        for run in contenders.values():  # warm-up: page cache, workers, checksums ("once")
             run()
         rates: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(args.rounds):
             for name, run in contenders.items():
                 rates[name].append(run())
-        loader.close()
-        threads.close()
+        for loader in loaders.values():
+            loader.close()
     medians = {name: statistics.median(values) for name, values in rates.items()}
-    print(f"{total:,} tokens, {len(blocks):,} blocks of {BLOCK}; median of {args.rounds} rounds")
+    print(f"{total:,} tokens, {len(blocks):,} blocks of {BLOCK}, batches of {size}; median of {args.rounds} rounds")
     for name, rate in medians.items():
         print(f"{name:>13}: {rate / 1e6:9,.1f} M tokens/s")
-    print(
-        f"stoke / memcpy = {medians['stoke'] / medians['memcpy']:.3f}; "
-        f"stoke / memmap loader = {medians['stoke'] / medians['memmap']:.2f}"
-    )
+    for name in ("stoke-tokens", "stoke"):
+        peers = ", ".join(
+            f"{medians[name] / medians[peer]:.2f}x {peer}" for peer in ("memmap", "litdata") if peer in medians
+        )
+        print(
+            f"{name}: {medians[name] / medians['memcpy']:.3f} of memcpy, {medians[name] / medians['widen']:.3f} of "
+            f"widen, {peers}"
+        )
+    if "litdata" not in medians:
+        print("litdata: not installed (make peers installs it)")
 
 
 def _timed(work) -> float:

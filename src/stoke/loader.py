@@ -207,10 +207,10 @@ class Loader:
             cpu_budget=cpu_budget, ram_budget=ram_budget, set_bytes=buffers.set_bytes,
         )  # fmt: skip
         producer = SampleProducer(self._reader, self._stages, self.seed, self.timing)  # workers hold it, not the Loader
-        produce, draw = producer.produce, producer.draw
+        produce, draw = producer, producer.draw  # producer(job, row); producer.produce_rows fills chunks
         self._line = BatchLine(
             workers, given.num_threads, given.prefetch, produce, draw, buffers, self._reader.dataset_index,
-            chunk_size(self.batch_size, given.num_threads), self._tuner,
+            chunk_size(self.batch_size, given.num_threads, getattr(self._reader, "fills_rows", False)), self._tuner,
         )  # fmt: skip
         settler = FailureSettler(self.quarantine_log, self._reader, self.seed, draw, produce)
         self._finisher = BatchFinisher(

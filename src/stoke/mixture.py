@@ -45,7 +45,6 @@ from stoke.pipeline.mixture_reader import MixtureReader
 from stoke.pipeline.timing import Timing
 from stoke.read import Dataset, DatasetView
 from stoke.read import open as open_dataset
-from stoke.sources import DatasetSource
 
 Source = Dataset | DatasetView | TokenBlocks | str | os.PathLike
 
@@ -190,10 +189,8 @@ def _opened(name: str, source: Source) -> Any:
 
 
 def _fields_of(dataset: Any) -> dict[str, Field]:
-    """A source's fields: a packed dataset's, or those of the items of blocks (``TokenBlocks``)."""
-    if isinstance(dataset, (Dataset, DatasetView)):
-        return dict(dataset.fields)
-    return {entry.name: entry.field for entry in DatasetSource(dataset).schema()}
+    """A source's fields: a packed dataset's, or those of the blocks of a ``TokenBlocks``."""
+    return dict(dataset.fields)
 
 
 def _shared(name: str, sources: list[str], fields: list[Field]) -> Field:

@@ -291,13 +291,15 @@ class Dataset:
             store.release(shard, sample_read=True)
         return parts
 
-    def check_read(self, index: int) -> None:
+    def check_read(self, index: int, thorough: bool = False) -> None:
         """After sample ``index``'s bytes were used: raise SampleError if its shard was truncated meanwhile
-        (the lost pages read as zeros, ``stoke.format.mapguard``); one flag unless a mapping lost pages."""
-        reader = self.store.mapped_shard(self.locate(index)[0]) if mapguard.pages_lost() else None
+        (the lost pages read as zeros, ``stoke.format.mapguard``); one flag unless a mapping lost pages.
+        ``thorough`` also compares the file's size now (an fstat): a cut inside the last page it kept
+        reads zeros without losing a page."""
+        reader = self.store.mapped_shard(self.locate(index)[0]) if thorough or mapguard.pages_lost() else None
         if reader is not None:
             try:
-                reader.check_mapping()
+                reader.check_mapping(thorough)
             except FormatError as error:
                 raise self._sample_error(index, error.reason) from error
 
@@ -542,8 +544,8 @@ class DatasetView:
     ) -> list[memoryview]:
         return self.base.read_fields(int(self.indices[position]), positions, verify)
 
-    def check_read(self, position: int) -> None:
-        self.base.check_read(int(self.indices[position]))
+    def check_read(self, position: int, thorough: bool = False) -> None:
+        self.base.check_read(int(self.indices[position]), thorough)
 
     def field_positions(self, names: Sequence[str]) -> list[int]:
         return self.base.field_positions(names)

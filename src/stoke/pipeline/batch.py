@@ -27,12 +27,16 @@ import numpy as np
 MAX_CHUNK = 16  # samples per chunk: fewer, larger tasks measured best (stoke bench, 2 cores)
 
 
-def chunk_size(batch_size: int, workers: int) -> int:
-    """Samples per chunk: a batch spread over every worker, at most ``MAX_CHUNK`` a chunk.
+def chunk_size(batch_size: int, workers: int, fills_rows: bool = False) -> int:
+    """Samples per chunk: a batch spread over every worker, at most ``MAX_CHUNK`` a chunk; the whole batch
+    where the reader ``fills_rows`` (a chunk in one call: TokenBlocks), and the workers share the batches
+    in flight instead (2 threads at 64 blocks a batch: 530 against 300 M tokens/s in chunks of 16).
 
-    >>> chunk_size(256, 8), chunk_size(10, 4)
-    (16, 3)
+    >>> chunk_size(256, 8), chunk_size(10, 4), chunk_size(64, 2, fills_rows=True)
+    (16, 3, 64)
     """
+    if fills_rows:
+        return max(1, batch_size)
     return max(1, min(MAX_CHUNK, -(-batch_size // workers)))
 
 
@@ -74,10 +78,16 @@ class BatchJob:
             yield start, min(start + self._chunk, self.size)
 
     def run(self, produce: Callable[[BatchJob, int], None], start: int, stop: int) -> None:
-        """Produce samples ``start..stop-1``; never raises (errors are kept on the job)."""
+        """Produce samples ``start..stop-1``; never raises (errors are kept on the job). A ``produce`` with
+        ``produce_rows(job, start, stop)`` (``stoke.pipeline.produce``) is offered the whole chunk first."""
         error: BaseException | None = None
         position = start
+        rows = getattr(produce, "produce_rows", None)  # a SampleProducer that may fill the chunk at once
         try:
+            if rows is not None and not self.cancelled and self.error is None:
+                self.running[start] = start
+                if rows(self, start, stop):
+                    return
             for position in range(start, stop):
                 if self.cancelled or self.error is not None:
                     break

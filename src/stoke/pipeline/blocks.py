@@ -21,7 +21,8 @@ Each block is a dict of int64 arrays of length ``block_size``:
   padding): position ids that restart per document;
 * with ``attention_mask=True``, ``attention_mask``: bool ``[block_size, block_size]``, True where two
   tokens belong to the same document: a block-diagonal mask with no attention across documents (a model
-  adds causality itself; ``block_size²`` bytes per block, 4 MiB at 2,048);
+  adds causality itself; ``block_size²`` bytes per block, 4 MiB at 2,048). A view that holds one
+  document twice in a row holds two documents: ``position_ids`` restart and the mask has two blocks;
 * with ``packing="documents"``, ``padding``: bool, True on the padding (leave it out of the loss).
 
 Blocks are samples of a map-style dataset, so the Loader's exactly-once, resumable order over blocks is
@@ -29,15 +30,19 @@ exactly-once over tokens, across ranks and world-size changes. ``stoke.mix`` tak
 ``stoke.mix({"web": TokenBlocks(web, 2048), "code": TokenBlocks(code, 2048)}, weights=...)`` mixes the
 sources' blocks, so the weights are shares of tokens (docs/mixtures.md).
 
-Only the per-document token counts are held, in one int64 array of cumulative ends computed from the
-shards' offset tables without reading any token (the record size of a ``(None,)`` ndarray gives its
-length; each table is checked against its checksum first, see :func:`token_counts`). A block reads the
-few documents it overlaps, checked against their checksums; a document longer than a block is read once
-per block it spans (zero-copy, checksummed each time).
+Per document, only its token count, the place of its ids in its shard and the shard are held (int64,
+int64, int32 arrays, computed from the shards' offset tables without reading any token: the record size
+of a ``(None,)`` ndarray gives its length; each table is checked against its checksum first, see
+:func:`token_layout`), with the cumulative ends. ``blocks[b]`` checks the documents block ``b`` reads
+against their checksums (``verify``), then fills it; a document longer than a block is read once per
+block it spans (zero-copy). :meth:`TokenBlocks.fill` writes many blocks into rows of a batch's arrays at
+once, through a small C gather (``pipeline/_tokens.c``, the GIL released) or, without a compiler, numpy.
 
-``TokenBlocks`` is a map-style dataset, so ``stoke.Loader(blocks, batch_size=..., shuffle=True)`` gives
-batches ``{"tokens": [B, block_size], "document": ..., "position": ..., "index": ...}`` where ``index``
-is the block number, and the Loader's exactly-once, resumable order applies to blocks.
+``TokenBlocks`` is a map-style dataset the Loader reads through its own reader
+(``stoke.pipeline.block_reader``: a whole batch in one call, checksums per the Loader's ``verify``), so
+``stoke.Loader(blocks, batch_size=..., shuffle=True)`` gives batches ``{"tokens": [B, block_size],
+"document": ..., "position_ids": ..., "index": ...}`` where ``index`` is the block number, and the
+Loader's exactly-once, resumable order applies to blocks. ``fields=["tokens"]`` loads the ids alone.
 
 Not for: padding whole documents (the Loader pads token fields itself, with ``<name>_mask``).
 
@@ -64,16 +69,31 @@ Example:
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stoke.errors import ConfigError, SampleError
-from stoke.format.fields import NDArrayField
+from stoke.errors import ConfigError, FormatError, SampleError
+from stoke.format import mapguard
+from stoke.format.fields import Field, NDArrayField
+from stoke.format.shard import DATA_START
+from stoke.pipeline.timing import Timing
 from stoke.read import Dataset, DatasetView
+
+if TYPE_CHECKING:
+    from stoke.pipeline.block_reader import BlockReader
+
+try:  # the kernel that fills rows straight from the mapped shards (pipeline/_tokens.c); numpy otherwise
+    from stoke.pipeline import _tokens
+except ImportError:  # pragma: no cover - exercised by the fallback tests, which hide it
+    _tokens = None
 
 _VARIABLE_HEADER = 16  # u32 ndim, u32 zero, u64 length: a 1-D variable ndarray record's header
 _RECORD = struct.Struct("<IIQ")
 PACKINGS = ("stream", "documents")
+_ID_CODES = {(kind, size): code for kind, size, code in [("u", 1, "B"), ("i", 1, "b"), ("u", 2, "H"), ("i", 2, "h"),
+             ("u", 4, "I"), ("i", 4, "i"), ("u", 8, "Q"), ("i", 8, "q")]}  # fmt: skip
 
 
 class TokenBlocks:
@@ -107,10 +127,16 @@ class TokenBlocks:
         self.verify = verify
         self.packing, self.pad_id, self.attention_mask = packing, pad_id, bool(attention_mask)
         self._position = dataset.field_positions([field])[0]
-        self.counts = token_counts(dataset, field)
+        self.counts, self._payload, self._shard = token_layout(dataset, field)
         declared = dataset.fields[field]
-        assert isinstance(declared, NDArrayField)  # token_counts checked it
+        assert isinstance(declared, NDArrayField)  # token_layout checked it
         self._dtype, self._fixed = declared.dtype.newbyteorder("<"), declared.is_fixed
+        self._code = _ID_CODES[self._dtype.kind, self._dtype.itemsize]  # the kernel's name for the stored ids
+        base = dataset.base if isinstance(dataset, DatasetView) else dataset
+        self._base, self._num_shards = base, len(base.manifest.shards)
+        self._ids = dataset.indices if isinstance(dataset, DatasetView) else None  # a document's dataset index
+        self._maps: list | None = None  # each shard's mapping, for the kernel (a local store keeps them mapped)
+        self._readers: list = []  # and its reader, to check the mapping after the kernel read it
         lengths = self.counts + (0 if eos_id is None else 1)
         self.ends = np.cumsum(lengths, dtype=np.int64)
         self.total_tokens = int(self.ends[-1]) if len(self.ends) else 0
@@ -125,17 +151,155 @@ class TokenBlocks:
     def __len__(self) -> int:
         return self.num_blocks
 
+    @property
+    def fields(self) -> dict[str, Field]:
+        """What each block holds, by name: int64 ids of ``block_size``, bool flags (and the mask)."""
+        ids = NDArrayField("int64", (self.block_size,))
+        fields: dict[str, Field] = {"tokens": ids, "document": ids, "position_ids": ids}
+        if self.packing == "documents":
+            fields["padding"] = NDArrayField("bool", (self.block_size,))
+        if self.attention_mask:
+            fields["attention_mask"] = NDArrayField("bool", (self.block_size, self.block_size))
+        return fields
+
     def __getitem__(self, block: int) -> dict[str, np.ndarray]:
         if isinstance(block, (bool, np.bool_)) or not isinstance(block, (int, np.integer)):
             raise TypeError(f"block numbers are integers, not {type(block).__name__}")
         block = int(block) + (self.num_blocks if block < 0 else 0)
         if not 0 <= block < self.num_blocks:
             raise IndexError(f"block {block} is out of range for {self.num_blocks:,} blocks")
+        blocks = np.array([block], np.int64)
+        if self.verify:
+            self.check(self.documents(*self.spans(blocks))[0])
+        out = {name: np.empty((1, *field.spec.shape), field.spec.dtype) for name, field in self.fields.items()}
+        self.fill(out, np.zeros(1, np.int64), blocks)
+        return {name: array[0] for name, array in out.items()}
+
+    def __repr__(self) -> str:
+        return (
+            f"stoke.TokenBlocks({self.num_blocks:,} blocks of {self.block_size} from {len(self.counts):,} documents, "
+            f"field {self.field!r}, eos_id={self.eos_id}, packing={self.packing!r})"
+        )
+
+    def sample_reader(self, fields: list[str] | None, verify: bool | str, timing: Timing | None = None) -> BlockReader:
+        """The Loader's reader of these blocks (``stoke.pipeline.block_reader``): the Loader's ``verify``
+        applies, and it fills whole chunks of a batch at once."""
+        from stoke.pipeline.block_reader import BlockReader  # it imports this module
+
+        return BlockReader(self, fields, verify, timing)
+
+    def spans(self, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stream range ``[start, stop)`` of each of ``blocks`` (int64 arrays)."""
+        blocks = np.asarray(blocks, dtype=np.int64)
         if self.packing == "stream":
-            start, stop = block * self.block_size, (block + 1) * self.block_size
-        else:  # whole documents from this block's start up to the next block's (or the stream's end)
-            start = int(self._block_starts[block])
-            stop = int(self._block_starts[block + 1]) if block + 1 < self.num_blocks else self.total_tokens
+            starts = blocks * self.block_size
+            return starts, starts + self.block_size
+        following = blocks + 1
+        stops = np.where(
+            following < self.num_blocks,
+            self._block_starts[np.minimum(following, self.num_blocks - 1)],
+            self.total_tokens,
+        )
+        return self._block_starts[blocks], stops
+
+    def documents(self, starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The documents the stream ranges ``[starts, stops)`` overlap, range by range and in order, and
+        which range each belongs to (int64 arrays of the same length)."""
+        first = np.searchsorted(self.ends, starts, side="right")
+        last = np.searchsorted(self.ends, stops - 1, side="right")
+        sizes = last - first + 1
+        range_of = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+        within = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        return np.repeat(first, sizes) + within, range_of
+
+    def check(self, documents: np.ndarray) -> None:
+        """Check ``documents`` against their checksums; a SampleError naming the first that fails."""
+        for document in documents.tolist():
+            self.dataset.read_fields(document, [self._position], True)
+
+    def fill(self, out: Mapping[str, np.ndarray], rows: np.ndarray, blocks: np.ndarray) -> None:
+        """Write ``blocks`` into rows ``rows`` of the arrays of ``out``: ``tokens`` and whichever of
+        ``document``, ``position_ids``, ``padding`` and ``attention_mask`` it holds (C-contiguous, rows
+        first; ids int64 or int32, flags bool). Checksums are the caller's (:meth:`check`); a SampleError
+        names a document that cannot be read.
+
+        With the compiled kernel (``pipeline/_tokens.c``) one call fills every row, the GIL released;
+        without it, or when a document is damaged, row by row in numpy, which names the document. Over
+        a store that evicts shards (a remote cache), the kernel fills a row at a time holding one shard,
+        as any read does, and a row that spans shards is filled in numpy: a small cache never waits on
+        shards this call holds itself.
+        """
+        rows, blocks = np.asarray(rows, dtype=np.int64), np.asarray(blocks, dtype=np.int64)
+        starts, stops = self.spans(blocks)
+        if _tokens is not None and self._maps_kept():
+            if self._kernel_fill(out, rows, starts, stops, kept=True):
+                return
+        elif _tokens is not None:
+            for j in range(len(rows)):
+                if not self._kernel_fill(out, rows[j : j + 1], starts[j : j + 1], stops[j : j + 1], kept=False):
+                    self._numpy_fill(out, int(rows[j]), int(starts[j]), int(stops[j]))
+            return
+        for row, start, stop in zip(rows.tolist(), starts.tolist(), stops.tolist()):
+            self._numpy_fill(out, row, start, stop)
+
+    def _maps_kept(self) -> bool:
+        """Whether the kernel may keep every shard's mapping: a local store keeps its shards mapped, and the
+        SIGBUS guard watches them."""
+        return not self._base.store.evicts and mapguard.available()
+
+    def _kernel_fill(
+        self, out: Mapping[str, np.ndarray], rows: np.ndarray, starts: np.ndarray, stops: np.ndarray, kept: bool
+    ) -> bool:
+        """:meth:`fill` through the kernel; False when a document could not be read (a shard missing or
+        damaged), for the row-by-row path to name it.
+
+        The kernel asks for each shard it needs that ``maps`` lacks; this opens it through the store.
+        ``kept`` (:meth:`_maps_kept`): the mappings are kept here too and a chunk costs no store call;
+        else the one shard the call needs is held for it (False if it needs a second). Either way each
+        shard read is checked against its size after the copies: a shard truncated meanwhile fails the
+        chunk, and the row-by-row path then names it.
+        """
+        store = self._base.store
+        if kept:
+            if self._maps is None:
+                self._maps, self._readers = [None] * self._num_shards, [None] * self._num_shards
+            maps, readers = self._maps, self._readers
+        else:
+            maps, readers = [None] * self._num_shards, [None] * self._num_shards
+        used = np.empty(min(self._num_shards, 2 * len(rows) + 2), np.int32)  # the shards read, -1 after
+        held: list[int] = []  # shards held for this call
+        try:
+            while True:
+                result = _tokens.gather(
+                    out["tokens"], out.get("document"), out.get("position_ids"), out.get("padding"),
+                    out.get("attention_mask"), rows, starts, stops, self.ends, self.counts, self._payload,
+                    self._shard, self._ids, maps, self._code, not self._fixed,
+                    -1 if self.eos_id is None else self.eos_id, self.pad_id, self.block_size, used,
+                )  # fmt: skip
+                if result >= -1:
+                    break
+                shard = -2 - result  # the kernel needs this shard's mapping
+                if held and not kept:
+                    return False  # a second shard held by this call could wait on a cache this call fills
+                reader = store.open_shard(shard)
+                held.append(shard)
+                reader.check_mapping()  # shrunk since it was mapped: the row-by-row path names it
+                maps[shard], readers[shard] = reader.mapping, reader
+            # A shard cut while the kernel copied reads zeros past its new end, with no fault inside its last
+            # page: each shard read is checked against its size (one fstat), as a record's reader would.
+            read = used[used >= 0] if used[-1] < 0 else range(self._num_shards)  # all of them if too many
+            for shard in read:
+                if readers[shard] is not None:
+                    readers[shard].check_mapping(thorough=True)
+        except (FormatError, OSError):
+            return False
+        finally:
+            for shard in held:
+                store.release(shard, sample_read=True)
+        return result < 0  # else a document that could not be read
+
+    def _numpy_fill(self, out: Mapping[str, np.ndarray], row: int, start: int, stop: int) -> None:
+        """One row of :meth:`fill`, in numpy: the reference the kernel is tested against."""
         first = int(np.searchsorted(self.ends, start, side="right"))
         last = int(np.searchsorted(self.ends, stop - 1, side="right"))
         # The documents the block overlaps, and the span [low, high) of each it holds (vectorised).
@@ -158,20 +322,13 @@ class TokenBlocks:
             body = ids[low : min(high, len(ids))]
             tokens[at : at + len(body)] = body
             self.dataset.check_read(doc)  # copied from a shard truncated meanwhile: zeros (stoke.format.mapguard)
-        block_dict = {"tokens": tokens, "document": document, "position_ids": position}
-        if self.packing == "documents":
-            block_dict["padding"] = document < 0
-        if self.attention_mask:
-            same = document[:, None] == document[None, :]
-            same &= (document >= 0)[:, None]  # padding attends to nothing and is attended by nothing
-            block_dict["attention_mask"] = same
-        return block_dict
-
-    def __repr__(self) -> str:
-        return (
-            f"stoke.TokenBlocks({self.num_blocks:,} blocks of {self.block_size} from {len(self.counts):,} documents, "
-            f"field {self.field!r}, eos_id={self.eos_id}, packing={self.packing!r})"
-        )
+        values = {"tokens": tokens, "document": document, "position_ids": position, "padding": document < 0}
+        if "attention_mask" in out:  # by span: a view that repeats a document holds two documents
+            span = np.full(self.block_size, -1, np.int64)
+            span[:filled] = np.repeat(np.arange(len(spans)), spans)
+            values["attention_mask"] = (span[:, None] == span[None, :]) & (span >= 0)[:, None]
+        for name, array in out.items():
+            array[row] = values[name]
 
     def _document(self, doc: int) -> np.ndarray:
         """Document ``doc``'s token ids (a zero-copy view), checked against the length its offsets gave.
@@ -179,13 +336,14 @@ class TokenBlocks:
         The record of a 1-D variable ndarray is its 16-byte header (ndim 1, 0, the length) and the ids:
         checked here directly rather than through the field's general decoder, a third of a block's time.
         """
-        data = self.dataset.read_fields(doc, [self._position], self.verify)[0]
+        data = self.dataset.read_fields(doc, [self._position])[0]
         count = int(self.counts[doc])
         size = count * self._dtype.itemsize
         if self._fixed and len(data) == size:
             return np.frombuffer(data, self._dtype)
         if not self._fixed and len(data) == _VARIABLE_HEADER + size and _RECORD.unpack_from(data) == (1, 0, count):
             return np.frombuffer(data, self._dtype, count, _VARIABLE_HEADER)
+        self.dataset.check_read(doc, thorough=True)  # zeros from a shard truncated meanwhile: say that instead
         raise SampleError(
             f"{self.dataset.describe(doc)} does not hold the {count} tokens its offsets say; the dataset is "
             f"damaged: run stoke verify",
@@ -220,6 +378,15 @@ def token_counts(dataset: Dataset | DatasetView, field: str) -> np.ndarray:
     sample is checked against its own, and damaged samples raise a :class:`~stoke.errors.FormatError`
     naming them. A view reads only its own samples, so a view without the damaged ones still counts.
     """
+    return token_layout(dataset, field)[0]
+
+
+def token_layout(dataset: Dataset | DatasetView, field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each sample's token ids of ``field`` lie: ``(counts, payload, shard)``, the number of ids
+    (int64), the byte offset of the first inside its shard file (int64) and the shard's number (int32),
+    from the offset tables alone and checked as :func:`token_counts` says. Sixteen bytes a document, the
+    only per-document state TokenBlocks keeps besides its cumulative ends. Each shard is held only while
+    its table is read, so a remote dataset's cache need not hold them all (each is fetched once here)."""
     base = dataset.base if isinstance(dataset, DatasetView) else dataset
     declared = base.fields.get(field)
     if not isinstance(declared, NDArrayField) or declared.shape is None or len(declared.shape) != 1:
@@ -230,27 +397,38 @@ def token_counts(dataset: Dataset | DatasetView, field: str) -> np.ndarray:
             f"field {field!r} of {base.root} is {kind}; TokenBlocks needs a 1-D ndarray field of token ids "
             f"(as stoke.sources.TextSource packs)"
         )
-    if declared.is_fixed:
-        return np.full(len(dataset), declared.shape[0], np.int64)
     itemsize = declared.dtype.itemsize
+    header = 0 if declared.is_fixed else _VARIABLE_HEADER
     position = base.field_positions([field])[0]
 
-    def counts_of(shard: int, local: np.ndarray | None) -> np.ndarray:
-        reader = base.shard_reader(shard)
-        starts, stops, damaged = reader.field_spans(position, local)
-        sizes = stops - starts - _VARIABLE_HEADER
+    def layout_of(shard: int, local: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        reader = base.store.open_shard(shard)  # held only while its table is read: a remote cache may evict it
+        try:
+            starts, stops, damaged = reader.field_spans(position, local)  # copies
+            samples = reader.num_samples
+        finally:
+            base.store.release(shard)
+        sizes = stops - starts - header
         wrong = (sizes < 0) | (sizes % itemsize != 0)
+        if declared.is_fixed:
+            wrong |= sizes != declared.shape[0] * itemsize
         if np.any(wrong):
-            every = np.arange(reader.num_samples) if local is None else local
+            every = np.arange(samples) if local is None else local
             damaged = np.union1d(damaged, every[wrong])
         if damaged.size:
             raise base.damaged_samples_error(shard, f"the token count of field {field!r}", damaged)
-        return sizes // itemsize
+        return sizes // itemsize, starts + DATA_START + header
 
+    counts, payload = np.empty(len(dataset), np.int64), np.empty(len(dataset), np.int64)
+    shards = np.empty(len(dataset), np.int32)
     if not isinstance(dataset, DatasetView):
-        parts = [np.empty(0, np.int64)] + [counts_of(shard, None) for shard in range(len(base.manifest.shards))]
-        return np.concatenate(parts)
-    counts = np.empty(len(dataset), np.int64)
+        at = 0
+        for shard, entry in enumerate(base.manifest.shards):
+            counts[at : at + entry.num_samples], payload[at : at + entry.num_samples] = layout_of(shard, None)
+            shards[at : at + entry.num_samples] = shard
+            at += entry.num_samples
+        return counts, payload, shards
     for shard, chosen, local in base.by_shard(dataset.indices):
-        counts[chosen] = counts_of(shard, local)
-    return counts
+        counts[chosen], payload[chosen] = layout_of(shard, local)
+        shards[chosen] = shard
+    return counts, payload, shards

@@ -65,6 +65,7 @@ class MixtureReader:
                 f"with packed datasets, or TokenBlocks with TokenBlocks"
             )
         self.packed = kinds.pop()
+        self.fills_rows = all(getattr(reader, "fills_rows", False) for reader in self.readers)  # TokenBlocks
         self._starts = mixture.starts
         self._names = np.array(mixture.names, dtype=object)
         self._size = int(sum(len(reader) for reader in self.readers))
@@ -84,6 +85,23 @@ class MixtureReader:
             return reader.read(local)
         except SampleError as error:
             raise self._named(error, position, source) from error
+
+    def fill(self, positions: np.ndarray, rows: np.ndarray, arrays: dict[str, np.ndarray]) -> list | None:
+        """Where every source's reader fills rows itself (TokenBlocks: ``stoke.pipeline.block_reader``), each
+        source's rows of the chunk in one call to it; the failed rows, named for the mixture. None where a
+        source cannot, and the rows are read one by one."""
+        if not self.fills_rows:
+            return None
+        source, local = self.mixture.locate(np.asarray(positions, dtype=np.int64))
+        failures = []
+        for number in np.unique(source).tolist():
+            chosen = np.flatnonzero(source == number)
+            failed = self.readers[number].fill(local[chosen], rows[chosen], arrays)
+            if failed is None:
+                return None
+            at = {int(rows[j]): int(positions[j]) for j in chosen.tolist()}
+            failures += [(row, self._named(error, at[row], number)) for row, error in failed]
+        return failures
 
     def check_read(self, position: int) -> None:
         """As the source's reader checks it (a shard truncated while its bytes were used)."""

@@ -5,6 +5,9 @@ batch's random numbers (``draw(epoch, indices)``: a function of seed, epoch and 
 thread or forked process may draw them). It holds the reader and the stages, never the Loader, so a
 dropped Loader is freed at once while its workers still run.
 
+A reader that writes whole rows into the batch itself (``fill``, as TokenBlocks' reader has) gets a
+chunk of rows in one call (:meth:`SampleProducer.produce_rows`), which :meth:`BatchJob.run` tries first.
+
 Watched (a profiler connected counters to the timing hook, ``stoke.pipeline.timing``), each stage's run
 and the worker's busy and CPU time are timed too, into the stage's ``slot`` and the hook's ``busy`` and
 ``cpu``; unwatched, one check per sample is all the profiler costs. This is the one place that asks:
@@ -73,6 +76,32 @@ class SampleProducer:
             if watched:
                 timing.stop(timing.busy, started)
                 timing.stop_cpu(timing.cpu, cpu)
+
+    __call__ = produce  # the executors' ``produce(job, row)``
+
+    def produce_rows(self, job: BatchJob, start: int, stop: int) -> bool:
+        """Rows ``start..stop-1`` of ``job`` at once, where the reader writes whole rows into the batch
+        itself (a reader with ``fill``: TokenBlocks, ``stoke.pipeline.block_reader``); False, having done
+        nothing, where it does not, and the rows are produced one by one. A row that fails is recorded on
+        the job, as :meth:`BatchJob.run` records a row's failure; the others are delivered."""
+        fill = getattr(self.reader, "fill", None)
+        if fill is None or job.buffers is None:
+            return False
+        timing = self.timing
+        watched = timing.connected
+        if watched:
+            started, cpu = timing.start(), timing.cpu_start()
+        try:
+            failures = fill(job.positions[start:stop], np.arange(start, stop), job.buffers.arrays)
+        finally:
+            if watched:
+                timing.stop(timing.busy, started)
+                timing.stop_cpu(timing.cpu, cpu)
+        if failures is None:
+            return False
+        for row, error in failures:
+            job.fail(row, error)
+        return True
 
     def draw(self, epoch: int, indices: np.ndarray) -> dict[str, Any]:
         """Every stage's random numbers for these samples: a function of (seed, epoch, index) only."""

@@ -68,6 +68,10 @@ class SampleReader(Protocol):
         own_order: the order the data brings with it (a mixture's proportions), which the Loader uses
             instead of its own ``shuffle``; None for every other reader.
 
+    A reader may also write whole rows into a batch's arrays itself: ``fill(positions, rows, arrays)``
+    returns the rows that failed (``(row, error)`` pairs) or None to be read row by row, and
+    ``fills_rows = True`` tells the Loader to make each batch one chunk (``stoke.pipeline.block_reader``).
+
     Example:
         >>> import numpy as np
         >>> reader: SampleReader = reader_for({"x": np.arange(4.0)}, None, "never")
@@ -129,6 +133,7 @@ class CheckedSamples:
     """
 
     def __init__(self, size: int) -> None:
+        self.size = size
         self._bits = mmap.mmap(-1, max(1, (size + 7) // 8))
 
     def __contains__(self, position: int) -> bool:
@@ -136,6 +141,24 @@ class CheckedSamples:
 
     def add(self, position: int) -> None:
         self._bits[position >> 3] |= 1 << (position & 7)
+
+    def add_all(self, passed: np.ndarray) -> None:
+        """Mark every sample where the bool array ``passed`` (one per sample) is True."""
+        bits = np.frombuffer(self._bits, np.uint8)
+        packed = np.packbits(passed, bitorder="little")
+        bits[: len(packed)] |= packed
+
+    def complete(self) -> bool:
+        """Whether every sample has passed (one pass over the bits)."""
+        bits = np.frombuffer(self._bits, np.uint8)
+        whole, rest = divmod(self.size, 8)
+        tail = (1 << rest) - 1  # the last byte's bits that are samples
+        return bool(np.all(bits[:whole] == 255)) and (rest == 0 or int(bits[whole]) & tail == tail)
+
+    def holds(self, positions: np.ndarray) -> np.ndarray:
+        """Whether each of ``positions`` (int64) has passed, as a bool array: one numpy pass, no loop."""
+        bits = np.frombuffer(self._bits, np.uint8)
+        return (bits[positions >> 3] >> (positions & 7).astype(np.uint8) & 1).astype(bool)
 
 
 class PackedReader:

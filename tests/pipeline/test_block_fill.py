@@ -1,0 +1,411 @@
+"""TokenBlocks' chunk path: the compiled gather (``pipeline/_tokens.c``) fills whole rows straight from the
+mapped shards, and must give exactly the arrays of the numpy reference, for every dtype, packing, view
+and row order; through the Loader it must give the batches the row-by-row path gives; and damaged,
+lying or truncated shards must fail only the blocks that read them, with errors naming the document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import stoke
+from stoke.errors import ConfigError, SampleError
+from stoke.format import mapguard
+from stoke.pipeline import blocks as blocks_module
+from stoke.pipeline.block_reader import BlockReader
+from stoke.pipeline.mixture_reader import MixtureReader
+from stoke.pipeline.produce import SampleProducer
+from stoke.pipeline.reader import CheckedSamples
+from stoke.storage import Retry
+from storage.remote_servers import HttpDatasetServer
+
+KERNEL = blocks_module._tokens
+needs_kernel = pytest.mark.skipif(KERNEL is None, reason="stoke's _tokens kernel is not compiled (no C compiler)")
+HERE = Path(__file__).resolve().parent
+DTYPES = ["uint8", "uint16", "int32", "uint32", "int64"]
+NUM_DOCS = 40
+
+
+def lengths() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(0, 30, NUM_DOCS)
+    sizes[[3, 17]] = 0, 95  # an empty document and one longer than most blocks
+    return sizes
+
+
+def pack_documents(root: Path, dtype: str, fixed: bool = False) -> Path:
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(11)
+    sizes = np.full(NUM_DOCS, 6) if fixed else lengths()
+    docs = [
+        {"tokens": rng.integers(max(info.min, -(2**40)), min(info.max, 2**40), n, dtype=dtype, endpoint=True)}
+        for n in sizes
+    ]
+    field = stoke.NDArrayField(dtype, (6,) if fixed else (None,))
+    out = root / f"{dtype}{'-fixed' if fixed else ''}"
+    stoke.pack(docs, out, fields={"tokens": field}, shard_items=7, workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory) -> dict[str, stoke.Dataset]:
+    root = tmp_path_factory.mktemp("fill")
+    datasets = {dtype: stoke.open(pack_documents(root, dtype)) for dtype in DTYPES}
+    datasets["uint16-fixed"] = stoke.open(pack_documents(root, "uint16", fixed=True))
+    return datasets
+
+
+def reference(blocks: stoke.TokenBlocks, out: dict[str, np.ndarray], rows: np.ndarray, chosen: np.ndarray) -> None:
+    """The numpy reference: each row through the fallback, one at a time."""
+    starts, stops = blocks.spans(chosen)
+    for row, start, stop in zip(rows.tolist(), starts.tolist(), stops.tolist()):
+        blocks._numpy_fill(out, row, start, stop)
+
+
+def empty_arrays(blocks: stoke.TokenBlocks, rows: int, ids: str) -> dict[str, np.ndarray]:
+    arrays = {}
+    for name, field in blocks.fields.items():
+        flag = field.spec.dtype == bool
+        arrays[name] = np.full((rows, *field.spec.shape), True if flag else 99, bool if flag else ids)
+    return arrays
+
+
+@needs_kernel
+@settings(max_examples=120, deadline=None)
+@given(
+    kind=st.sampled_from([*DTYPES, "uint16-fixed"]),
+    order=st.one_of(st.none(), st.lists(st.integers(0, NUM_DOCS - 1), min_size=1, max_size=60)),
+    block_size=st.integers(1, 70),
+    eos_id=st.one_of(st.none(), st.integers(0, 127)),
+    packing=st.sampled_from(["stream", "documents"]),
+    mask=st.booleans(),
+    ids=st.sampled_from(["int64", "int32"]),
+    seed=st.integers(0, 2**16),
+)
+def test_the_kernel_fills_exactly_what_the_numpy_reference_does(packed, kind, order, block_size, eos_id, packing,
+                                                               mask, ids, seed):  # fmt: skip
+    dataset = packed[kind] if order is None else packed[kind].select(order)  # views repeat and reorder documents
+    blocks = stoke.TokenBlocks(dataset, block_size=block_size, eos_id=eos_id, packing=packing, attention_mask=mask)
+    if len(blocks) == 0:
+        return
+    rng = np.random.default_rng(seed)
+    chosen = rng.integers(0, len(blocks), rng.integers(1, 9))  # repeats allowed, any order
+    rows = rng.permutation(len(chosen) + 2)[: len(chosen)]  # rows of a larger batch, out of order
+    got, want = empty_arrays(blocks, len(chosen) + 2, ids), empty_arrays(blocks, len(chosen) + 2, ids)
+    blocks.fill(got, rows, chosen)
+    reference(blocks, want, rows, chosen)
+    for name in want:
+        assert np.array_equal(got[name][rows], want[name][rows]), name
+        untouched = np.setdiff1d(np.arange(len(chosen) + 2), rows)
+        assert np.array_equal(got[name][untouched], want[name][untouched]), f"{name}: rows not asked for changed"
+
+
+def test_single_blocks_match_the_reference_without_the_kernel(packed, monkeypatch):
+    blocks = stoke.TokenBlocks(packed["uint16"].select(range(NUM_DOCS - 1, -1, -1)), block_size=13, eos_id=5,
+                               packing="documents", attention_mask=True)  # fmt: skip
+    with_kernel = [blocks[b] for b in range(len(blocks))]
+    monkeypatch.setattr(blocks_module, "_tokens", None)
+    without = [blocks[b] for b in range(len(blocks))]
+    for one, other in zip(with_kernel, without):
+        assert one.keys() == other.keys()
+        assert all(np.array_equal(one[name], other[name]) for name in one)
+
+
+def epoch_rows(loader: stoke.Loader) -> dict[int, tuple]:
+    rows = {}
+    for batch in loader:
+        for row, block in enumerate(batch["index"].tolist()):
+            assert block not in rows, f"block {block} delivered twice"
+            rows[block] = tuple(batch[name][row].numpy().tobytes() for name in sorted(batch) if name != "index")
+    return rows
+
+
+@pytest.mark.parametrize("workers", ["thread", "process"])
+def test_the_loader_gives_the_same_batches_by_chunk_and_by_row(packed, workers, monkeypatch):
+    blocks = stoke.TokenBlocks(packed["uint16"], block_size=16, eos_id=3, packing="documents", attention_mask=True)
+    by_chunk = epoch_rows(stoke.Loader(blocks, batch_size=5, shuffle=True, seed=1, workers=workers, num_threads=2))
+    monkeypatch.setattr(SampleProducer, "produce_rows", lambda self, job, start, stop: False)  # row by row
+    by_row = epoch_rows(stoke.Loader(blocks, batch_size=5, shuffle=True, seed=1, workers=workers, num_threads=2))
+    assert sorted(by_chunk) == list(range(len(blocks)))
+    assert by_chunk == by_row
+
+
+def test_the_chunk_path_is_taken(packed, monkeypatch):
+    calls = []
+    original = BlockReader.fill
+
+    def counted(self, positions, rows, arrays):
+        result = original(self, positions, rows, arrays)
+        calls.append((len(positions), result is not None))
+        return result
+
+    monkeypatch.setattr(BlockReader, "fill", counted)
+    blocks = stoke.TokenBlocks(packed["uint16"], block_size=8)
+    batches = list(stoke.Loader(blocks, batch_size=8, num_threads=2))
+    assert sum(len(batch["index"]) for batch in batches) == len(blocks)
+    assert calls and all(filled for _, filled in calls) and sum(n for n, _ in calls) == len(blocks)
+
+
+def test_int32_tokens_are_written_directly_and_other_dtypes_row_by_row(packed):
+    blocks = stoke.TokenBlocks(packed["uint16"], block_size=8)
+    expected = np.stack([blocks[b]["tokens"] for b in range(len(blocks))])
+    for dtype in ("int32", "float32"):
+        loader = stoke.Loader(blocks, batch_size=6, transforms={"tokens": [stoke.ops.ToDtype(dtype)]})
+        batches = list(loader)
+        tokens = np.concatenate([batch["tokens"].numpy() for batch in batches])
+        assert batches[0]["tokens"].dtype == getattr(__import__("torch"), dtype)
+        assert np.array_equal(tokens, expected.astype(dtype))
+
+
+def test_only_the_chosen_fields_are_filled(packed):
+    blocks = stoke.TokenBlocks(packed["uint16"], block_size=8, attention_mask=True)
+    batch = next(iter(stoke.Loader(blocks, batch_size=4, fields=["tokens"])))
+    assert set(batch) == {"tokens", "index"}
+    with pytest.raises(ConfigError, match="must include 'tokens'"):
+        stoke.Loader(blocks, batch_size=4, fields=["document"])
+
+
+def flip_token_byte(root: Path, dataset: stoke.Dataset, document: int) -> None:
+    """Change one stored id of ``document`` in place (its checksum then fails)."""
+    blocks = stoke.TokenBlocks(dataset, block_size=4)
+    shard, at = int(blocks._shard[document]), int(blocks._payload[document])
+    path = root / dataset.manifest.shards[shard].file
+    with open(path, "r+b") as stream:
+        stream.seek(at)
+        byte = stream.read(1)
+        stream.seek(at)
+        stream.write(bytes([byte[0] ^ 0x40]))
+
+
+@pytest.mark.parametrize("verify", ["once", "always"])
+def test_a_damaged_document_fails_only_the_blocks_that_read_it(packed, tmp_path, verify):
+    root = Path(shutil.copytree(packed["uint16"].root, tmp_path / "ds"))
+    victim = 17  # the long document: it spans several blocks
+    flip_token_byte(root, stoke.open(root), victim)
+    blocks = stoke.TokenBlocks(stoke.open(root), block_size=16, verify=False)
+    reading = {b for b in range(len(blocks)) if victim in blocks[b]["document"]}
+    assert len(reading) > 2
+    loader = stoke.Loader(blocks, batch_size=6, shuffle=True, verify=verify, on_error="skip", num_threads=2)
+    for _ in range(2):  # the second epoch: "once" keeps a document that failed unchecked, so it fails again
+        delivered = epoch_rows(loader)
+        assert sorted(delivered) == sorted(set(range(len(blocks))) - reading)
+    assert sorted(record["index"] for record in loader.quarantine) == sorted(reading)
+    reason = loader.quarantine[0]["reason"]
+    assert "sample 17" in reason and "checksum" in reason, reason
+
+
+def test_a_lying_record_header_is_caught_without_checksums(packed, tmp_path):
+    root = Path(shutil.copytree(packed["uint16"].root, tmp_path / "ds"))
+    dataset = stoke.open(root)
+    blocks = stoke.TokenBlocks(dataset, block_size=16)
+    shard, at = int(blocks._shard[5]), int(blocks._payload[5])
+    with open(root / dataset.manifest.shards[shard].file, "r+b") as stream:
+        stream.seek(at - 8)  # the record header's length, which the offsets contradict now
+        stream.write((10**9).to_bytes(8, "little"))
+    blocks = stoke.TokenBlocks(stoke.open(root), block_size=16, verify=False)
+    with pytest.raises(SampleError, match=r"sample 5 .*does not hold the"):
+        for b in range(len(blocks)):
+            blocks[b]
+    loader = stoke.Loader(blocks, batch_size=4, verify="never", on_error="skip")
+    delivered = epoch_rows(loader)
+    failed = sorted(record["index"] for record in loader.quarantine)
+    assert failed and sorted(set(delivered) | set(failed)) == list(range(len(blocks)))
+
+
+def test_the_store_is_held_per_call_where_shards_may_go(packed, monkeypatch):
+    # Without the SIGBUS guard (or with a store that evicts shards) every call holds and checks its shards.
+    blocks = stoke.TokenBlocks(packed["int32"], block_size=9, eos_id=1)
+    expected = [blocks[b]["tokens"].copy() for b in range(len(blocks))]
+    monkeypatch.setattr(mapguard, "available", lambda: False)
+    held = []
+    store = blocks._base.store
+    original = store.open_shard
+    monkeypatch.setattr(store, "open_shard", lambda number: held.append(number) or original(number))
+    fresh = stoke.TokenBlocks(packed["int32"], block_size=9, eos_id=1)
+    assert all(np.array_equal(fresh[b]["tokens"], expected[b]) for b in range(len(fresh)))
+    assert len(held) >= len(fresh)  # at least one hold per block read
+
+
+@needs_kernel
+def test_the_kernel_refuses_what_does_not_fit(packed):
+    blocks = stoke.TokenBlocks(packed["uint16"], block_size=8)
+    small = np.zeros((1, 8), np.int64)
+    args = dict(ends=blocks.ends, counts=blocks.counts, payload=blocks._payload, shard=blocks._shard)
+
+    def gather(tokens, rows, starts, stops):
+        return KERNEL.gather(tokens, None, None, None, None, np.asarray(rows, np.int64), np.asarray(starts, np.int64),
+                             np.asarray(stops, np.int64), args["ends"], args["counts"], args["payload"], args["shard"],
+                             None, [None] * len(blocks._base.manifest.shards), "H", True, -1, 0, 8, None)  # fmt: skip
+
+    with pytest.raises(ValueError, match="fewer than 2 rows"):
+        gather(small, [1], [0], [8])
+    with pytest.raises(ValueError, match="asks for tokens"):
+        gather(small, [0], [0], [9])  # longer than a block
+    with pytest.raises(ValueError, match="asks for tokens"):
+        gather(small, [0], [blocks.total_tokens], [blocks.total_tokens + 4])  # past the stream
+    with pytest.raises(TypeError, match="writable"):
+        gather(bytes(64), [0], [0], [8])
+    assert gather(small, [0], [0], [8]) <= -2  # asks for the first shard's mapping
+
+
+# ---- a shard truncated while mapped (in a subprocess: a regression would be SIGBUS) ----------------------
+def truncated_scenario(root: str) -> dict[str, Any]:
+    dataset = stoke.open(root)
+    blocks = stoke.TokenBlocks(dataset, block_size=16)
+    first = {b: blocks[b]["tokens"].tolist() for b in range(len(blocks))}  # maps every shard
+    cut = dataset.manifest.shards[1].file
+    os.truncate(os.path.join(root, cut), os.path.getsize(os.path.join(root, cut)) // 2)
+    loader = stoke.Loader(blocks, batch_size=4, verify="never", on_error="skip", num_threads=2)
+    second = {}
+    for batch in loader:
+        for row, block in enumerate(batch["index"].tolist()):
+            second[block] = batch["tokens"][row].tolist()
+    return {
+        "identical": all(second[b] == first[b] for b in second),
+        "delivered": len(second),
+        "blocks": len(blocks),
+        "reasons": [record["reason"] for record in loader.quarantine],
+        "cut": cut,
+        "guarded": mapguard.available(),
+    }
+
+
+@pytest.mark.parametrize("guard", [True, False], ids=["guard", "fallback"])
+def test_a_shard_truncated_under_the_kernel_fails_its_blocks_naming_it(packed, tmp_path, guard):
+    root = shutil.copytree(packed["uint16"].root, tmp_path / "ds")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    env.pop("STOKE_MAPGUARD", None)
+    if not guard:
+        env["STOKE_MAPGUARD"] = "off"
+    code = f"import json, test_block_fill as case; print(json.dumps(case.truncated_scenario({str(root)!r})))"
+    completed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert completed.returncode != -signal.SIGBUS, completed.stderr[-3000:]
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    found = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert found["guarded"] is (guard and mapguard.available())
+    assert found["identical"] and 0 < found["delivered"] < found["blocks"]
+    assert found["reasons"] and all(found["cut"] in reason for reason in found["reasons"]), found["reasons"]
+
+
+def test_a_mixture_of_blocks_fills_by_chunk_as_by_row_and_names_the_source(packed, tmp_path, monkeypatch):
+    root = Path(shutil.copytree(packed["uint16"].root, tmp_path / "ds"))
+    flip_token_byte(root, stoke.open(root), 17)
+    web = stoke.TokenBlocks(stoke.open(root), block_size=16, verify=False)
+    code = stoke.TokenBlocks(packed["int32"], block_size=16, eos_id=0)
+    reading = {b for b in range(len(web)) if 17 in web[b]["document"]}
+
+    def run() -> tuple[dict, list]:
+        mixture = stoke.mix({"web": web, "code": code}, weights={"web": 2, "code": 1}, seed=3)
+        loader = stoke.Loader(mixture, batch_size=6, on_error="skip", num_threads=2, max_bad_fraction=0.5)
+        rows, failed = {}, []
+        for batch in loader:
+            for row, (source, index) in enumerate(zip(batch["source"], batch["index"].tolist())):
+                rows.setdefault((source, index), []).append(batch["tokens"][row].numpy().tobytes())
+        failed = sorted((record["index"], "source 'web'" in record["reason"]) for record in loader.quarantine)
+        return rows, failed
+
+    filled = []
+    original = MixtureReader.fill
+    monkeypatch.setattr(MixtureReader, "fill", lambda *args: filled.append(original(*args)) or filled[-1])
+    by_chunk, failed = run()
+    assert filled and all(result is not None for result in filled)  # every chunk filled by the sources' readers
+    monkeypatch.setattr(SampleProducer, "produce_rows", lambda self, job, start, stop: False)
+    by_row, failed_by_row = run()
+    assert by_chunk == by_row and failed == failed_by_row
+    assert failed and all(named for _, named in failed)
+    assert not any(("web", block) in by_chunk for block in reading)  # the damaged document's blocks: none
+    assert all(np.frombuffer(value[0], np.int64).tolist() == code[index]["tokens"].tolist()
+               for (source, index), value in by_chunk.items() if source == "code")  # fmt: skip
+
+
+@given(size=st.integers(0, 70), passed=st.sets(st.integers(0, 69)))
+def test_checked_samples_hold_exactly_what_passed(size, passed):
+    checked = CheckedSamples(size)
+    passed = sorted(p for p in passed if p < size)
+    for position in passed[: len(passed) // 2]:
+        checked.add(position)
+    mask = np.zeros(size, bool)
+    mask[passed[len(passed) // 2 :]] = True
+    checked.add_all(mask)
+    assert checked.holds(np.arange(size, dtype=np.int64)).tolist() == [p in passed for p in range(size)]
+    assert checked.complete() is (len(passed) == size)
+
+
+def token_rows(batches) -> list[tuple[int, tuple[int, ...]]]:
+    return [
+        (block, tuple(tokens)) for batch in batches
+        for block, tokens in zip(batch["index"].tolist(), batch["tokens"].tolist())
+    ]  # fmt: skip
+
+
+def test_blocks_resume_mid_epoch_and_across_world_sizes_with_every_token_once(packed):
+    blocks = stoke.TokenBlocks(packed["uint16"], block_size=8, eos_id=0)
+    stream = [token for b in range(len(blocks)) for token in blocks[b]["tokens"].tolist()]
+    whole = token_rows(stoke.Loader(blocks, batch_size=4, shuffle=True, seed=5))
+    assert sorted(token for _, tokens in whole for token in tokens) == sorted(stream)  # every token, once
+
+    loader = stoke.Loader(blocks, batch_size=4, shuffle=True, seed=5)
+    iterator = iter(loader)
+    first = token_rows([next(iterator) for _ in range(3)])
+    state = json.loads(json.dumps(loader.state_dict()))
+    resumed = stoke.Loader(blocks, batch_size=4, shuffle=True, seed=5)
+    resumed.load_state_dict(state)
+    assert first + token_rows(resumed) == whole  # exactly the rest, in order
+
+    two = [stoke.Loader(blocks, batch_size=3, shuffle=True, seed=5, rank=r, world_size=2) for r in range(2)]
+    iterators = [iter(each) for each in two]
+    done = [row for _ in range(2) for each in iterators for row in token_rows([next(each)])]
+    state = two[0].state_dict()
+    rest = []
+    for rank in range(3):
+        three = stoke.Loader(blocks, batch_size=3, shuffle=True, seed=5, rank=rank, world_size=3)
+        three.load_state_dict(state)
+        rest += token_rows(three)
+    delivered = [block for block, _ in done + rest]
+    padded = len(delivered) - len(blocks)  # a distributed epoch pads the last global batch with repeats
+    assert set(delivered) == set(range(len(blocks))) and 0 <= padded < 9
+
+
+@pytest.mark.parametrize("cache_shards", [None, 2])
+def test_blocks_of_a_remote_dataset_are_those_of_the_local_one(packed, tmp_path, cache_shards):
+    local = packed["uint16"]
+    server = HttpDatasetServer(local.root.parent)
+    try:
+        size = None if cache_shards is None else cache_shards * max(s.file_size for s in local.manifest.shards)
+        remote = stoke.open(server.url(local.root.name), cache_dir=tmp_path / "cache", cache_bytes=size,
+                            retry=Retry(attempts=2, base_delay=0.01))  # fmt: skip
+        assert remote.store.evicts
+        blocks = {
+            where: stoke.TokenBlocks(dataset, block_size=12, eos_id=2, packing="documents")
+            for where, dataset in (("local", local), ("remote", remote))
+        }
+        batches = {
+            where: epoch_rows(stoke.Loader(each, batch_size=4, shuffle=True, seed=9, num_threads=2))
+            for where, each in blocks.items()
+        }
+        assert sorted(batches["remote"]) == list(range(len(blocks["local"])))
+        assert batches["remote"] == batches["local"]
+        remote.close()
+    finally:
+        server.stop()
+
+
+def test_without_the_kernel_the_loader_gives_the_same_batches(packed, monkeypatch):
+    blocks = stoke.TokenBlocks(packed["uint32"].select(range(0, NUM_DOCS, 2)), block_size=10, eos_id=9,
+                               packing="documents", attention_mask=True)  # fmt: skip
+    with_kernel = epoch_rows(stoke.Loader(blocks, batch_size=4, shuffle=True, seed=2))
+    monkeypatch.setattr(blocks_module, "_tokens", None)  # what an install without a C compiler has
+    assert epoch_rows(stoke.Loader(blocks, batch_size=4, shuffle=True, seed=2)) == with_kernel
+    assert sorted(with_kernel) == list(range(len(blocks)))
