@@ -131,7 +131,10 @@ def test_a_disk_smaller_than_cache_bytes_works_as_a_smaller_cache(served, tmp_pa
         seen = np.concatenate([batch["index"].numpy() for batch in loader])
         assert sorted(seen.tolist()) == list(range(SAMPLES)) and not loader.quarantine
         stats = remote.cache.stats()
-        assert stats["downloads"] >= 8 and stats["evictions"] >= stats["downloads"] - 3  # at most 3 fit at once
+        # What the disk holds stays: 4 shards exactly, or 3 while a download in flight holds its reservation
+        # (which of the two ends the epoch depends on the threads' timing).
+        fit = disk.capacity // on_disk(size)
+        assert stats["downloads"] >= 8 and stats["evictions"] >= stats["downloads"] - fit
         assert not temporaries(remote.cache.directory)
     warnings = [record.getMessage() for record in caplog.records if "room for fewer shards" in record.getMessage()]
     assert len(warnings) == 1 and str(remote.cache.directory) in warnings[0]  # said once, not per shard

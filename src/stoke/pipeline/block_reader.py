@@ -106,14 +106,12 @@ class BlockReader:
         started = timing.start()
         positions, rows = np.asarray(positions, dtype=np.int64), np.asarray(rows, dtype=np.int64)
         failed = self._check(positions)
-        keep = slice(None)
-        if failed:
-            keep = np.ones(len(rows), bool)
-            keep[list(failed)] = False
+        keep = np.ones(len(rows), bool)
+        keep[list(failed)] = False
         try:
             blocks.fill(out, rows[keep], positions[keep])  # type: ignore[arg-type]
         except (StokeError, OSError):  # a document that cannot be read: find the blocks it costs, one by one
-            for j in np.flatnonzero(np.ones(len(rows), bool)[keep] if not failed else keep).tolist():
+            for j in np.flatnonzero(keep).tolist():
                 try:
                     blocks.fill(out, rows[j : j + 1], positions[j : j + 1])  # type: ignore[arg-type]
                 except (StokeError, OSError) as error:
