@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -165,7 +166,7 @@ def test_int32_tokens_are_written_directly_and_other_dtypes_row_by_row(packed):
         loader = stoke.Loader(blocks, batch_size=6, transforms={"tokens": [stoke.ops.ToDtype(dtype)]})
         batches = list(loader)
         tokens = np.concatenate([batch["tokens"].numpy() for batch in batches])
-        assert batches[0]["tokens"].dtype == getattr(__import__("torch"), dtype)
+        assert batches[0]["tokens"].dtype == getattr(torch, dtype)
         assert np.array_equal(tokens, expected.astype(dtype))
 
 
@@ -242,12 +243,12 @@ def test_the_store_is_held_per_call_where_shards_may_go(packed, monkeypatch):
 def test_the_kernel_refuses_what_does_not_fit(packed):
     blocks = stoke.TokenBlocks(packed["uint16"], block_size=8)
     small = np.zeros((1, 8), np.int64)
-    args = dict(ends=blocks.ends, counts=blocks.counts, payload=blocks._payload, shard=blocks._shard)
 
     def gather(tokens, rows, starts, stops):
-        return KERNEL.gather(tokens, None, None, None, None, np.asarray(rows, np.int64), np.asarray(starts, np.int64),
-                             np.asarray(stops, np.int64), args["ends"], args["counts"], args["payload"], args["shard"],
-                             None, [None] * len(blocks._base.manifest.shards), "H", True, -1, 0, 8, None)  # fmt: skip
+        as_int64 = [np.asarray(values, np.int64) for values in (rows, starts, stops)]
+        return KERNEL.gather(tokens, None, None, None, None, *as_int64, blocks.ends, blocks.counts, blocks._payload,
+                             blocks._shard, None, [None] * len(blocks._base.manifest.shards), "H", True, -1, 0, 8,
+                             None)  # fmt: skip
 
     with pytest.raises(ValueError, match="fewer than 2 rows"):
         gather(small, [1], [0], [8])

@@ -61,6 +61,11 @@ static int64_t load_id(const uint8_t *p, char code) {
     }
 }
 
+/* The bytes of one stored id of type `code`. */
+static int id_size(char code) {
+    return (code == 'B' || code == 'b') ? 1 : (code == 'H' || code == 'h') ? 2 : (code == 'I' || code == 'i') ? 4 : 8;
+}
+
 /* The loops that touch every token, compiled for AVX2 and for the baseline, one picked at load time
  * (GCC's target_clones; a compiler without it gets the baseline). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -101,7 +106,7 @@ static void widen(uint8_t *dst, int out_size, const uint8_t *src, char code, int
         }
         return;
     }
-    int in_size = (code == 'B' || code == 'b') ? 1 : (code == 'H' || code == 'h') ? 2 : (code == 'I' || code == 'i') ? 4 : 8;
+    int in_size = id_size(code);
     for (int64_t i = 0; i < n; i++) {
         int64_t v = load_id(src + (size_t)in_size * (size_t)i, code);
         if (out_size == 8) ((int64_t *)dst)[i] = v;
@@ -253,7 +258,7 @@ static PyObject *gather(PyObject *self, PyObject *args) {
             used[num_used++] = s;
         }
     }
-    int in_size = (code == 'B' || code == 'b') ? 1 : (code == 'H' || code == 'h') ? 2 : (code == 'I' || code == 'i') ? 4 : 8;
+    int in_size = id_size(code);
     int has_eos = eos >= 0;
     int64_t bad = -1;
 

@@ -137,7 +137,7 @@ class BlockReader:
             if j in failed:
                 continue
             try:
-                self.blocks.check(np.array([document]))
+                self.blocks.check((document,))
             except (StokeError, OSError) as error:
                 failed[j] = self._failure(int(positions[j]), error)
             else:

@@ -69,7 +69,7 @@ Example:
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -170,7 +170,7 @@ class TokenBlocks:
             raise IndexError(f"block {block} is out of range for {self.num_blocks:,} blocks")
         blocks = np.array([block], np.int64)
         if self.verify:
-            self.check(self.documents(*self.spans(blocks))[0])
+            self.check(self.documents(*self.spans(blocks))[0].tolist())
         out = {name: np.empty((1, *field.spec.shape), field.spec.dtype) for name, field in self.fields.items()}
         self.fill(out, np.zeros(1, np.int64), blocks)
         return {name: array[0] for name, array in out.items()}
@@ -212,10 +212,10 @@ class TokenBlocks:
         within = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
         return np.repeat(first, sizes) + within, range_of
 
-    def check(self, documents: np.ndarray) -> None:
+    def check(self, documents: Iterable[int]) -> None:
         """Check ``documents`` against their checksums; a SampleError naming the first that fails."""
-        for document in documents.tolist():
-            self.dataset.read_fields(document, [self._position], True)
+        for document in documents:
+            self.dataset.read_fields(int(document), [self._position], True)
 
     def fill(self, out: Mapping[str, np.ndarray], rows: np.ndarray, blocks: np.ndarray) -> None:
         """Write ``blocks`` into rows ``rows`` of the arrays of ``out``: ``tokens`` and whichever of
