@@ -8,6 +8,11 @@ interleaved round by round (median of ``--rounds``), batches of ``--batch-size``
 * ``memcpy``: one copy of the whole stream's bytes (uint16) into a preallocated buffer: the ceiling of
   reading the bytes; ``widen``: the same stream widened to int64 into a preallocated buffer (numpy), the
   ceiling of delivering int64 ids, which is what an embedding layer takes;
+* ``shuffled-copy``, ``shuffled-widen``: the ceilings of a loader that shuffles. The flat stream's blocks,
+  in a fresh random order each round, copied a batch at a time into a ring of 8 preallocated batches
+  (numpy, no loader around it, no document boundaries), as they are (uint16) or widened to int64. Random
+  4 KiB blocks out of the page cache cost more than one sequential copy, and a widened batch writes four
+  times the bytes: these say how much of ``memcpy`` any loader that shuffles can reach on this machine;
 * ``memmap``: the stream written to one flat ``.bin`` file, a ``torch.utils.data.Dataset`` whose
   ``__getitem__`` slices a ``numpy.memmap`` and widens to int64, under ``DataLoader(num_workers=2,
   shuffle=True)``: the loader most nanoGPT-style scripts write (tokens only, no document boundaries);
@@ -17,6 +22,8 @@ interleaved round by round (median of ``--rounds``), batches of ``--batch-size``
   installed: ``make peers``;
 * ``stoke-tokens``: ``Loader(TokenBlocks(dataset, 2048), fields=["tokens"], shuffle=True, num_threads=2)``:
   int64 tokens, the memmap loader's output, checked against their checksums ("once") and resumable;
+* ``stoke-inline``: ``stoke-tokens`` with ``workers="inline", timeout=None``: each batch made in the
+  loop's own thread, one C call, with no handoff to a worker (``stoke.pipeline.inline``);
 * ``stoke``: the same with every field, ``tokens``, ``document`` and ``position_ids`` (3 int64 per token);
 * ``stoke-process``: ``stoke`` with ``workers="process"``.
 
@@ -75,6 +82,25 @@ def corpus(root: Path, documents: int) -> tuple[Path, Path, int]:
     return packed, flat, int(stream.size)
 
 
+def shuffled(flat_stream: np.ndarray, batch_size: int, dtype: type) -> float:
+    """Tokens/s of copying the stream's blocks in a random order, batch by batch, into a ring of 8
+    preallocated ``dtype`` batches: a shuffling loader's ceiling (see the module docstring)."""
+    count = flat_stream.size // BLOCK
+    blocks = flat_stream[: count * BLOCK].reshape(count, BLOCK)
+    ring = [np.empty((batch_size, BLOCK), dtype) for _ in range(8)]
+    order = np.random.default_rng().permutation(count)
+    batches = count // batch_size
+    start = time.perf_counter()
+    for number in range(batches):
+        chosen = order[number * batch_size : (number + 1) * batch_size]
+        out = ring[number % 8]
+        if dtype == flat_stream.dtype:
+            np.take(blocks, chosen, axis=0, out=out)
+        else:
+            np.copyto(out, blocks[chosen])  # gathered, then widened
+    return batches * batch_size * BLOCK / (time.perf_counter() - start)
+
+
 def tokens_per_second(batches, tokens_of) -> float:
     start, total = time.perf_counter(), 0
     for batch in batches:
@@ -127,6 +153,9 @@ def main() -> None:
         blocks = stoke.TokenBlocks(stoke.open(packed), block_size=BLOCK)
         loaders = {
             "stoke-tokens": stoke.Loader(blocks, batch_size=size, shuffle=True, num_threads=2, fields=["tokens"]),
+            "stoke-inline": stoke.Loader(
+                blocks, batch_size=size, shuffle=True, workers="inline", timeout=None, fields=["tokens"]
+            ),
             "stoke": stoke.Loader(blocks, batch_size=size, shuffle=True, num_threads=2),
             "stoke-process": stoke.Loader(blocks, batch_size=size, shuffle=True, num_threads=2, workers="process"),
         }
@@ -136,6 +165,8 @@ def main() -> None:
         contenders = {
             "memcpy": lambda: total / _timed(lambda: np.copyto(target, stream)),
             "widen": lambda: total / _timed(lambda: np.copyto(wide, stream)),
+            "shuffled-copy": lambda: shuffled(stream, size, np.uint16),
+            "shuffled-widen": lambda: shuffled(stream, size, np.int64),
             "memmap": lambda: tokens_per_second(memmap, lambda batch: batch.numel()),
         }
         lit = litdata_contender(Path(tmp), flat, args.documents, size)
@@ -155,14 +186,15 @@ def main() -> None:
     print(f"{total:,} tokens, {len(blocks):,} blocks of {BLOCK}, batches of {size}; median of {args.rounds} rounds")
     for name, rate in medians.items():
         print(f"{name:>13}: {rate / 1e6:9,.1f} M tokens/s")
-    for name in ("stoke-tokens", "stoke"):
+    for name in ("stoke-tokens", "stoke-inline", "stoke"):
         peers = ", ".join(
             f"{medians[name] / medians[peer]:.2f}x {peer}" for peer in ("memmap", "litdata") if peer in medians
         )
-        print(
-            f"{name}: {medians[name] / medians['memcpy']:.3f} of memcpy, {medians[name] / medians['widen']:.3f} of "
-            f"widen, {peers}"
+        ceilings = ", ".join(
+            f"{medians[name] / medians[ceiling]:.3f} of {ceiling}"
+            for ceiling in ("memcpy", "widen", "shuffled-copy", "shuffled-widen")
         )
+        print(f"{name}: {ceilings}, {peers}")
     if "litdata" not in medians:
         print("litdata: not installed (make peers installs it)")
 

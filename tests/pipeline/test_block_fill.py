@@ -133,12 +133,18 @@ def epoch_rows(loader: stoke.Loader) -> dict[int, tuple]:
     return rows
 
 
-@pytest.mark.parametrize("workers", ["thread", "process"])
+def kind_options(workers: str) -> dict:
+    """Loader arguments for one executor kind: inline runs in the loop's thread, without a timeout."""
+    return {"workers": "inline", "timeout": None} if workers == "inline" else {"workers": workers, "num_threads": 2}
+
+
+@pytest.mark.parametrize("workers", ["thread", "process", "inline"])
 def test_the_loader_gives_the_same_batches_by_chunk_and_by_row(packed, workers, monkeypatch):
     blocks = stoke.TokenBlocks(packed["uint16"], block_size=16, eos_id=3, packing="documents", attention_mask=True)
-    by_chunk = epoch_rows(stoke.Loader(blocks, batch_size=5, shuffle=True, seed=1, workers=workers, num_threads=2))
+    options = kind_options(workers)
+    by_chunk = epoch_rows(stoke.Loader(blocks, batch_size=5, shuffle=True, seed=1, **options))
     monkeypatch.setattr(SampleProducer, "produce_rows", lambda self, job, start, stop: False)  # row by row
-    by_row = epoch_rows(stoke.Loader(blocks, batch_size=5, shuffle=True, seed=1, workers=workers, num_threads=2))
+    by_row = epoch_rows(stoke.Loader(blocks, batch_size=5, shuffle=True, seed=1, **options))
     assert sorted(by_chunk) == list(range(len(blocks)))
     assert by_chunk == by_row
 
@@ -170,6 +176,17 @@ def test_int32_tokens_are_written_directly_and_other_dtypes_row_by_row(packed):
         assert np.array_equal(tokens, expected.astype(dtype))
 
 
+def test_inline_workers_ask_for_timeout_none_and_one_thread(packed):
+    blocks = stoke.TokenBlocks(packed["uint16"], block_size=8)
+    with pytest.raises(ConfigError, match=r"a read that hangs cannot be timed out.*pass timeout=None"):
+        stoke.Loader(blocks, batch_size=4, workers="inline")
+    with pytest.raises(ConfigError, match=r"num_threads=2 has no meaning"):
+        stoke.Loader(blocks, batch_size=4, workers="inline", timeout=None, num_threads=2)
+    loader = stoke.Loader(blocks, batch_size=4, workers="inline", timeout=None)
+    stats = loader.stats()
+    assert (stats["num_threads"], stats["prefetch"], stats["autotune"]) == (1, 1, None)
+
+
 def test_only_the_chosen_fields_are_filled(packed):
     blocks = stoke.TokenBlocks(packed["uint16"], block_size=8, attention_mask=True)
     batch = next(iter(stoke.Loader(blocks, batch_size=4, fields=["tokens"])))
@@ -190,15 +207,15 @@ def flip_token_byte(root: Path, dataset: stoke.Dataset, document: int) -> None:
         stream.write(bytes([byte[0] ^ 0x40]))
 
 
-@pytest.mark.parametrize("verify", ["once", "always"])
-def test_a_damaged_document_fails_only_the_blocks_that_read_it(packed, tmp_path, verify):
+@pytest.mark.parametrize(("verify", "workers"), [("once", "thread"), ("always", "thread"), ("once", "inline")])
+def test_a_damaged_document_fails_only_the_blocks_that_read_it(packed, tmp_path, verify, workers):
     root = Path(shutil.copytree(packed["uint16"].root, tmp_path / "ds"))
     victim = 17  # the long document: it spans several blocks
     flip_token_byte(root, stoke.open(root), victim)
     blocks = stoke.TokenBlocks(stoke.open(root), block_size=16, verify=False)
     reading = {b for b in range(len(blocks)) if victim in blocks[b]["document"]}
     assert len(reading) > 2
-    loader = stoke.Loader(blocks, batch_size=6, shuffle=True, verify=verify, on_error="skip", num_threads=2)
+    loader = stoke.Loader(blocks, batch_size=6, shuffle=True, verify=verify, on_error="skip", **kind_options(workers))
     for _ in range(2):  # the second epoch: "once" keeps a document that failed unchecked, so it fails again
         delivered = epoch_rows(loader)
         assert sorted(delivered) == sorted(set(range(len(blocks))) - reading)
@@ -364,6 +381,9 @@ def test_blocks_resume_mid_epoch_and_across_world_sizes_with_every_token_once(pa
     resumed = stoke.Loader(blocks, batch_size=4, shuffle=True, seed=5)
     resumed.load_state_dict(state)
     assert first + token_rows(resumed) == whole  # exactly the rest, in order
+    inline = stoke.Loader(blocks, batch_size=4, shuffle=True, seed=5, **kind_options("inline"))
+    inline.load_state_dict(state)  # a state saved with threads, resumed inline: the same rest
+    assert first + token_rows(inline) == whole
 
     two = [stoke.Loader(blocks, batch_size=3, shuffle=True, seed=5, rank=r, world_size=2) for r in range(2)]
     iterators = [iter(each) for each in two]

@@ -1,5 +1,7 @@
-"""The executor protocol: one suite run against every kind in EXECUTORS (threads, processes), as torchdata
-runs one save/resume helper against every node; and the Loader never asks which kind it has."""
+"""The executor protocol: one suite run against every kind in EXECUTORS (threads, processes, inline), as
+torchdata runs one save/resume helper against every node; and the Loader never asks which kind it has. What
+only workers beside the loop can do (stop while a sample is stuck) runs against the kinds ``in_background``;
+the inline kind's own promise (the job done when ``start`` returns, in the caller's thread) has its test."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from stoke.pipeline.buffers import BufferPool
 from stoke.pipeline.executor import EXECUTORS, Executor, executor_kind, make_executor
 
 KINDS = sorted(EXECUTORS)
+BACKGROUND = [kind for kind in KINDS if EXECUTORS[kind].in_background]
 
 
 class MachineError(Exception):
@@ -69,6 +72,11 @@ class Harness:
 
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(params=BACKGROUND)
+def background(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
@@ -155,23 +163,26 @@ def test_resize_changes_the_workers_or_refuses_clearly(kind):
     harness = Harness(kind, writes, workers=2)
     executor = harness.executor
     try:
-        executor.resize(2)  # its own count: always accepted
+        executor.resize(executor.num_workers)  # its own count: always accepted
         if executor.resizable:
             executor.resize(3)
             assert executor.num_workers == 3
             executor.resize(1)
             assert executor.num_workers == 1
         else:
-            with pytest.raises(ConfigError, match=r"keeps the 2 workers it was forked with, so it cannot run 3"):
+            workers = executor.num_workers
+            refused = r"(keeps the 2 workers it was forked with|own thread), so it cannot run 3"
+            with pytest.raises(ConfigError, match=refused):
                 executor.resize(3)
-            assert executor.num_workers == 2
+            assert executor.num_workers == workers
         job = harness.run(np.arange(9, dtype=np.int64))
         assert job.error is None and job.buffers.arrays["x"][:9].tolist() == expected(np.arange(9), 0)
     finally:
         executor.shutdown()
 
 
-def test_shutdown_stops_every_worker_now_and_ends_the_jobs_in_work(kind):
+def test_shutdown_stops_every_worker_now_and_ends_the_jobs_in_work(background):
+    kind = background
     threads_before = threading.active_count()
     children_before = {child.pid for child in psutil.Process().children()}
 
@@ -195,7 +206,8 @@ def test_shutdown_stops_every_worker_now_and_ends_the_jobs_in_work(kind):
     assert settled(lambda: not {child.pid for child in psutil.Process().children()} - children_before)
 
 
-def test_abandon_returns_at_once_while_a_sample_is_stuck(kind):
+def test_abandon_returns_at_once_while_a_sample_is_stuck(background):
+    kind = background
     release = threading.Event()  # set in this process only: a forked copy waits until it is stopped
 
     def produce(job: BatchJob, row: int) -> None:
@@ -221,7 +233,7 @@ def test_cpu_stat_paths_name_each_running_worker(kind):
     try:
         harness.run(np.arange(4, dtype=np.int64))
         paths = harness.executor.cpu_stat_paths
-        assert len(paths) == harness.executor.num_workers == 2
+        assert len(paths) == harness.executor.num_workers == (2 if EXECUTORS[kind].in_background else 1)
         for path in paths:
             with open(path, "rb") as stream:
                 assert stream.read().count(b" ") > 20  # a /proc stat line
@@ -246,10 +258,26 @@ def test_retiring_a_buffer_leaves_the_workers_working_on_new_ones(kind):
 def test_every_kind_declares_its_capabilities_and_an_unknown_kind_is_named():
     for cls in EXECUTORS.values():
         assert isinstance(cls.resizable, bool) and isinstance(cls.shared_buffers, bool)
-    with pytest.raises(ConfigError, match=r"workers must be 'thread' or 'process', got 'fibers'"):
+    with pytest.raises(ConfigError, match=r"workers must be 'thread' or 'process' or 'inline', got 'fibers'"):
         executor_kind("fibers")
     with pytest.raises(ConfigError, match=r"got \['thread'\]"):
         executor_kind(["thread"])
+
+
+def test_inline_work_is_done_when_start_returns_in_the_callers_thread():
+    threads: set[int] = set()
+
+    def produce(job: BatchJob, row: int) -> None:
+        threads.add(threading.get_ident())
+        writes(job, row)
+
+    harness = Harness("inline", produce)
+    indices = np.arange(7, dtype=np.int64)
+    job = harness.job(indices, epoch=1)
+    harness.executor.start(job)
+    assert job.done.is_set() and threads == {threading.get_ident()}
+    assert job.buffers.arrays["x"][:7].tolist() == expected(indices, 1)
+    assert not EXECUTORS["inline"].can_time_out and all(EXECUTORS[kind].can_time_out for kind in BACKGROUND)
 
 
 def test_the_loader_never_asks_which_executor_it_has():

@@ -174,8 +174,9 @@ def test_close_stops_busy_workers_at_once_and_the_epoch_goes_on_after():
     loader.close()
 
 
-def test_workers_must_be_thread_or_process():
-    with pytest.raises(stoke.errors.ConfigError, match=r"workers must be 'thread' or 'process', got 'fibers'"):
+def test_workers_must_be_a_known_kind():
+    known = r"workers must be 'thread' or 'process' or 'inline', got 'fibers'"
+    with pytest.raises(stoke.errors.ConfigError, match=known):
         stoke.Loader({"x": np.arange(3.0)}, batch_size=2, workers="fibers")
 
 

@@ -151,6 +151,14 @@ def settings(
     cores = available_cores()
     threads = count_setting(asked[0], cores, "num_threads")
     depth = count_setting(asked[1], DEFAULT_PREFETCH, "prefetch")
+    if not kind.in_background:  # the loop's own thread makes each batch: one "worker", one batch ahead
+        if asked[0] not in ("auto", 1):
+            raise ConfigError(
+                f"workers={workers!r} makes every batch in the loop's own thread, so num_threads={asked[0]!r} has "
+                f"no meaning; leave num_threads out, or use workers='thread'"
+            )
+        threads, depth = 1, 1 if asked[1] == "auto" else depth
+        asked = (1, depth)  # nothing to tune
     return Settings(size, chosen_seed, kind, threads, depth, asked, cores, bool(given.get("pin_memory")))
 
 
@@ -197,12 +205,23 @@ def check_collate(collate_fn: Any, batch_transforms: Any) -> None:
         )
 
 
-def timeout_setting(timeout: float | None) -> float | None:
-    """Seconds to wait for one batch, or None for ever (DataLoader's ``timeout=0`` means for ever too)."""
+def timeout_setting(timeout: float | None, executor: type[Executor] | None = None) -> float | None:
+    """Seconds to wait for one batch, or None for ever (DataLoader's ``timeout=0`` means for ever too). An
+    ``executor`` that makes batches in the loop's own thread cannot time out: it takes None, said so.
+
+    >>> timeout_setting(0), timeout_setting(30.0)
+    (None, 30.0)
+    """
     if timeout == 0:
         return None
     if timeout is not None and not timeout > 0:
         raise ConfigError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    if timeout is not None and executor is not None and not executor.can_time_out:
+        raise ConfigError(
+            f"workers='inline' makes every batch in the loop's own thread, where a read that hangs cannot be "
+            f"timed out (timeout={timeout:g} was given, or is the default); pass timeout=None to accept that, or use "
+            f"workers='thread'"
+        )
     return timeout
 
 

@@ -109,7 +109,10 @@ class BlockReader:
         keep = np.ones(len(rows), bool)
         keep[list(failed)] = False
         try:
-            blocks.fill(out, rows[keep], positions[keep])  # type: ignore[arg-type]
+            if failed:
+                blocks.fill(out, rows[keep], positions[keep])  # type: ignore[arg-type]
+            else:  # the usual case: every row, without masking
+                blocks.fill(out, rows, positions)  # type: ignore[arg-type]
         except (StokeError, OSError):  # a document that cannot be read: find the blocks it costs, one by one
             for j in np.flatnonzero(keep).tolist():
                 try:

@@ -95,11 +95,12 @@ class BufferPool:
 
     def acquire(self) -> BufferSet:
         """A set to fill (see the class docstring for which)."""
-        held = [sum(not candidate.is_free(name) for name in candidate.arrays) for candidate in self._idle]
         chosen: BufferSet | None = None
-        if 0 in held:
-            chosen = self._idle.pop(held.index(0))
+        free = next((k for k, idle in enumerate(self._idle) if all(map(idle.is_free, idle.arrays))), None)
+        if free is not None:  # the usual case, found without counting every set's held arrays
+            chosen = self._idle.pop(free)
         elif self._idle and self.sets >= self.max_sets:
+            held = [sum(not candidate.is_free(name) for name in candidate.arrays) for candidate in self._idle]
             chosen = self._idle.pop(held.index(min(held)))
         if chosen is not None:
             if chosen.copy_done is not None:

@@ -16,6 +16,10 @@ a worker dies       cannot (a task's error is the job's)   the job fails naming 
 ``abandon``         cancels; a stuck thread leaves later   stops every worker now
 ==================  ====================================  ==========================================
 
+A third kind, ``"inline"`` (``pipeline/inline.py``), has no workers: ``start`` makes the batch in the
+loop's own thread, for work cheaper than a handoff (token blocks). It cannot time out a stuck read
+(``can_time_out``) and does not run beside the loop (``in_background``).
+
 A new kind (a pool of subinterpreters, a remote pool) is one class with the members of :class:`Executor`,
 registered in :data:`EXECUTORS` under the name ``Loader(workers=...)`` takes, and run through the shared
 suite in ``tests/pipeline/test_executor.py``. Nothing else changes: the Loader reads ``resizable`` and
@@ -47,6 +51,7 @@ from typing import Any, ClassVar, Protocol
 
 from stoke.errors import ConfigError
 from stoke.pipeline.batch import BatchJob
+from stoke.pipeline.inline import InlineExecutor
 from stoke.pipeline.processes import Draw, ProcessPool, Produce
 from stoke.pipeline.shared import SharedBlock
 from stoke.pipeline.threads import ThreadExecutor
@@ -64,6 +69,11 @@ class Executor(Protocol):
     shared_buffers: ClassVar[bool]
     """Whether batch buffers must be shared blocks (``stoke.pipeline.shared``): workers in other processes
     write into them."""
+    can_time_out: ClassVar[bool]
+    """Whether the loop can give up on a batch that takes too long (the Loader's ``timeout``): only when
+    something else than the loop's thread does the work."""
+    in_background: ClassVar[bool]
+    """Whether the work runs beside the loop (workers), or in ``start`` itself, in the loop's thread."""
 
     @property
     def broken(self) -> bool:
@@ -107,7 +117,7 @@ class Executor(Protocol):
         ...
 
 
-EXECUTORS: dict[str, type[Executor]] = {"thread": ThreadExecutor, "process": ProcessPool}
+EXECUTORS: dict[str, type[Executor]] = {"thread": ThreadExecutor, "process": ProcessPool, "inline": InlineExecutor}
 """The executor kinds, by the name ``Loader(workers=...)`` takes."""
 
 

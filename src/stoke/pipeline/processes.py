@@ -95,6 +95,8 @@ class ProcessPool:
 
     resizable: ClassVar[bool] = False
     shared_buffers: ClassVar[bool] = True
+    can_time_out: ClassVar[bool] = True
+    in_background: ClassVar[bool] = True
 
     def __init__(self, num_workers: int, produce: Produce, draw: Draw) -> None:
         if num_workers < 1:

@@ -107,6 +107,8 @@ class ThreadExecutor(WorkerPool):
 
     resizable: ClassVar[bool] = True
     shared_buffers: ClassVar[bool] = False
+    can_time_out: ClassVar[bool] = True
+    in_background: ClassVar[bool] = True
     broken = False  # a thread outlives its task's errors (the job records them): nothing to re-make
 
     def __init__(
