@@ -188,6 +188,9 @@ class Loader:
         self._reader = reader_for(dataset, fields, verify_mode(verify), names, self.timing)
         transforms = arguments.field_transforms(transforms, list(self._reader.fields))
         self._stages = [self._stage(name, transforms.get(name, ())) for name in self._reader.fields]
+        check_delivery = getattr(self._reader, "check_delivery", None)  # TokenBlocks: dtypes that hold the ids
+        if check_delivery is not None:
+            check_delivery({name: dtype for stage in self._stages for name, (_, dtype) in stage.buffer_specs().items()})
         keys = arguments.batch_keys(self._stages)
         self.batch_transforms = arguments.checked_batch_transforms(
             batch_transforms, self._reader, keys, collate_fn is None

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,10 +75,13 @@ def reference(blocks: stoke.TokenBlocks, out: dict[str, np.ndarray], rows: np.nd
 
 
 def empty_arrays(blocks: stoke.TokenBlocks, rows: int, ids: str) -> dict[str, np.ndarray]:
+    """Each field's array of ``rows`` rows, ids of dtype ``ids`` ("stored": the tokens as stored, the rest int64)."""
     arrays = {}
     for name, field in blocks.fields.items():
         flag = field.spec.dtype == bool
-        arrays[name] = np.full((rows, *field.spec.shape), True if flag else 99, bool if flag else ids)
+        stored = (ids, name) == ("stored", "tokens")
+        dtype = bool if flag else blocks.id_dtype if stored else ids.replace("stored", "int64")
+        arrays[name] = np.full((rows, *field.spec.shape), True if flag else 99, dtype)
     return arrays
 
 
@@ -92,7 +94,7 @@ def empty_arrays(blocks: stoke.TokenBlocks, rows: int, ids: str) -> dict[str, np
     eos_id=st.one_of(st.none(), st.integers(0, 127)),
     packing=st.sampled_from(["stream", "documents"]),
     mask=st.booleans(),
-    ids=st.sampled_from(["int64", "int32"]),
+    ids=st.sampled_from(["int64", "int32", "stored"]),
     seed=st.integers(0, 2**16),
 )
 def test_the_kernel_fills_exactly_what_the_numpy_reference_does(packed, kind, order, block_size, eos_id, packing,
@@ -165,15 +167,59 @@ def test_the_chunk_path_is_taken(packed, monkeypatch):
     assert calls and all(filled for _, filled in calls) and sum(n for n, _ in calls) == len(blocks)
 
 
-def test_int32_tokens_are_written_directly_and_other_dtypes_row_by_row(packed):
-    blocks = stoke.TokenBlocks(packed["uint16"], block_size=8)
+@pytest.mark.parametrize("kind", ["uint8", "uint16", "int32", "uint16-fixed"])
+@pytest.mark.parametrize("workers", ["thread", "inline"])
+def test_tokens_as_stored_int32_are_written_directly_and_other_dtypes_row_by_row(packed, kind, workers, monkeypatch):
+    calls = []  # whether each batch was filled at once
+    original = SampleProducer.produce_rows
+
+    def counted(self, job, start, stop):
+        calls.append(original(self, job, start, stop))
+        return calls[-1]
+
+    monkeypatch.setattr(SampleProducer, "produce_rows", counted)
+    blocks = stoke.TokenBlocks(packed[kind], block_size=8, eos_id=7, packing="documents", pad_id=2)
     expected = np.stack([blocks[b]["tokens"] for b in range(len(blocks))])
-    for dtype in ("int32", "float32"):
-        loader = stoke.Loader(blocks, batch_size=6, transforms={"tokens": [stoke.ops.ToDtype(dtype)]})
+    for dtype, directly in ((blocks.id_dtype, True), (np.dtype("int32"), True), (np.dtype("float32"), False)):
+        calls.clear()
+        loader = stoke.Loader(blocks, batch_size=6, transforms={"tokens": [stoke.ops.ToDtype(dtype)]},
+                              **kind_options(workers))  # fmt: skip
         batches = list(loader)
         tokens = np.concatenate([batch["tokens"].numpy() for batch in batches])
-        assert batches[0]["tokens"].dtype == getattr(torch, dtype)
+        assert tokens.dtype == dtype
         assert np.array_equal(tokens, expected.astype(dtype))
+        assert calls and all(calls) == directly and any(calls) == directly, dtype
+
+
+def test_a_batch_dtype_that_cannot_hold_the_ids_is_refused_when_the_loader_is_made(packed, tmp_path):
+    def made(blocks, **transforms):
+        return stoke.Loader(blocks, batch_size=4, transforms={name: [stoke.ops.ToDtype(dtype)]
+                                                              for name, dtype in transforms.items()})  # fmt: skip
+
+    blocks = stoke.TokenBlocks(packed["uint16"], block_size=8, eos_id=3)
+    made(blocks, tokens="uint16", document="int32", position_ids="int16")  # all of them fit
+    made(stoke.TokenBlocks(packed["uint32"], block_size=8), tokens="int32")  # int32 holds every vocabulary
+    with pytest.raises(ConfigError, match=r"'tokens' .* as uint8, which cannot hold every id stored as uint16; .*"
+                                          r"or as stored: stoke.ops.ToDtype\(blocks.id_dtype\)"):  # fmt: skip
+        made(blocks, tokens="uint8")
+    with pytest.raises(ConfigError, match=r"'tokens' .* as int16, which cannot hold every id stored as uint16"):
+        made(blocks, tokens="int16")
+    too_large = stoke.TokenBlocks(packed["uint16"], block_size=8, eos_id=70_000)
+    with pytest.raises(ConfigError, match=r"cannot hold eos_id 70000; deliver it as int64 \(the default\) or int32$"):
+        made(too_large, tokens="uint16")
+    padded = stoke.TokenBlocks(packed["uint8"], block_size=8, packing="documents", pad_id=300)
+    with pytest.raises(ConfigError, match="cannot hold pad_id 300"):
+        made(padded, tokens="uint8")
+    with pytest.raises(ConfigError, match=r"'document' .* as uint16, which cannot hold the document indices .* -1"):
+        made(blocks, document="uint16")
+    long = stoke.pack([np.zeros(300, np.uint16)], tmp_path / "long", names=["tokens"], progress=False,
+                      fields={"tokens": stoke.NDArrayField("uint16", (None,))})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"'position_ids' .* as int8, which cannot hold the positions \(up to 300\)"):
+        made(stoke.TokenBlocks(stoke.open(long.path), block_size=400), position_ids="int8")
+    mixture = stoke.mix({"a": blocks, "b": too_large})
+    made(mixture, tokens="int32")
+    with pytest.raises(ConfigError, match="cannot hold eos_id 70000"):
+        made(mixture, tokens="uint16")
 
 
 def test_inline_workers_ask_for_timeout_none_and_one_thread(packed):
@@ -275,6 +321,8 @@ def test_the_kernel_refuses_what_does_not_fit(packed):
         gather(small, [0], [blocks.total_tokens], [blocks.total_tokens + 4])  # past the stream
     with pytest.raises(TypeError, match="writable"):
         gather(bytes(64), [0], [0], [8])
+    with pytest.raises(ValueError, match="ids are int64, int32 or the stored type"):
+        gather(np.zeros((1, 8), np.uint8), [0], [0], [8])  # narrower than the stored uint16
     assert gather(small, [0], [0], [8]) <= -2  # asks for the first shard's mapping
 
 

@@ -36,9 +36,12 @@ def delivery_dtype(stored: np.dtype) -> np.dtype:
 
 
 class ToDtype(BatchOp):
-    """Deliver the field as ``dtype`` (a torch dtype, or a numpy dtype name such as ``"float64"``)."""
+    """Deliver the field as ``dtype`` (a torch dtype, a numpy dtype such as ``TokenBlocks.id_dtype``, or a
+    dtype name such as ``"float64"``)."""
 
-    def __init__(self, dtype: torch.dtype | str) -> None:
+    def __init__(self, dtype: torch.dtype | np.dtype | str) -> None:
+        if isinstance(dtype, np.dtype):
+            dtype = str(dtype.newbyteorder("="))
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype, None)  # type: ignore[assignment]
         if not isinstance(dtype, torch.dtype):

@@ -4,7 +4,8 @@
  * token records, in order, each followed by an optional eos id. One call of gather() fills many rows of
  * a batch: for each row it finds the first document the range overlaps (a binary search of the
  * documents' cumulative ends), then walks the documents, widening each one's stored ids (any integer
- * width, unaligned, little-endian) into the row and writing the row's document ids, the positions
+ * width, unaligned, little-endian) into the row, or copying them where the row holds the stored type
+ * itself, and writing the row's document ids, the positions
  * inside each document, the padding flags and the block-diagonal attention mask as it goes.
  *
  * Why by hand: what a row costs in Python (a dozen numpy calls over a few documents, then the batch
@@ -90,10 +91,16 @@ CLONES static void count64(int64_t *restrict out, int64_t first, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = first + i;
 }
 
-/* Widen n ids of type `code` at src into dst, elements of out_size (8: int64, 4: int32) bytes. uint16 ids
- * (a vocabulary under 65,536: GPT-2's) get loops the compiler vectorises; a record's ids start at any
- * byte, so an unaligned start is copied to an aligned stack buffer first in pieces. */
+/* Widen n ids of type `code` at src into dst, elements of out_size (8: int64, 4: int32) bytes, or copy
+ * them as they are where out_size is the stored size (the caller's buffer is then of the stored dtype:
+ * ids delivered at their stored width, a quarter of int64's bytes for uint16). uint16 ids (a vocabulary
+ * under 65,536: GPT-2's) get loops the compiler vectorises; a record's ids start at any byte, so an
+ * unaligned start is copied to an aligned stack buffer first in pieces. */
 static void widen(uint8_t *dst, int out_size, const uint8_t *src, char code, int64_t n) {
+    if (out_size == id_size(code)) {
+        memcpy(dst, src, (size_t)n * (size_t)out_size);
+        return;
+    }
     if (code == 'H') {
         uint16_t piece[1024];
         for (int64_t done = 0; done < n; done += 1024) {
@@ -114,12 +121,19 @@ static void widen(uint8_t *dst, int out_size, const uint8_t *src, char code, int
     }
 }
 
+/* n elements of out_size bytes (8, 4, or a narrow stored width: 2, 1) set to value; the caller has
+ * checked that value fits. */
 static void fill_value(uint8_t *dst, int out_size, int64_t value, int64_t n) {
     if (out_size == 8) {
         fill64((int64_t *)dst, value, n);
-    } else {
+    } else if (out_size == 4) {
         int32_t *out = (int32_t *)dst;
         for (int64_t i = 0; i < n; i++) out[i] = (int32_t)value;
+    } else if (out_size == 2) {
+        uint16_t v = (uint16_t)value;
+        for (int64_t i = 0; i < n; i++) memcpy(dst + 2 * i, &v, 2);
+    } else {
+        memset(dst, (int)(uint8_t)value, (size_t)n);
     }
 }
 
@@ -136,19 +150,53 @@ static void fill_count(uint8_t *dst, int out_size, int64_t first, int64_t n) {
 static int64_t first_past(const int64_t *ends, int64_t d, int64_t offset) {
     int64_t low = 0, high = d;
     while (low < high) {
-        int64_t middle = low + (high - low) / 2;
+        int64_t middle = low + (int64_t)((uint64_t)(high - low) >> 1);  /* a shift: GCC divides a signed /2 */
         if (ends[middle] > offset) high = middle;
         else low = middle + 1;
     }
     return low;
 }
 
+/* The slot of shard s among the used ones, looked for from `hint` (the last one found: a row's documents
+ * are mostly in one shard) then from the start; num_used if it is not there. */
+static inline int64_t slot_of(const int32_t *used, int64_t num_used, int64_t hint, int32_t s) {
+    if (hint < num_used && used[hint] == s) return hint;
+    int64_t slot = 0;
+    while (slot < num_used && used[slot] != s) slot++;
+    return slot;
+}
+
+/* Rows are in random order, so each row's first ids are a cache (and TLB) miss, and so is its layout
+ * (the copies of the rows before evict it): the row AHEAD rows on is asked for early, its record header
+ * and first ids, while this one is copied, and the layout of the row 2 * AHEAD on. Hints only:
+ * prefetches never fault, and a row is skipped where its layout looks wrong (the copy checks it all). */
+#define AHEAD 4
+#if defined(__GNUC__)
+#define PREFETCH(address) __builtin_prefetch(address)
+#else
+#define PREFETCH(address) ((void)(address))
+#endif
+static void prefetch_row(int64_t d, int64_t start, const int64_t *ends, const int64_t *counts,
+                         const int64_t *payload, const int32_t *shard, int64_t num_docs, const int32_t *used,
+                         const Buffer *shard_maps, int64_t num_used, int in_size, int has_eos) {
+    if (d >= num_docs || counts[d] <= 0) return;
+    int64_t slot = slot_of(used, num_used, 0, shard[d]);
+    if (slot == num_used) return;
+    int64_t low = start - (ends[d] - counts[d] - has_eos), size = (int64_t)shard_maps[slot].view.len;
+    int64_t at = payload[d] + (low > 0 && low < counts[d] ? low : 0) * in_size;
+    if (payload[d] < 16 || at < 0 || at >= size) return;
+    const uint8_t *base = shard_maps[slot].view.buf;
+    PREFETCH(base + payload[d] - 16);
+    for (int64_t line = 0; line < 256 && at + line < size; line += 64) PREFETCH(base + at + line);
+}
+
 static int element_size(Buffer *buffer, int64_t block, int64_t rows_needed, int64_t per_row, const char *name) {
-    /* 8 or 4 (ids) or 1 (flags): the size the buffer's length implies, checked against the rows it must hold. */
+    /* 8 or 4 (ids), 2 (ids at a stored width) or 1 (flags, or ids at a stored width): the buffer's element
+     * size, its length checked against the rows it must hold. */
     if (!buffer->held) return 0;
     int64_t length = (int64_t)buffer->view.len;
     int64_t size = buffer->view.itemsize > 0 ? buffer->view.itemsize : 1;
-    if (size != 8 && size != 4 && size != 1) {
+    if (size != 8 && size != 4 && size != 2 && size != 1) {
         PyErr_Format(PyExc_ValueError, "gather: %s has %lld-byte elements", name, (long long)size);
         return -1;
     }
@@ -184,7 +232,7 @@ static PyObject *gather(PyObject *self, PyObject *args) {
     Py_ssize_t num_maps = PyList_GET_SIZE(maps);
     int32_t *used = NULL;  /* the distinct shards the rows read, and their mappings */
     Buffer *shard_maps = NULL;
-    int64_t num_used = 0;
+    int64_t num_used = 0, capacity = 0, *first = NULL;
     PyObject *result = NULL;
     int i;
     for (i = 0; i < N; i++) b[i].held = 0;
@@ -221,32 +269,45 @@ static PyObject *gather(PyObject *self, PyObject *args) {
     int pad_size = element_size(&b[PADDING], block, rows_needed, block, "padding");
     int mask_size = element_size(&b[MASK], block, rows_needed, block * block, "mask");
     if (tok_size < 0 || doc_size < 0 || pos_size < 0 || pad_size < 0 || mask_size < 0) goto done;
-    if (tok_size == 1 || doc_size == 1 || pos_size == 1 || pad_size > 1 || mask_size > 1) {
-        PyErr_SetString(PyExc_ValueError, "gather: ids are int64 or int32, flags are bool");
+    if ((tok_size < 4 && tok_size != id_size(code)) || doc_size == 1 || doc_size == 2 || pos_size == 1 ||
+        pos_size == 2 || pad_size > 1 || mask_size > 1) {
+        PyErr_SetString(PyExc_ValueError, "gather: ids are int64, int32 or the stored type; flags are bool");
         goto done;
     }
-    /* The shards the rows read: each one's mapping is held (a buffer export) while the GIL is released. A
-     * shard whose mapping maps[s] does not hold yet (None, or closed since) is asked for: -2 - s. */
-    int64_t touched = 0;
-    for (int64_t r = 0; r < num_rows; r++)
-        for (int64_t d = first_past(ends, num_docs, starts[r]); d < num_docs && ends[d] - counts[d] - (eos >= 0) < stops[r]; d++)
-            touched++;
-    used = PyMem_Malloc((size_t)(touched > 0 ? touched : 1) * sizeof(int32_t));
-    shard_maps = PyMem_Calloc((size_t)(touched > 0 ? touched : 1), sizeof(Buffer));
-    if (used == NULL || shard_maps == NULL) {
+    /* Each row's first document (one binary search a row, reused below), and the shards the rows read:
+     * each one's mapping is held (a buffer export) while the GIL is released. A shard whose mapping
+     * maps[s] does not hold yet (None, or closed since) is asked for: -2 - s. */
+    first = PyMem_Malloc((size_t)(num_rows > 0 ? num_rows : 1) * sizeof(int64_t));
+    capacity = num_maps < 16 ? (num_maps > 0 ? num_maps : 1) : 16;  /* grows to at most num_maps */
+    used = PyMem_Malloc((size_t)capacity * sizeof(int32_t));
+    shard_maps = PyMem_Calloc((size_t)capacity, sizeof(Buffer));
+    if (first == NULL || used == NULL || shard_maps == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     for (int64_t r = 0; r < num_rows; r++) {
-        for (int64_t d = first_past(ends, num_docs, starts[r]); d < num_docs && ends[d] - counts[d] - (eos >= 0) < stops[r]; d++) {
+        first[r] = first_past(ends, num_docs, starts[r]);
+        int64_t last = 0;  /* the slot of the last shard seen: a row's documents are mostly in one shard */
+        for (int64_t d = first[r]; d < num_docs && ends[d] - counts[d] - (eos >= 0) < stops[r]; d++) {
             int32_t s = shard[d];
+            if (counts[d] <= 0 || (num_used > 0 && used[last] == s)) continue;
             int64_t u = 0;
-            if (counts[d] <= 0) continue;
             while (u < num_used && used[u] != s) u++;
-            if (u < num_used) continue;
+            if (u < num_used) { last = u; continue; }
             if (s < 0 || s >= num_maps) {
                 result = PyLong_FromLongLong(d);  /* a document outside every shard: damaged layout */
                 goto done;
+            }
+            if (num_used == capacity) {  /* num_used < num_maps: a new distinct shard */
+                int64_t grown = capacity * 2 < num_maps ? capacity * 2 : num_maps;
+                int32_t *more_used = PyMem_Realloc(used, (size_t)grown * sizeof(int32_t));
+                if (more_used == NULL) { PyErr_NoMemory(); goto done; }
+                used = more_used;
+                Buffer *more_maps = PyMem_Realloc(shard_maps, (size_t)grown * sizeof(Buffer));
+                if (more_maps == NULL) { PyErr_NoMemory(); goto done; }
+                shard_maps = more_maps;
+                memset(shard_maps + capacity, 0, (size_t)(grown - capacity) * sizeof(Buffer));
+                capacity = grown;
             }
             PyObject *map = PyList_GET_ITEM(maps, s);
             if (map == Py_None || PyObject_GetBuffer(map, &shard_maps[num_used].view, PyBUF_SIMPLE) < 0) {
@@ -255,6 +316,7 @@ static PyObject *gather(PyObject *self, PyObject *args) {
                 goto done;
             }
             shard_maps[num_used].held = 1;
+            last = num_used;
             used[num_used++] = s;
         }
     }
@@ -273,7 +335,16 @@ static PyObject *gather(PyObject *self, PyObject *args) {
         uint8_t *tok_row = tokens + (size_t)row * block * tok_size;
         uint8_t *mask_row = mask ? mask + (size_t)row * block * block : NULL;
         if (mask_row) memset(mask_row, 0, (size_t)block * block);
-        int64_t d = first_past(ends, num_docs, start);
+        if (r + 2 * AHEAD < num_rows) {  /* the layout of the row after: evicted by the copies since */
+            int64_t later = first[r + 2 * AHEAD] < num_docs ? first[r + 2 * AHEAD] : 0;
+            PREFETCH(ends + later);
+            PREFETCH(counts + later);
+            PREFETCH(payload + later);
+            PREFETCH(shard + later);
+        }
+        if (r + AHEAD < num_rows) prefetch_row(first[r + AHEAD], starts[r + AHEAD], ends, counts, payload, shard,
+                                               num_docs, used, shard_maps, num_used, in_size, has_eos);
+        int64_t d = first[r], slot = 0;
         while (k < filled) {
             if (d >= num_docs) { bad = num_docs - 1; break; }
             int64_t count = counts[d], length = count + has_eos, doc_start = ends[d] - length;
@@ -281,12 +352,15 @@ static PyObject *gather(PyObject *self, PyObject *args) {
             int64_t n = high - low, body_high = high < count ? high : count;
             if (count < 0 || low < 0 || n < 0) { bad = d; break; }
             if (body_high > low) {
-                int64_t slot = 0;
-                while (slot < num_used && used[slot] != shard[d]) slot++;
+                slot = slot_of(used, num_used, slot, shard[d]);
                 if (slot == num_used) { bad = d; break; }
                 const uint8_t *base = shard_maps[slot].view.buf;
                 int64_t size = (int64_t)shard_maps[slot].view.len, at = payload[d];
-                if (at < (headers ? 16 : 0) || count > (size - at) / in_size) { bad = d; break; }
+                /* count ids from at inside the mapping: no division (count < 2^61 first, so no overflow) */
+                if (at < (headers ? 16 : 0) || at > size || count > (INT64_MAX >> 3) || count * in_size > size - at) {
+                    bad = d;
+                    break;
+                }
                 if (headers) {
                     uint32_t ndim, zero;
                     uint64_t stored;
@@ -333,6 +407,7 @@ done:
     for (int64_t u = 0; shard_maps != NULL && u < num_used; u++) put(&shard_maps[u]);
     PyMem_Free(shard_maps);
     PyMem_Free(used);
+    PyMem_Free(first);
     return result;
 }
 

@@ -6,8 +6,9 @@ and whose values are a block's arrays. Besides ``read``, it has ``fill(positions
 blocks at ``positions`` written straight into those rows of the batch's preallocated arrays, by the
 compiled gather (``pipeline/_tokens.c``) in one call with the GIL released; no per-row Python, no per-row
 copy. The worker loop (``stoke.pipeline.produce``) takes that path whenever the reader has it and the
-batch holds every field in a dtype the gather writes (ids int64 or int32, flags bool); otherwise it
-reads row by row, with the same arrays.
+batch holds every field in a dtype the gather writes (ids int64 or int32, flags bool, and the tokens
+also at their stored width: ``ToDtype(blocks.id_dtype)``, a plain copy); otherwise it reads row by row,
+with the same arrays.
 
 Checksums follow the Loader's ``verify`` over the *documents* a block reads: ``"once"`` checks each
 document the first time any block of this Loader reads it (a bit per document, shared with forked
@@ -45,7 +46,7 @@ from stoke.pipeline.inputs import LiveValues, live_input
 from stoke.pipeline.reader import CheckedSamples, verify_mode
 from stoke.pipeline.timing import Timing
 
-_FLAGS = ("padding", "attention_mask")  # bool; the ids int64 or int32: what the gather writes (_tokens.c)
+_FLAGS = ("padding", "attention_mask")  # bool; the ids int64 or int32 (tokens also stored): the gather's (_tokens.c)
 _IDS = (np.dtype(np.int64), np.dtype(np.int32))
 
 
@@ -70,6 +71,9 @@ class BlockReader:
         if "tokens" not in chosen:
             raise ConfigError("fields= must include 'tokens': the other fields of a block describe its tokens")
         self.fields: dict[str, Field] = {name: available[name] for name in chosen}
+        # The ids' dtypes the gather writes: int64, int32, and the stored dtype itself where the eos and pad
+        # ids fit it (``ToDtype(blocks.id_dtype)`` first in the tokens' transforms: a plain copy).
+        self._tokens = _IDS + ((blocks.id_dtype,) if blocks.holds_special_ids(blocks.id_dtype) else ())
         self.verify = verify_mode(verify)
         self._checked = CheckedSamples(len(blocks.counts)) if self.verify == "once" else None
         self._complete = False  # with "once": whether every document has passed (then nothing is checked)
@@ -99,22 +103,23 @@ class BlockReader:
         """
         out = {name: arrays.get(name) for name in self.fields}
         for name, array in out.items():
-            wanted = (np.dtype(bool),) if name in _FLAGS else _IDS
+            wanted = (np.dtype(bool),) if name in _FLAGS else self._tokens if name == "tokens" else _IDS
             if array is None or array.dtype not in wanted or not array.flags.c_contiguous:
                 return None
         blocks, timing = self.blocks, self.timing
         started = timing.start()
         positions, rows = np.asarray(positions, dtype=np.int64), np.asarray(rows, dtype=np.int64)
         failed = self._check(positions)
-        keep = np.ones(len(rows), bool)
-        keep[list(failed)] = False
+        keep = np.ones(len(rows), bool) if failed else None
         try:
-            if failed:
+            if keep is not None:
+                keep[list(failed)] = False
                 blocks.fill(out, rows[keep], positions[keep])  # type: ignore[arg-type]
             else:  # the usual case: every row, without masking
                 blocks.fill(out, rows, positions)  # type: ignore[arg-type]
         except (StokeError, OSError):  # a document that cannot be read: find the blocks it costs, one by one
-            for j in np.flatnonzero(keep).tolist():
+            rest = np.flatnonzero(keep) if keep is not None else range(len(rows))
+            for j in [int(j) for j in rest if j not in failed]:
                 try:
                     blocks.fill(out, rows[j : j + 1], positions[j : j + 1])  # type: ignore[arg-type]
                 except (StokeError, OSError) as error:
@@ -163,9 +168,42 @@ class BlockReader:
         """``index``: the rows' block numbers."""
         return {"index": torch.from_numpy(indices)}
 
+    def check_delivery(self, dtypes: Mapping[str, np.dtype]) -> None:
+        """A ConfigError unless each field's batch dtype (``ToDtype`` first in its transforms, else int64)
+        holds every value the blocks put there: the stored ids (any dtype that holds the stored one, or
+        int32, which holds every vocabulary) and ``eos_id``/``pad_id``, the document indices, the positions.
+        Checked once, when the Loader is made: a narrower dtype would wrap ids silently."""
+        blocks = self.blocks
+        for name, dtype in dtypes.items():
+            dtype = np.dtype(dtype)
+            if name not in ("tokens", "document", "position_ids") or dtype.kind not in "iu":
+                continue  # flags, the index; floats are exact for these values up to their mantissa: the user's call
+            info = np.iinfo(dtype)
+            if name == "tokens" and dtype.itemsize < 4 and not np.can_cast(blocks.id_dtype, dtype):
+                what = f"every id stored as {blocks.id_dtype}"
+            elif name == "tokens" and not blocks.holds_special_ids(dtype):
+                what = (
+                    f"eos_id {blocks.eos_id}"
+                    if blocks.eos_id is not None and blocks.eos_id > info.max
+                    else (f"pad_id {blocks.pad_id}")
+                )
+            elif name == "document" and (info.min >= 0 or info.max < len(blocks.dataset)):
+                what = f"the document indices (0 to {len(blocks.dataset) - 1:,}, and -1 on padding)"
+            elif name == "position_ids" and len(blocks.counts) and info.max < int(blocks.counts.max()):
+                what = f"the positions (up to {int(blocks.counts.max()):,})"
+            else:
+                continue
+            as_stored = name == "tokens" and blocks.holds_special_ids(blocks.id_dtype)
+            advice = ", or as stored: stoke.ops.ToDtype(blocks.id_dtype)" if as_stored else ""
+            raise ConfigError(
+                f"field {name!r} of the blocks would be delivered as {dtype}, which cannot hold {what}; deliver it "
+                f"as int64 (the default) or int32{advice}"
+            )
+
     def will_read(self, positions: np.ndarray) -> None:
-        """Tell the dataset the documents the epoch's blocks read, in their order (a remote one fetches ahead)."""
-        if len(positions):
+        """Tell a remote dataset the documents the epoch's blocks read, in their order, so that it fetches
+        ahead (a local one has nothing to do with them: not worked out)."""
+        if len(positions) and self.blocks.remote:
             documents = self.blocks.documents(*self.blocks.spans(np.asarray(positions, dtype=np.int64)))[0]
             self.blocks.dataset.will_read(documents)
 

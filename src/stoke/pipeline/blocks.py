@@ -152,6 +152,28 @@ class TokenBlocks:
         return self.num_blocks
 
     @property
+    def id_dtype(self) -> np.dtype:
+        """The dtype the ids are stored in (uint16 for a vocabulary under 65,536). Blocks hold them as int64,
+        what an embedding takes; ``transforms={"tokens": [stoke.ops.ToDtype(blocks.id_dtype)]}`` has the Loader
+        deliver them as stored instead, a plain copy of a quarter of the bytes, widened on the GPU after the
+        copy (docs/sources/text.md)."""
+        return self._dtype
+
+    @property
+    def remote(self) -> bool:
+        """Whether the dataset's shards are fetched (a remote dataset, ``stoke.storage.remote_store``)."""
+        return bool(self._base.store.fetches)
+
+    def holds_special_ids(self, dtype: np.dtype) -> bool:
+        """Whether ``dtype`` holds the ids blocks add themselves: ``eos_id`` and, with document packing,
+        ``pad_id`` (the Loader's gather writes ids at the stored width only then)."""
+        info = np.iinfo(dtype)
+        special = [self.eos_id] if self.eos_id is not None else []
+        if self.packing == "documents":
+            special.append(self.pad_id)
+        return all(info.min <= value <= info.max for value in special)
+
+    @property
     def fields(self) -> dict[str, Field]:
         """What each block holds, by name: int64 ids of ``block_size``, bool flags (and the mask)."""
         ids = NDArrayField("int64", (self.block_size,))
@@ -220,8 +242,8 @@ class TokenBlocks:
     def fill(self, out: Mapping[str, np.ndarray], rows: np.ndarray, blocks: np.ndarray) -> None:
         """Write ``blocks`` into rows ``rows`` of the arrays of ``out``: ``tokens`` and whichever of
         ``document``, ``position_ids``, ``padding`` and ``attention_mask`` it holds (C-contiguous, rows
-        first; ids int64 or int32, flags bool). Checksums are the caller's (:meth:`check`); a SampleError
-        names a document that cannot be read.
+        first; ids int64 or int32, tokens also as stored (:attr:`id_dtype`), flags bool). Checksums are the
+        caller's (:meth:`check`); a SampleError names a document that cannot be read.
 
         With the compiled kernel (``pipeline/_tokens.c``) one call fills every row, the GIL released;
         without it, or when a document is damaged, row by row in numpy, which names the document. Over

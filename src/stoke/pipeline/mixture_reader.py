@@ -26,7 +26,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -124,6 +124,14 @@ class MixtureReader:
         """Where each row came from: ``source`` (names) and ``index`` (int64, within the source)."""
         source, local = self.mixture.locate(indices)
         return {"index": torch.from_numpy(local), "source": self._names[source].tolist()}
+
+    def check_delivery(self, dtypes: Mapping[str, np.dtype]) -> None:
+        """Each source's reader checks the batch dtypes, where it checks them (TokenBlocks: a ConfigError
+        for a dtype too narrow for its ids)."""
+        for reader in self.readers:
+            check = getattr(reader, "check_delivery", None)
+            if check is not None:
+                check(dtypes)
 
     def will_read(self, positions: np.ndarray) -> None:
         """Each source learns the positions of it the epoch reads, in the epoch's order."""
