@@ -3,7 +3,7 @@ bytes, the numpy-memmap loader users write, and LitData's TokensLoader, in one r
 
 The corpus: ``--documents`` synthetic documents of log-normal lengths (median 400 tokens), uint16 ids,
 packed with stoke (a variable-length ndarray field). The contenders, each over every block of the stream,
-interleaved round by round (median of ``--rounds``), batches of ``--batch-size`` blocks, 2 workers each:
+interleaved round by round (median of ``--rounds``), at each of ``--batch-size`` blocks a batch, 2 workers each:
 
 * ``memcpy``: one copy of the whole stream's bytes (uint16) into a preallocated buffer: the ceiling of
   reading the bytes; ``widen``: the same stream widened to int64 into a preallocated buffer (numpy), the
@@ -24,10 +24,13 @@ interleaved round by round (median of ``--rounds``), batches of ``--batch-size``
   int64 tokens, the memmap loader's output, checked against their checksums ("once") and resumable;
 * ``stoke-inline``: ``stoke-tokens`` with ``workers="inline", timeout=None``: each batch made in the
   loop's own thread, one C call, with no handoff to a worker (``stoke.pipeline.inline``);
+* ``stoke-stored``: ``stoke-inline`` with the ids delivered as stored, ``transforms={"tokens":
+  [ToDtype(blocks.id_dtype)]}`` (uint16: a copy of the same bytes ``memcpy`` and ``shuffled-copy``
+  copy; widened on the GPU after the copy, docs/sources/text.md);
 * ``stoke``: the same with every field, ``tokens``, ``document`` and ``position_ids`` (3 int64 per token);
 * ``stoke-process``: ``stoke`` with ``workers="process"``.
 
-Run:  .venv/bin/python benchmarks/tokens.py [--documents 20000] [--rounds 5] [--batch-size 16]
+Run:  .venv/bin/python benchmarks/tokens.py [--documents 20000] [--rounds 5] [--batch-size 16,64,256]
 """
 
 from __future__ import annotations
@@ -108,14 +111,14 @@ def tokens_per_second(batches, tokens_of) -> float:
     return total / (time.perf_counter() - start)
 
 
-def litdata_contender(root: Path, flat: Path, documents: int, batch_size: int) -> Any:
-    """LitData's token path over the same documents, or None where litdata is not installed."""
+def litdata_dataset(root: Path, flat: Path, documents: int) -> Any:
+    """LitData's token dataset over the same documents (its ``optimize``), or None where litdata is not installed."""
     if importlib.util.find_spec("litdata") is None:
         return None
     import contextlib
     import io
 
-    from litdata import StreamingDataLoader, StreamingDataset, TokensLoader, optimize
+    from litdata import StreamingDataset, TokensLoader, optimize
 
     out = root / "litdata"
     lengths = _lengths(documents)
@@ -126,8 +129,7 @@ def litdata_contender(root: Path, flat: Path, documents: int, batch_size: int) -
             output_dir=str(out),
             chunk_bytes="64MB", item_loader=TokensLoader(), num_workers=2,
         )  # fmt: skip
-    dataset = StreamingDataset(input_dir=str(out), item_loader=TokensLoader(block_size=BLOCK), shuffle=True)
-    return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=2, persistent_workers=True)
+    return StreamingDataset(input_dir=str(out), item_loader=TokensLoader(block_size=BLOCK), shuffle=True)
 
 
 def _lit_document(task: tuple[str, int, int]) -> Iterator[torch.Tensor]:  # litdata's optimize calls it
@@ -143,50 +145,68 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", default="16,64,256", help="blocks a batch; several, comma-separated")
     args = parser.parse_args()
-    size = args.batch_size
+    sizes = [int(size) for size in args.batch_size.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         packed, flat, total = corpus(Path(tmp), args.documents)
-        stream = np.fromfile(flat, dtype=np.uint16)
-        target, wide = np.empty_like(stream), np.empty(stream.size, np.int64)
         blocks = stoke.TokenBlocks(stoke.open(packed), block_size=BLOCK)
-        loaders = {
-            "stoke-tokens": stoke.Loader(blocks, batch_size=size, shuffle=True, num_threads=2, fields=["tokens"]),
-            "stoke-inline": stoke.Loader(
-                blocks, batch_size=size, shuffle=True, workers="inline", timeout=None, fields=["tokens"]
-            ),
-            "stoke": stoke.Loader(blocks, batch_size=size, shuffle=True, num_threads=2),
-            "stoke-process": stoke.Loader(blocks, batch_size=size, shuffle=True, num_threads=2, workers="process"),
-        }
-        memmap = DataLoader(
-            MemmapBlocks(flat, BLOCK), batch_size=size, shuffle=True, num_workers=2, persistent_workers=True
-        )
-        contenders = {
-            "memcpy": lambda: total / _timed(lambda: np.copyto(target, stream)),
-            "widen": lambda: total / _timed(lambda: np.copyto(wide, stream)),
-            "shuffled-copy": lambda: shuffled(stream, size, np.uint16),
-            "shuffled-widen": lambda: shuffled(stream, size, np.int64),
-            "memmap": lambda: tokens_per_second(memmap, lambda batch: batch.numel()),
-        }
-        lit = litdata_contender(Path(tmp), flat, args.documents, size)
-        if lit is not None:
-            contenders["litdata"] = lambda: tokens_per_second(lit, lambda batch: batch.numel())
-        for name, loader in loaders.items():
-            contenders[name] = lambda loader=loader: tokens_per_second(loader, lambda batch: batch["tokens"].numel())
-        for run in contenders.values():  # warm-up: page cache, workers, checksums ("once")
-            run()
-        rates: dict[str, list[float]] = {name: [] for name in contenders}
-        for _ in range(args.rounds):
-            for name, run in contenders.items():
-                rates[name].append(run())
-        for loader in loaders.values():
-            loader.close()
-    medians = {name: statistics.median(values) for name, values in rates.items()}
-    print(f"{total:,} tokens, {len(blocks):,} blocks of {BLOCK}, batches of {size}; median of {args.rounds} rounds")
+        lit = litdata_dataset(Path(tmp), flat, args.documents)
+        print(f"{total:,} tokens, {len(blocks):,} blocks of {BLOCK}; median of {args.rounds} interleaved rounds")
+        for size in sizes:
+            report(measure(blocks, flat, total, lit, size, args.rounds), size)
+    if lit is None:
+        print("litdata: not installed (make peers installs it)")
+
+
+def measure(blocks: stoke.TokenBlocks, flat: Path, total: int, lit: Any, size: int, rounds: int) -> dict[str, float]:
+    """Every contender's median tokens/s at batches of ``size`` blocks, interleaved round by round."""
+    stream = np.fromfile(flat, dtype=np.uint16)
+    target, wide = np.empty_like(stream), np.empty(stream.size, np.int64)
+    inline = {"workers": "inline", "timeout": None}
+    stored = {"tokens": [stoke.ops.ToDtype(blocks.id_dtype)]}  # the ids as stored (uint16): the same bytes as memcpy
+    loaders = {
+        "stoke-tokens": stoke.Loader(blocks, batch_size=size, shuffle=True, num_threads=2, fields=["tokens"]),
+        "stoke-inline": stoke.Loader(blocks, batch_size=size, shuffle=True, fields=["tokens"], **inline),
+        "stoke-stored": stoke.Loader(
+            blocks, batch_size=size, shuffle=True, fields=["tokens"], transforms=stored, **inline
+        ),
+        "stoke": stoke.Loader(blocks, batch_size=size, shuffle=True, num_threads=2),
+        "stoke-process": stoke.Loader(blocks, batch_size=size, shuffle=True, num_threads=2, workers="process"),
+    }
+    by_hand = MemmapBlocks(flat, BLOCK)
+    memmap = DataLoader(by_hand, batch_size=size, shuffle=True, num_workers=2, persistent_workers=True)
+    contenders = {
+        "memcpy": lambda: total / _timed(lambda: np.copyto(target, stream)),
+        "widen": lambda: total / _timed(lambda: np.copyto(wide, stream)),
+        "shuffled-copy": lambda: shuffled(stream, size, np.uint16),
+        "shuffled-widen": lambda: shuffled(stream, size, np.int64),
+        "memmap": lambda: tokens_per_second(memmap, lambda batch: batch.numel()),
+    }
+    if lit is not None:
+        from litdata import StreamingDataLoader
+
+        peer = StreamingDataLoader(lit, batch_size=size, num_workers=2, persistent_workers=True)
+        contenders["litdata"] = lambda: tokens_per_second(peer, lambda batch: batch.numel())
+    for name, loader in loaders.items():
+        contenders[name] = lambda loader=loader: tokens_per_second(loader, lambda batch: batch["tokens"].numel())
+    for run in contenders.values():  # warm-up: page cache, workers, checksums ("once")
+        run()
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            rates[name].append(run())
+    for loader in loaders.values():
+        loader.close()
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def report(medians: dict[str, float], size: int) -> None:
+    """Each contender's rate, then stoke's as fractions of the ceilings and multiples of the peers."""
+    print(f"\nbatches of {size} blocks:")
     for name, rate in medians.items():
-        print(f"{name:>13}: {rate / 1e6:9,.1f} M tokens/s")
-    for name in ("stoke-tokens", "stoke-inline", "stoke"):
+        print(f"{name:>14}: {rate / 1e6:9,.1f} M tokens/s")
+    for name in ("stoke-tokens", "stoke-inline", "stoke-stored", "stoke"):
         peers = ", ".join(
             f"{medians[name] / medians[peer]:.2f}x {peer}" for peer in ("memmap", "litdata") if peer in medians
         )
@@ -194,9 +214,7 @@ def main() -> None:
             f"{medians[name] / medians[ceiling]:.3f} of {ceiling}"
             for ceiling in ("memcpy", "widen", "shuffled-copy", "shuffled-widen")
         )
-        print(f"{name}: {ceilings}, {peers}")
-    if "litdata" not in medians:
-        print("litdata: not installed (make peers installs it)")
+        print(f"  {name}: {ceilings}, {peers}")
 
 
 def _timed(work) -> float:

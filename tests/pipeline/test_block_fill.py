@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -191,6 +192,23 @@ def test_tokens_as_stored_int32_are_written_directly_and_other_dtypes_row_by_row
         assert calls and all(calls) == directly and any(calls) == directly, dtype
 
 
+def test_ids_copied_as_stored_are_widened_after_the_copy(packed, monkeypatch):
+    """The recipe for a GPU: the buffer (and the copy to the device) at the stored width, int64 after it."""
+    filled = []
+    original = SampleProducer.produce_rows
+    monkeypatch.setattr(SampleProducer, "produce_rows", lambda *args: filled.append(original(*args)) or filled[-1])
+    blocks = stoke.TokenBlocks(packed["uint16"], block_size=8, eos_id=3)
+    default = list(stoke.Loader(blocks, batch_size=5, shuffle=True, seed=2))
+    filled.clear()
+    as_stored_then_widened = {"tokens": [stoke.ops.ToDtype(blocks.id_dtype), stoke.ops.ToDtype("int64")]}
+    widened = stoke.Loader(blocks, batch_size=5, shuffle=True, seed=2, device="cpu", transforms=as_stored_then_widened)
+    assert widened._stages[0].buffer_specs()["tokens"][1] == np.uint16
+    batches = list(widened)
+    assert filled and all(filled)  # the gather copied the stored ids
+    assert all(got["tokens"].dtype == torch.int64 for got in batches)
+    assert all(torch.equal(got["tokens"], want["tokens"]) for got, want in zip(batches, default, strict=True))
+
+
 def test_a_batch_dtype_that_cannot_hold_the_ids_is_refused_when_the_loader_is_made(packed, tmp_path):
     def made(blocks, **transforms):
         return stoke.Loader(blocks, batch_size=4, transforms={name: [stoke.ops.ToDtype(dtype)]
@@ -324,6 +342,28 @@ def test_the_kernel_refuses_what_does_not_fit(packed):
     with pytest.raises(ValueError, match="ids are int64, int32 or the stored type"):
         gather(np.zeros((1, 8), np.uint8), [0], [0], [8])  # narrower than the stored uint16
     assert gather(small, [0], [0], [8]) <= -2  # asks for the first shard's mapping
+
+
+@needs_kernel
+@settings(max_examples=40, deadline=None)
+@given(hints=st.lists(st.integers(-3, NUM_DOCS + 3), min_size=0, max_size=12), seed=st.integers(0, 2**16))
+def test_wrong_first_document_hints_are_searched_for_instead(packed, hints, seed):
+    blocks = stoke.TokenBlocks(packed["uint16"].select([0, 3, 3, 1, 17, 2]), block_size=7, eos_id=1)
+    chosen = np.random.default_rng(seed).integers(0, len(blocks), 6)
+    rows, (starts, stops) = np.arange(6), blocks.spans(chosen)
+    maps = [blocks._base.store.open_shard(s).mapping for s in range(len(blocks._base.manifest.shards))]
+
+    def gathered(firsts) -> np.ndarray:
+        tokens = np.zeros((6, 7), np.int64)
+        result = KERNEL.gather(tokens, None, None, None, None, rows, starts, stops, blocks.ends, blocks.counts,
+                               blocks._payload, blocks._shard, blocks._ids, maps, "H", True, 1, 0, 7, None,
+                               firsts)  # fmt: skip
+        assert result == -1
+        return tokens
+
+    want = gathered(None)
+    assert np.array_equal(gathered(blocks._firsts[chosen]), want)
+    assert np.array_equal(gathered(np.array(hints, np.int64)), want)  # fewer, wrong or out of range: searched
 
 
 # ---- a shard truncated while mapped (in a subprocess: a regression would be SIGBUS) ----------------------

@@ -13,6 +13,10 @@
  * buffers into fixed rows with this bookkeeping. pipeline/blocks.py holds a numpy fallback that gives
  * the same arrays, and the tests check one against the other.
  *
+ * Each row's first document is found by a binary search of the cumulative ends, or taken from `firsts`
+ * where the caller passes it (TokenBlocks keeps every block's, worked out once: a search's last steps
+ * miss the cache, since the copies evict the ends); a hint that does not hold is searched for instead.
+ *
  * maps is a list of each shard's mapping (any buffer), by shard number, or None: the call first finds
  * the shards the rows read and holds their buffers; for one that maps lacks it returns -2 - s, and the
  * caller maps shard s and calls again. The shards it read are written to `used` (int32, -1 after the
@@ -212,11 +216,11 @@ static PyObject *gather(PyObject *self, PyObject *args) {
     PyObject *o_tokens, *o_document, *o_position, *o_padding, *o_mask;
     PyObject *o_rows, *o_starts, *o_stops, *o_ends, *o_counts, *o_payload, *o_shard, *o_ids, *maps;
     int code_int, headers;
-    PyObject *o_used;
+    PyObject *o_used, *o_firsts = Py_None;
     long long eos, pad, block;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOCpLLLO", &o_tokens, &o_document, &o_position, &o_padding, &o_mask,
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOCpLLLO|O", &o_tokens, &o_document, &o_position, &o_padding, &o_mask,
                           &o_rows, &o_starts, &o_stops, &o_ends, &o_counts, &o_payload, &o_shard, &o_ids, &maps,
-                          &code_int, &headers, &eos, &pad, &block, &o_used))
+                          &code_int, &headers, &eos, &pad, &block, &o_used, &o_firsts))
         return NULL;
     char code = (char)code_int;
     if (code == 0 || !strchr("BbHhIiQq", code) || block < 1 || !PyList_Check(maps)) {
@@ -285,8 +289,20 @@ static PyObject *gather(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
+    if (o_firsts != Py_None) {  /* each row's first document, as the caller worked it out: checked here */
+        Buffer given = {0};
+        if (get(o_firsts, &given, 0, "firsts") < 0) goto done;
+        const int64_t *hints = given.view.buf;
+        int64_t hinted = given.view.len / 8 < num_rows ? given.view.len / 8 : num_rows;
+        for (int64_t r = 0; r < num_rows; r++) {
+            int64_t d = r < hinted ? hints[r] : -1;
+            int fits = d >= 0 && d < num_docs && ends[d] > starts[r] && (d == 0 || ends[d - 1] <= starts[r]);
+            first[r] = fits ? d : first_past(ends, num_docs, starts[r]);
+        }
+        put(&given);
+    }
     for (int64_t r = 0; r < num_rows; r++) {
-        first[r] = first_past(ends, num_docs, starts[r]);
+        if (o_firsts == Py_None) first[r] = first_past(ends, num_docs, starts[r]);
         int64_t last = 0;  /* the slot of the last shard seen: a row's documents are mostly in one shard */
         for (int64_t d = first[r]; d < num_docs && ends[d] - counts[d] - (eos >= 0) < stops[r]; d++) {
             int32_t s = shard[d];
@@ -414,8 +430,8 @@ done:
 static PyMethodDef methods[] = {
     {"gather", gather, METH_VARARGS,
      "gather(tokens, document, position, padding, mask, rows, starts, stops, ends, counts, payload, shard, ids, "
-     "maps, code, headers, eos, pad, block, used) -> -1; the document that could not be read; or -2 - s where maps[s] "
-     "must hold shard s's mapping"},
+     "maps, code, headers, eos, pad, block, used, firsts=None) -> -1; the document that could not be read; or -2 - s "
+     "where maps[s] must hold shard s's mapping. firsts: each row's first document (checked), or None to search"},
     {NULL, NULL, 0, NULL},
 };
 

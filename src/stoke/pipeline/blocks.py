@@ -33,7 +33,8 @@ sources' blocks, so the weights are shares of tokens (docs/mixtures.md).
 Per document, only its token count, the place of its ids in its shard and the shard are held (int64,
 int64, int32 arrays, computed from the shards' offset tables without reading any token: the record size
 of a ``(None,)`` ndarray gives its length; each table is checked against its checksum first, see
-:func:`token_layout`), with the cumulative ends. ``blocks[b]`` checks the documents block ``b`` reads
+:func:`token_layout`), with the cumulative ends; per block, its first document (int64, searched for once
+here rather than in every batch). ``blocks[b]`` checks the documents block ``b`` reads
 against their checksums (``verify``), then fills it; a document longer than a block is read once per
 block it spans (zero-copy). :meth:`TokenBlocks.fill` writes many blocks into rows of a batch's arrays at
 once, through a small C gather (``pipeline/_tokens.c``, the GIL released) or, without a compiler, numpy.
@@ -147,6 +148,8 @@ class TokenBlocks:
             self._block_starts = _aligned_block_starts(lengths, block_size)  # stream offset of each block
             self.num_blocks = len(self._block_starts)
             self.dropped_tokens = 0
+        # Each block's first document, for the kernel (which checks it): searched for once here, not per batch.
+        self._firsts = np.searchsorted(self.ends, self.spans(np.arange(self.num_blocks))[0], side="right")
 
     def __len__(self) -> int:
         return self.num_blocks
@@ -254,11 +257,13 @@ class TokenBlocks:
         rows, blocks = np.asarray(rows, dtype=np.int64), np.asarray(blocks, dtype=np.int64)
         starts, stops = self.spans(blocks)
         if _tokens is not None and self._maps_kept():
-            if self._kernel_fill(out, rows, starts, stops, kept=True):
+            if self._kernel_fill(out, rows, starts, stops, self._firsts[blocks], kept=True):
                 return
         elif _tokens is not None:
+            firsts = self._firsts[blocks]
             for j in range(len(rows)):
-                if not self._kernel_fill(out, rows[j : j + 1], starts[j : j + 1], stops[j : j + 1], kept=False):
+                one = slice(j, j + 1)
+                if not self._kernel_fill(out, rows[one], starts[one], stops[one], firsts[one], kept=False):
                     self._numpy_fill(out, int(rows[j]), int(starts[j]), int(stops[j]))
             return
         for row, start, stop in zip(rows.tolist(), starts.tolist(), stops.tolist()):
@@ -270,10 +275,17 @@ class TokenBlocks:
         return not self._base.store.evicts and mapguard.available()
 
     def _kernel_fill(
-        self, out: Mapping[str, np.ndarray], rows: np.ndarray, starts: np.ndarray, stops: np.ndarray, kept: bool
+        self,
+        out: Mapping[str, np.ndarray],
+        rows: np.ndarray,
+        starts: np.ndarray,
+        stops: np.ndarray,
+        firsts: np.ndarray,
+        kept: bool,
     ) -> bool:
         """:meth:`fill` through the kernel; False when a document could not be read (a shard missing or
-        damaged), for the row-by-row path to name it.
+        damaged), for the row-by-row path to name it. ``firsts``: each row's first document (the kernel
+        checks it, and searches where it does not hold).
 
         The kernel asks for each shard it needs that ``maps`` lacks; this opens it through the store.
         ``kept`` (:meth:`_maps_kept`): the mappings are kept here too and a chunk costs no store call;
@@ -296,7 +308,7 @@ class TokenBlocks:
                     out["tokens"], out.get("document"), out.get("position_ids"), out.get("padding"),
                     out.get("attention_mask"), rows, starts, stops, self.ends, self.counts, self._payload,
                     self._shard, self._ids, maps, self._code, not self._fixed,
-                    -1 if self.eos_id is None else self.eos_id, self.pad_id, self.block_size, used,
+                    -1 if self.eos_id is None else self.eos_id, self.pad_id, self.block_size, used, firsts,
                 )  # fmt: skip
                 if result >= -1:
                     break
