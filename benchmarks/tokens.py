@@ -91,6 +91,7 @@ def shuffled(flat_stream: np.ndarray, batch_size: int, dtype: type) -> float:
     count = flat_stream.size // BLOCK
     blocks = flat_stream[: count * BLOCK].reshape(count, BLOCK)
     ring = [np.empty((batch_size, BLOCK), dtype) for _ in range(8)]
+    gathered = np.empty((batch_size, BLOCK), flat_stream.dtype)  # where a widened batch is gathered first
     order = np.random.default_rng().permutation(count)
     batches = count // batch_size
     start = time.perf_counter()
@@ -100,7 +101,7 @@ def shuffled(flat_stream: np.ndarray, batch_size: int, dtype: type) -> float:
         if dtype == flat_stream.dtype:
             np.take(blocks, chosen, axis=0, out=out)
         else:
-            np.copyto(out, blocks[chosen])  # gathered, then widened
+            np.copyto(out, np.take(blocks, chosen, axis=0, out=gathered))  # gathered, then widened
     return batches * batch_size * BLOCK / (time.perf_counter() - start)
 
 

@@ -57,6 +57,8 @@ class ToDtype(BatchOp):
         return self.dtype
 
     def apply(self, batch: torch.Tensor, context: BatchContext | None) -> torch.Tensor:
+        if batch.dtype == self.dtype:  # first in the list: the buffer is already of it (no dispatch to torch)
+            return batch
         return batch.to(self.dtype)
 
     def __repr__(self) -> str:
