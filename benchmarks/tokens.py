@@ -2,7 +2,8 @@
 bytes, the numpy-memmap loader users write, and LitData's TokensLoader, in one run.
 
 The corpus: ``--documents`` synthetic documents of log-normal lengths (median 400 tokens), uint16 ids,
-packed with stoke (a variable-length ndarray field). The contenders, each over every block of the stream,
+packed with stoke (a variable-length ndarray field); the default 100,000 make 55M tokens, 110 MB, more
+than the caches hold, as a real corpus is. The contenders, each over every block of the stream,
 interleaved round by round (median of ``--rounds``), at each of ``--batch-size`` blocks a batch, 2 workers each:
 
 * ``memcpy``: one copy of the whole stream's bytes (uint16) into a preallocated buffer: the ceiling of
@@ -30,7 +31,7 @@ interleaved round by round (median of ``--rounds``), at each of ``--batch-size``
 * ``stoke``: the same with every field, ``tokens``, ``document`` and ``position_ids`` (3 int64 per token);
 * ``stoke-process``: ``stoke`` with ``workers="process"``.
 
-Run:  .venv/bin/python benchmarks/tokens.py [--documents 20000] [--rounds 5] [--batch-size 16,64,256]
+Run:  .venv/bin/python benchmarks/tokens.py [--documents 100000] [--rounds 5] [--batch-size 16,64,256]
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _lengths(documents: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--documents", type=int, default=20_000)
+    parser.add_argument("--documents", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", default="16,64,256", help="blocks a batch; several, comma-separated")
     args = parser.parse_args()

@@ -1,10 +1,10 @@
 """The inline executor: every batch made in the loop's own thread, when it is started, with no worker at all.
 
 For work that costs less than handing it to a worker: a batch of TokenBlocks is one call of the C
-gather (``pipeline/_tokens.c``), about 25 µs for 16 blocks of 2,048 tokens on the development machine,
+gather (``pipeline/_tokens.c``), 12-20 µs for 16 blocks of 2,048 tokens on the development machine,
 while waking a worker thread, passing it the job, and waking the loop again costs more than that on a
 small machine (each handoff is a futex wake and a GIL handover). Made inline, the same Loader delivered
-283 against 173 M tokens/s at 16 blocks a batch (``benchmarks/tokens.py``, 2 cores, one run).
+458 against 185 M tokens/s at 16 blocks a batch (``benchmarks/tokens.py``, 2 cores, one run).
 Everything else is the Loader's as with threads: the order, the buffers, the checks (``verify``), the
 quarantine, the state and resume. DataLoader's ``num_workers=0`` is the same idea.
 
