@@ -305,17 +305,7 @@ class ShardReader:
         A version-1 shard has nothing that covers its offsets: only their order and range are checked.
         """
         self._guard.check()  # the file shrank since it was mapped: fail fast, naming the shard
-        width = self.num_fields
-        if samples is None:
-            starts = self.offsets[position : self.num_samples * width : width].astype(np.int64)
-            stops = self.offsets[position + 1 : self.num_samples * width + 1 : width].astype(np.int64)
-            local = np.arange(self.num_samples, dtype=np.int64)
-        else:
-            local = np.asarray(samples, dtype=np.int64).reshape(-1)
-            starts = self.offsets[local * width + position].astype(np.int64)
-            stops = self.offsets[local * width + position + 1].astype(np.int64)
-        # uint64 offsets beyond int64 turn negative here: out of range like any other damaged offset.
-        suspect = (starts < 0) | (stops < starts) | (stops > self._data_size)
+        starts, stops, local, suspect = column_spans(self.offsets, self.num_fields, self._data_size, position, samples)
         if self.offsets_intact() is False:
             suspect |= ~np.fromiter((self.is_intact(int(i)) for i in local), bool, local.size)
         return starts, stops, local[suspect]
@@ -327,3 +317,72 @@ class ShardReader:
         with contextlib.suppress(BufferError):
             self._map.close()
             self._guard.release()  # unmapped now; while views hold it, it stays guarded
+
+
+class ShardTable:
+    """A shard's offsets table read on its own, without its records: what readers of a whole column that
+    need no record bytes use (token counts), for a remote shard read by range instead of fetched whole.
+
+    :meth:`checked` trusts it only when the header is the one its layout derives and the table matches
+    the header's offsets checksum (format version 2); otherwise it returns None and the caller opens
+    the whole shard, whose per-sample checks confine damage to the samples it touches.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "shard-000000.stk"
+        >>> writer = ShardWriter(path, num_fields=1)
+        >>> writer.add([b"abc"]); writer.add([b"de"])
+        >>> info = writer.commit()
+        >>> layout = ShardLayout.derive(info.num_samples, 1, info.file_size)
+        >>> data = path.read_bytes()
+        >>> table = ShardTable.checked(data[:DATA_START], data[layout.offsets_start : layout.checksums_start], layout)
+        >>> starts, stops, damaged = table.field_spans(0)
+        >>> (stops - starts).tolist(), damaged.tolist()
+        ([3, 2], [])
+    """
+
+    def __init__(self, offsets: np.ndarray, layout: ShardLayout) -> None:
+        self.offsets, self.layout = offsets, layout
+        self.num_samples, self.num_fields = layout.num_samples, layout.num_fields
+        region = layout.offsets_start - DATA_START
+        recorded_end = int(offsets[-1])
+        self._data_size = recorded_end if region - 8 < recorded_end <= region else region
+
+    @classmethod
+    def checked(
+        cls, header: bytes, table: bytes, layout: ShardLayout, version: int = SHARD_VERSION
+    ) -> ShardTable | None:
+        """The table, if ``header`` (the shard's first 64 bytes) is what ``layout`` derives and ``table``
+        (its offsets region) matches the header's offsets checksum; None otherwise, or for version 1."""
+        if version < 2 or len(header) != DATA_START or len(table) != layout.checksums_start - layout.offsets_start:
+            return None
+        if header[:DERIVED_HEADER_BYTES] != layout.header(min(version, SHARD_VERSION))[:DERIVED_HEADER_BYTES]:
+            return None
+        if xxhash.xxh3_64_intdigest(table) != int.from_bytes(header[DERIVED_HEADER_BYTES:], "little"):
+            return None
+        return cls(np.frombuffer(table, "<u8"), layout)
+
+    def field_spans(
+        self, position: int, samples: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`ShardReader.field_spans`: ``(starts, stops, damaged)`` of field ``position``."""
+        starts, stops, local, suspect = column_spans(self.offsets, self.num_fields, self._data_size, position, samples)
+        return starts, stops, local[suspect]
+
+
+def column_spans(
+    offsets: np.ndarray, num_fields: int, data_size: int, position: int, samples: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Field ``position``'s spans of the local ``samples`` (default: all) from an offsets table:
+    ``(starts, stops, samples, suspect)``, suspect where a span is out of order or past the data."""
+    count = (len(offsets) - 1) // num_fields
+    if samples is None:
+        starts = offsets[position : count * num_fields : num_fields].astype(np.int64)
+        stops = offsets[position + 1 : count * num_fields + 1 : num_fields].astype(np.int64)
+        local = np.arange(count, dtype=np.int64)
+    else:
+        local = np.asarray(samples, dtype=np.int64).reshape(-1)
+        starts = offsets[local * num_fields + position].astype(np.int64)
+        stops = offsets[local * num_fields + position + 1].astype(np.int64)
+    # uint64 offsets beyond int64 turn negative here: out of range like any other damaged offset.
+    return starts, stops, local, (starts < 0) | (stops < starts) | (stops > data_size)

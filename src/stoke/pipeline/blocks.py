@@ -419,8 +419,9 @@ def token_layout(dataset: Dataset | DatasetView, field: str) -> tuple[np.ndarray
     """Where each sample's token ids of ``field`` lie: ``(counts, payload, shard)``, the number of ids
     (int64), the byte offset of the first inside its shard file (int64) and the shard's number (int32),
     from the offset tables alone and checked as :func:`token_counts` says. Sixteen bytes a document, the
-    only per-document state TokenBlocks keeps besides its cumulative ends. Each shard is held only while
-    its table is read, so a remote dataset's cache need not hold them all (each is fetched once here)."""
+    only per-document state TokenBlocks keeps besides its cumulative ends. A remote shard's table is read
+    alone where the store can (``Store.shard_table``: two range reads, no download); else each shard is
+    held only while its table is read, so a remote dataset's cache need not hold them all."""
     base = dataset.base if isinstance(dataset, DatasetView) else dataset
     declared = base.fields.get(field)
     if not isinstance(declared, NDArrayField) or declared.shape is None or len(declared.shape) != 1:
@@ -436,12 +437,17 @@ def token_layout(dataset: Dataset | DatasetView, field: str) -> tuple[np.ndarray
     position = base.field_positions([field])[0]
 
     def layout_of(shard: int, local: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        reader = base.store.open_shard(shard)  # held only while its table is read: a remote cache may evict it
-        try:
-            starts, stops, damaged = reader.field_spans(position, local)  # copies
-            samples = reader.num_samples
-        finally:
-            base.store.release(shard)
+        table = base.store.shard_table(shard)  # a remote shard's table alone, by range, where it can be
+        if table is not None:
+            starts, stops, damaged = table.field_spans(position, local)
+            samples = table.num_samples
+        else:
+            reader = base.store.open_shard(shard)  # held only while its table is read: a cache may evict it
+            try:
+                starts, stops, damaged = reader.field_spans(position, local)  # copies
+                samples = reader.num_samples
+            finally:
+                base.store.release(shard)
         sizes = stops - starts - header
         wrong = (sizes < 0) | (sizes % itemsize != 0)
         if declared.is_fixed:

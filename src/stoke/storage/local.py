@@ -34,7 +34,7 @@ import numpy as np
 
 from stoke.errors import FormatError, NotADatasetError
 from stoke.format.manifest import MANIFEST_NAME, Manifest
-from stoke.format.shard import ShardReader
+from stoke.format.shard import ShardReader, ShardTable
 from stoke.format.splits import Splits, has_splits, read_splits
 from stoke.format.versions import VersionEntry
 from stoke.sources.guess import not_a_dataset
@@ -124,6 +124,10 @@ class LocalStore:
 
     def will_read(self, indices: np.ndarray) -> None:
         """Nothing to fetch ahead: the page cache reads ahead by itself."""
+
+    def shard_table(self, number: int) -> ShardTable | None:
+        """None: a local shard is mapped at no cost; open it."""
+        return None
 
     # ---- other files -----------------------------------------------------------------------------
     def read_file(self, name: str, size: int) -> bytes:

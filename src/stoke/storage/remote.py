@@ -98,6 +98,25 @@ class RemoteFiles:
                 raise missing from None
             raise
 
+    @property
+    def reads_ranges(self) -> bool:
+        """Whether a byte range of a file can be read alone (not over HTTP(S): servers that ignore Range
+        would send the whole file, see ``_open_options``)."""
+        return not self._streaming
+
+    def read_range(self, name: str, start: int, size: int) -> bytes:
+        """``size`` bytes of file ``name`` from byte ``start``, with retries; FormatError when the file
+        does not hold them."""
+        path = self._path(name)
+
+        def attempt() -> bytes:
+            data = self.fs.cat_file(path, start=start, end=start + size)
+            if len(data) != size:
+                raise FormatError(f"{self.where(name)} holds no {size:,} bytes at {start:,}; restore it or re-pack")
+            return data
+
+        return self.retry.call(attempt, self.where(name))
+
     def download(self, name: str, sink: BinaryIO, size: int) -> None:
         """Stream file ``name`` into ``sink`` (one attempt; the cache retries from a fresh temporary file).
 

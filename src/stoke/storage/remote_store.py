@@ -52,7 +52,7 @@ import xxhash
 from stoke.errors import ConfigError, FormatError, NotADatasetError
 from stoke.format import strict_json
 from stoke.format.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, ShardEntry
-from stoke.format.shard import ShardReader
+from stoke.format.shard import DATA_START, ShardLayout, ShardReader, ShardTable
 from stoke.format.splits import SPLITS_DIR, SPLITS_NAME, Splits, check_name, read_splits, splits_extent
 from stoke.format.versions import VersionEntry
 from stoke.home import default_home
@@ -208,6 +208,25 @@ class RemoteStore:
         except BaseException:
             cache.release(key)
             raise
+
+    def shard_table(self, number: int) -> ShardTable | None:
+        """Shard ``number``'s offsets table by two range reads (its header and the table), where the shard
+        is not in the cache and the protocol reads ranges: what token counts need, without a download.
+        None where the shard is cached or damaged, in a copy, over HTTP(S), when a read fails, or when the
+        table does not check out: the caller opens the shard, whose download checks it whole."""
+        if self._as_copy() is not None or number in self._damaged or self._is_cached(number):
+            return None
+        assert self._files is not None
+        files, entry = self._files, self.manifest.shards[number]
+        layout = ShardLayout.derive(entry.num_samples, len(self.manifest.fields), entry.file_size)
+        if not files.reads_ranges or layout is None:
+            return None
+        try:
+            header = files.read_range(entry.file, 0, DATA_START)
+            table = files.read_range(entry.file, layout.offsets_start, layout.checksums_start - layout.offsets_start)
+        except Exception:  # any failure here only means: download the shard as usual
+            return None
+        return ShardTable.checked(header, table, layout, self.manifest.format_version)
 
     def release(self, number: int, sample_read: bool = False) -> None:
         copy = self._as_copy()

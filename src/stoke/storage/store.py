@@ -40,7 +40,7 @@ import numpy as np
 from stoke.errors import ConfigError, FormatError
 from stoke.format.checksum import format_digest, sample_checksum
 from stoke.format.manifest import Manifest
-from stoke.format.shard import ShardReader
+from stoke.format.shard import ShardReader, ShardTable
 from stoke.format.splits import Splits
 from stoke.format.versions import VersionEntry, check_is_version, unknown_version
 
@@ -104,6 +104,12 @@ class ShardStore(Protocol):
         """Raise :class:`~stoke.errors.FormatError` if the manifest's counts are not the files' (checked
         before anything is allocated from them): a local store stats each shard, a remote one relies on
         the listed sizes, which every fetch checks."""
+        ...
+
+    def shard_table(self, number: int) -> ShardTable | None:
+        """Shard ``number``'s offsets table alone, checked (``ShardTable.checked``), where reading it costs
+        much less than opening the shard (a remote shard not in the cache: two range reads instead of a
+        download); None where the caller should open the shard instead."""
         ...
 
     def open_shard(self, number: int) -> ShardReader:
