@@ -4,7 +4,7 @@ For work that costs less than handing it to a worker: a batch of TokenBlocks is 
 gather (``pipeline/_tokens.c``), 12-20 µs for 16 blocks of 2,048 tokens on the development machine,
 while waking a worker thread, passing it the job, and waking the loop again costs more than that on a
 small machine (each handoff is a futex wake and a GIL handover). Made inline, the same Loader delivered
-458 against 185 M tokens/s at 16 blocks a batch (``benchmarks/tokens.py``, 2 cores, one run).
+583 against 260 M tokens/s at 16 blocks a batch (``benchmarks/tokens.py``, 2 cores, medians of 3 runs).
 Everything else is the Loader's as with threads: the order, the buffers, the checks (``verify``), the
 quarantine, the state and resume. DataLoader's ``num_workers=0`` is the same idea.
 
