@@ -546,7 +546,7 @@ def bench_command(
 
 
 @main.command("train")
-@click.argument("dataset", type=click.Path(path_type=Path))
+@click.argument("dataset")
 @click.option("--model", default="resnet18", show_default=True, help="small-cnn, resnet18 or resnet50.")
 @click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
@@ -573,8 +573,9 @@ def bench_command(
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line of the results.")
 @_one_line_errors
-def train_command(dataset: Path, as_json: bool, no_progress: bool, **options: Any) -> None:
-    """Train a model on DATASET (its train split, validating on --val-split; docs/training.md)."""
+def train_command(dataset: str, as_json: bool, no_progress: bool, **options: Any) -> None:
+    """Train a model on DATASET (a directory or a URL; its train split, validating on --val-split;
+    docs/training.md)."""
     from stoke.train.job import run_training
 
     progress = not no_progress and not as_json and sys.stderr.isatty()

@@ -91,6 +91,21 @@ def test_a_dataset_without_splits_trains_on_everything(tmp_path):
     assert "has no splits: training on every sample, no validation" in result.stderr
 
 
+def test_a_remote_dataset_without_splits_trains_on_everything(tmp_path, monkeypatch):
+    fsspec = pytest.importorskip("fsspec", reason="remote datasets need the 'remote' extra")
+    monkeypatch.setenv("STOKE_HOME", str(tmp_path / "home"))  # the remote cache goes there
+    write_image_folder(tmp_path / "images", classes=3, per_class=2, size=(12, 12))
+    stoke.pack(tmp_path / "images", tmp_path / "ds", workers=1, progress=False)
+    memory = fsspec.filesystem("memory")
+    for path in (tmp_path / "ds").iterdir():
+        memory.pipe(f"/train-{tmp_path.name}/{path.name}", path.read_bytes())
+    options = ["--model", "small-cnn", "--batch-size", "3", "--image-size", "8", "--device", "cpu", "--json"]
+    result = train(f"memory://train-{tmp_path.name}", *options)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["steps"] == 2
+    assert "has no splits: training on every sample, no validation" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -34,7 +34,6 @@ import torch
 
 from stoke.errors import ConfigError
 from stoke.format.fields import ImageField
-from stoke.format.splits import SPLITS_NAME
 from stoke.loader import Loader
 from stoke.ops import CenterCrop, Normalize, RandomHorizontalFlip, RandomResizedCrop, Resize
 from stoke.read import open as open_dataset
@@ -176,7 +175,7 @@ def _image_and_label(dataset: Any) -> tuple[str, str]:
 
 def _train_and_val(dataset: Any, val_split: str | None, log: Callable[[str], None]) -> tuple[Any, Any]:
     """The train and validation views: stored splits when there are any, else every sample and no validation."""
-    if not (dataset.root / SPLITS_NAME).exists():
+    if not dataset.has_splits():  # a remote dataset too: its root is a URL
         log(f"{dataset.root} has no splits: training on every sample, no validation (`stoke split` makes them)")
         return dataset, None
     parts = dataset.splits().parts
