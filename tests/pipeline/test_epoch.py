@@ -169,6 +169,17 @@ def test_a_stuck_batch_is_reported_naming_its_samples_and_the_workers_are_abando
     assert time.monotonic() - started < 5 and line.abandoned and iterator.finished
 
 
+def test_an_error_with_a_stuck_batch_in_flight_is_raised_within_the_timeout_not_a_hang():
+    line = Line(stuck=(4,))  # batch 1 never finishes, and finishing batch 0 fails
+    host = Host(line, fail={0: SampleError("sample 0 failed", index=0)})
+    iterator = EpochIterator(plan(9, 3), host.make(timeout=0.3))
+    started = time.monotonic()
+    with pytest.raises(SampleError, match="sample 0 failed"):
+        next(iterator)  # cancelling the epoch waits for batch 1 at most the timeout, then gives it up
+    assert time.monotonic() - started < 5 and line.abandoned and iterator.finished
+    assert line.out == 1  # the stuck batch's buffers stay out of use: a stuck worker may still write them
+
+
 def test_the_next_batch_is_finished_ahead_and_its_error_raised_where_it_belongs():
     host = Host(Line(in_flight=3), fail={2: RuntimeError("a batch op failed on batch 2")}, finish_ahead=True)
     iterator = EpochIterator(plan(12, 3), host.make())

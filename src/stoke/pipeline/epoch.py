@@ -19,7 +19,8 @@ states for users:
 * **No empty batch.** A batch whose every sample failed and was skipped is not handed out; an epoch whose
   every sample failed is one error.
 * **Never a silent hang.** A batch not done within ``timeout`` seconds is an error naming the samples
-  still in work; the workers are abandoned and the epoch ends.
+  still in work; the workers are abandoned and the epoch ends. Ending an epoch after an error waits for
+  the batches in flight at most as long.
 * **No reference cycle.** The iterator holds the Loader (through the host's callables); the Loader holds
   it only weakly, so a Loader dropped with its iterator is freed at once, by reference counting.
 
@@ -203,12 +204,21 @@ class EpochIterator:
         return host.hand_over(batch, ready, size, waited)
 
     def cancel(self) -> None:
-        """Stop the batches in flight and give their buffers back; the epoch ends here."""
+        """Stop the batches in flight and give their buffers back; the epoch ends here. A batch still in
+        work after ``timeout`` seconds (a stuck read) is given up as :meth:`_stuck` does: the workers are
+        abandoned and its buffers stay out of use, so that cancelling never hangs."""
         for job in self._in_flight:
             job.cancelled = True
+        timeout = self._host.timeout
+        deadline = None if timeout is None else time.perf_counter() + timeout
         while self._in_flight:
-            job = self._in_flight.popleft()
-            job.done.wait()
+            job = self._in_flight[0]
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            if not job.done.wait(left):
+                self._in_flight.clear()  # may still be written: not reused
+                self._host.line.abandon()
+                break
+            self._in_flight.popleft()
             self._host.line.release(job)
         if not isinstance(self._ahead, BaseException):
             self._ahead = None  # a finished batch: its buffers are back in the pool already
