@@ -185,6 +185,7 @@ class Loader:
         self.device = torch.device(device) if device is not None else None
         self.channels_last, self.fast_decode, self.decode = channels_last, fast_decode, check_decode(decode)
         self.timing = Timing()  # the parts' timing hook: a no-op until an observer connects counters
+        arguments.order_fits(dataset)  # a manifest's count is checked before anything is allocated from it
         self._reader = reader_for(dataset, fields, verify_mode(verify), names, self.timing)
         transforms = arguments.field_transforms(transforms, list(self._reader.fields))
         self._stages = [self._stage(name, transforms.get(name, ())) for name in self._reader.fields]

@@ -199,3 +199,27 @@ def test_a_remote_dataset_takes_the_limit_from_its_caller_too(tmp_path):
     with pytest.raises(SampleError, match=r"8x8 = 64 pixels, above the limit of 50"):
         strict[1]
     strict.close()
+
+
+def test_a_remote_manifest_listing_far_more_samples_than_exist_is_refused_before_any_allocation(tmp_path):
+    """A re-sealed manifest that lists 10^11 samples in shards of plausible listed sizes: opening trusts the
+    listed sizes (each fetch checks them), so the Loader checks an epoch's order fits before making it."""
+    fsspec = pytest.importorskip("fsspec", reason="remote datasets need the 'remote' extra")
+    stoke.pack([{"x": i} for i in range(10)], tmp_path / "ds", fields={"x": stoke.IntField()}, workers=1,
+               progress=False)  # fmt: skip
+    claimed = 10**11
+
+    def lie(document: dict) -> None:
+        document["shards"][0]["num_samples"] = document["num_samples"] = claimed
+        document["shards"][0]["bytes"] = 64 + 8 * (claimed + 1) + 8 * claimed + 8 * claimed
+
+    rewrite_manifest(tmp_path / "ds", lie)
+    memory = fsspec.filesystem("memory")
+    for path in (tmp_path / "ds").iterdir():
+        memory.pipe(f"/liar-{tmp_path.name}/{path.name}", path.read_bytes())
+    dataset = stoke.open(f"memory://liar-{tmp_path.name}", cache_dir=tmp_path / "cache", cache_bytes=10**14)
+    assert len(dataset) == claimed
+    with pytest.raises(ConfigError, match=r"lists 100,000,000,000 samples: an epoch's order of them takes .* "
+                                          r"its manifest is wrong \(stoke verify"):  # fmt: skip
+        stoke.Loader(dataset, batch_size=4, shuffle=True)
+    dataset.close()

@@ -225,6 +225,37 @@ def timeout_setting(timeout: float | None, executor: type[Executor] | None = Non
     return timeout
 
 
+def order_fits(dataset: Any, available: int | None = None) -> None:
+    """A ConfigError when an epoch's order over ``dataset`` (8 bytes a sample, and a bit a sample for
+    ``verify="once"``) needs more memory than is ``available`` (default: what psutil says is free): a
+    manifest that lists far more samples than its shards hold would otherwise end in an allocation error
+    that names nothing.
+
+    Example:
+        >>> order_fits(range(1000), available=1 << 20)
+        >>> try:
+        ...     order_fits(range(10**6), available=1 << 20)
+        ... except ConfigError as error:
+        ...     print(str(error)[:74])
+        the dataset lists 1,000,000 samples: an epoch's order of them takes 8.1 MB
+    """
+    try:
+        samples = len(dataset)
+    except TypeError:  # the reader says how many, later
+        return
+    need = samples * 8 + samples // 8
+    if available is None:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    if need > available:
+        raise ConfigError(
+            f"the dataset lists {samples:,} samples: an epoch's order of them takes {need / 1e6:,.1f} MB, more "
+            f"than the {available / 1e6:,.1f} MB of memory free here; if it is not that large, its manifest is "
+            f"wrong (stoke verify names what it lacks); else load a part of it (dataset.select or a split)"
+        )
+
+
 def distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """(rank, world size): as given, else from an initialized ``torch.distributed``, else (0, 1)."""
     if rank is None and world_size is None and torch.distributed.is_available() and torch.distributed.is_initialized():
