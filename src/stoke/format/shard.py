@@ -206,16 +206,12 @@ class ShardReader:
         self.layout = layout
         self.mapping = self._map
         self._view = memoryview(self._map)
-        header, expected = bytes(self._view[:DATA_START]), layout.header(min(version, SHARD_VERSION))
-        covered = DERIVED_HEADER_BYTES if version >= 2 else DATA_START
-        self.header_ok = header[:covered] == expected[:covered]
+        header = bytes(self._view[:DATA_START])
+        self.header_ok = header_matches(header, layout, version)
         self._offsets_checksum = int.from_bytes(header[DERIVED_HEADER_BYTES:], "little") if version >= 2 else None
         self._offsets_ok: bool | None = None
         self.offsets = np.frombuffer(self._map, "<u8", num_samples * num_fields + 1, layout.offsets_start)
-        # Records end where the last offset says, unless that offset is damaged: then at the padding.
-        region = layout.offsets_start - DATA_START
-        recorded_end = int(self.offsets[-1])
-        self._data_size = recorded_end if region - 8 < recorded_end <= region else region
+        self._data_size = data_size(self.offsets, layout)
         self.checksums = np.frombuffer(self._map, "<u8", num_samples, layout.checksums_start)
 
     def _bounds(self, index: int) -> list[int]:
@@ -344,9 +340,7 @@ class ShardTable:
     def __init__(self, offsets: np.ndarray, layout: ShardLayout) -> None:
         self.offsets, self.layout = offsets, layout
         self.num_samples, self.num_fields = layout.num_samples, layout.num_fields
-        region = layout.offsets_start - DATA_START
-        recorded_end = int(offsets[-1])
-        self._data_size = recorded_end if region - 8 < recorded_end <= region else region
+        self._data_size = data_size(offsets, layout)
 
     @classmethod
     def checked(
@@ -354,9 +348,9 @@ class ShardTable:
     ) -> ShardTable | None:
         """The table, if ``header`` (the shard's first 64 bytes) is what ``layout`` derives and ``table``
         (its offsets region) matches the header's offsets checksum; None otherwise, or for version 1."""
-        if version < 2 or len(header) != DATA_START or len(table) != layout.checksums_start - layout.offsets_start:
+        if version < 2 or len(table) != layout.checksums_start - layout.offsets_start:
             return None
-        if header[:DERIVED_HEADER_BYTES] != layout.header(min(version, SHARD_VERSION))[:DERIVED_HEADER_BYTES]:
+        if len(header) != DATA_START or not header_matches(header, layout, version):
             return None
         if xxhash.xxh3_64_intdigest(table) != int.from_bytes(header[DERIVED_HEADER_BYTES:], "little"):
             return None
@@ -368,6 +362,21 @@ class ShardTable:
         """As :meth:`ShardReader.field_spans`: ``(starts, stops, damaged)`` of field ``position``."""
         starts, stops, local, suspect = column_spans(self.offsets, self.num_fields, self._data_size, position, samples)
         return starts, stops, local[suspect]
+
+
+def header_matches(header: bytes, layout: ShardLayout, version: int) -> bool:
+    """Whether a shard's 64-byte ``header`` is the one ``layout`` derives (from version 2, all but the
+    offsets checksum, which only the table can confirm)."""
+    covered = DERIVED_HEADER_BYTES if version >= 2 else DATA_START
+    return header[:covered] == layout.header(min(version, SHARD_VERSION))[:covered]
+
+
+def data_size(offsets: np.ndarray, layout: ShardLayout) -> int:
+    """Where a shard's records end: where the last offset says, unless that offset is damaged (then at
+    the padding before the tables)."""
+    region = layout.offsets_start - DATA_START
+    recorded_end = int(offsets[-1])
+    return recorded_end if region - 8 < recorded_end <= region else region
 
 
 def column_spans(

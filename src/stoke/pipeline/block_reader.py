@@ -118,8 +118,7 @@ class BlockReader:
             else:  # the usual case: every row, without masking
                 blocks.fill(out, rows, positions)  # type: ignore[arg-type]
         except (StokeError, OSError):  # a document that cannot be read: find the blocks it costs, one by one
-            rest = np.flatnonzero(keep) if keep is not None else range(len(rows))
-            for j in [int(j) for j in rest if j not in failed]:
+            for j in np.flatnonzero(keep).tolist() if keep is not None else range(len(rows)):
                 try:
                     blocks.fill(out, rows[j : j + 1], positions[j : j + 1])  # type: ignore[arg-type]
                 except (StokeError, OSError) as error:
