@@ -7,7 +7,8 @@ than the caches hold, as a real corpus is. The contenders, each over every block
 interleaved round by round (median of ``--rounds``), at each of ``--batch-size`` blocks a batch, 2 workers each:
 
 * ``memcpy``: one copy of the whole stream's bytes (uint16) into a preallocated buffer: the ceiling of
-  reading the bytes; ``widen``: the same stream widened to int64 into a preallocated buffer (numpy), the
+  reading the bytes; ``memcpy-2``: the same copy by two threads, a half each (numpy releases the GIL),
+  the ceiling on 2 cores; ``widen``: the same stream widened to int64 into a preallocated buffer (numpy), the
   ceiling of delivering int64 ids, which is what an embedding layer takes;
 * ``shuffled-copy``, ``shuffled-widen``: the ceilings of a loader that shuffles. The flat stream's blocks,
   in a fresh random order each round, copied a batch at a time into a ring of 8 preallocated batches
@@ -24,14 +25,22 @@ interleaved round by round (median of ``--rounds``), at each of ``--batch-size``
 * ``stoke-tokens``: ``Loader(TokenBlocks(dataset, 2048), fields=["tokens"], shuffle=True, num_threads=2)``:
   int64 tokens, the memmap loader's output, checked against their checksums ("once") and resumable;
 * ``stoke-inline``: ``stoke-tokens`` with ``workers="inline", timeout=None``: each batch made in the
-  loop's own thread, one C call, with no handoff to a worker (``stoke.pipeline.inline``);
+  loop's own thread, one C call, with no handoff to a worker (``stoke.pipeline.inline``), shared with
+  the gather's helper thread (``num_threads="auto"``: 2 on 2 cores), which copies the next batch while
+  the loop goes on;
 * ``stoke-stored``: ``stoke-inline`` with the ids delivered as stored, ``transforms={"tokens":
   [ToDtype(blocks.id_dtype)]}`` (uint16: a copy of the same bytes ``memcpy`` and ``shuffled-copy``
-  copy; widened on the GPU after the copy, docs/sources/text.md);
+  copy; widened on the GPU after the copy, docs/sources/text.md); ``stoke-stored-1``: the same with
+  ``num_threads=1``, the loop's thread alone;
 * ``stoke``: the same with every field, ``tokens``, ``document`` and ``position_ids`` (3 int64 per token);
 * ``stoke-process``: ``stoke`` with ``workers="process"``.
 
-Run:  .venv/bin/python benchmarks/tokens.py [--documents 100000] [--rounds 5] [--batch-size 16,64,256]
+Then a training loop's view, for ``stoke-stored-1`` and ``stoke-stored``: the microseconds the loop spends
+in ``next()`` a batch when each step takes ``--step`` ms away from the CPU (a GPU step: the loop's thread
+waits and the cores are free), the median of ``--rounds`` runs of 100 batches. With a helper the next
+batch is copied during the step, and the loop pays only the Loader's Python.
+
+Run:  .venv/bin/python benchmarks/tokens.py [--documents 100000] [--rounds 5] [--batch-size 16,64,256] [--step 1]
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import argparse
 import importlib.util
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,6 +123,31 @@ def tokens_per_second(batches, tokens_of) -> float:
     return total / (time.perf_counter() - start)
 
 
+def in_next(blocks: stoke.TokenBlocks, size: int, stored: dict, threads: int, step: float, rounds: int) -> float:
+    """Microseconds a loop spends in ``next()`` a batch, inline with ``threads``, when each step takes ``step``
+    seconds away from the CPU; the median of ``rounds`` runs of 100 batches (after a whole epoch, and 10
+    batches, to warm up)."""
+    loader = stoke.Loader(blocks, batch_size=size, shuffle=True, fields=["tokens"], transforms=stored,
+                          workers="inline", timeout=None, num_threads=threads)  # fmt: skip
+    for _ in loader:  # an epoch first: every document's checksum checked ("once"), as in a long run
+        pass
+    runs = []
+    for _ in range(rounds):
+        iterator, spent = iter(loader), []
+        for _ in range(110):
+            start = time.perf_counter()
+            try:
+                next(iterator)
+            except StopIteration:
+                iterator = iter(loader)
+                continue
+            spent.append(time.perf_counter() - start)
+            time.sleep(step)
+        runs.append(statistics.mean(spent[10:]) * 1e6)
+    loader.close()
+    return statistics.median(runs)
+
+
 def litdata_dataset(root: Path, flat: Path, documents: int) -> Any:
     """LitData's token dataset over the same documents (its ``optimize``), or None where litdata is not installed."""
     if importlib.util.find_spec("litdata") is None:
@@ -148,6 +183,7 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", default="16,64,256", help="blocks a batch; several, comma-separated")
+    parser.add_argument("--step", type=float, default=1.0, help="ms of a training step, for the time in next()")
     args = parser.parse_args()
     sizes = [int(size) for size in args.batch_size.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,6 +193,14 @@ def main() -> None:
         print(f"{total:,} tokens, {len(blocks):,} blocks of {BLOCK}; median of {args.rounds} interleaved rounds")
         for size in sizes:
             report(measure(blocks, flat, total, lit, size, args.rounds), size)
+            stored = {"tokens": [stoke.ops.ToDtype(blocks.id_dtype)]}
+            spent = {
+                threads: in_next(blocks, size, stored, threads, args.step / 1e3, args.rounds) for threads in (1, 2)
+            }
+            print(
+                f"  in next() a batch with a {args.step:g} ms step, ids as stored, inline: {spent[1]:.0f} us alone, "
+                f"{spent[2]:.0f} us with a helper ({spent[1] / spent[2]:.2f}x less)"
+            )
     if lit is None:
         print("litdata: not installed (make peers installs it)")
 
@@ -173,6 +217,9 @@ def measure(blocks: stoke.TokenBlocks, flat: Path, total: int, lit: Any, size: i
         "stoke-stored": stoke.Loader(
             blocks, batch_size=size, shuffle=True, fields=["tokens"], transforms=stored, **inline
         ),
+        "stoke-stored-1": stoke.Loader(
+            blocks, batch_size=size, shuffle=True, fields=["tokens"], transforms=stored, num_threads=1, **inline
+        ),
         "stoke": stoke.Loader(blocks, batch_size=size, shuffle=True, num_threads=2),
         "stoke-process": stoke.Loader(blocks, batch_size=size, shuffle=True, num_threads=2, workers="process"),
     }
@@ -180,6 +227,7 @@ def measure(blocks: stoke.TokenBlocks, flat: Path, total: int, lit: Any, size: i
     memmap = DataLoader(by_hand, batch_size=size, shuffle=True, num_workers=2, persistent_workers=True)
     contenders = {
         "memcpy": lambda: total / _timed(lambda: np.copyto(target, stream)),
+        "memcpy-2": lambda: total / _timed(lambda: _two_threads(np.copyto, target, stream)),
         "widen": lambda: total / _timed(lambda: np.copyto(wide, stream)),
         "shuffled-copy": lambda: shuffled(stream, size, np.uint16),
         "shuffled-widen": lambda: shuffled(stream, size, np.int64),
@@ -208,15 +256,24 @@ def report(medians: dict[str, float], size: int) -> None:
     print(f"\nbatches of {size} blocks:")
     for name, rate in medians.items():
         print(f"{name:>14}: {rate / 1e6:9,.1f} M tokens/s")
-    for name in ("stoke-tokens", "stoke-inline", "stoke-stored", "stoke"):
+    for name in ("stoke-tokens", "stoke-inline", "stoke-stored", "stoke-stored-1", "stoke"):
         peers = ", ".join(
             f"{medians[name] / medians[peer]:.2f}x {peer}" for peer in ("memmap", "litdata") if peer in medians
         )
         ceilings = ", ".join(
             f"{medians[name] / medians[ceiling]:.3f} of {ceiling}"
-            for ceiling in ("memcpy", "widen", "shuffled-copy", "shuffled-widen")
+            for ceiling in ("memcpy", "memcpy-2", "widen", "shuffled-copy", "shuffled-widen")
         )
         print(f"  {name}: {ceilings}, {peers}")
+
+
+def _two_threads(copy, target: np.ndarray, source: np.ndarray) -> None:
+    """``copy(target, source)`` by two threads, a half each."""
+    half = source.size // 2
+    other = threading.Thread(target=copy, args=(target[half:], source[half:]))
+    other.start()
+    copy(target[:half], source[:half])
+    other.join()
 
 
 def _timed(work) -> float:

@@ -115,6 +115,8 @@ class Loader:
             Or ``"inline"``: each batch made in the loop's own thread, for work cheaper than handing it to a
             worker (``TokenBlocks``: about twice the tokens/s of threads on 2 cores); it takes
             ``timeout=None``, as no timeout can stop a read in the loop's thread (``stoke.pipeline.inline``).
+            There ``num_threads`` is the threads that share a batch filled in one call (token blocks, 32
+            blocks a batch or more): the loop's and native helpers; ``"auto"``: the cores, at most 4.
         profile: measure where the time goes (``stoke.profile``, docs/profiling.md): True, a directory to
             write the report into, or a ``stoke.profile.Profiler``; ``$STOKE_PROFILE`` (set by ``stoke
             profile``) turns it on for every Loader. Off, it costs one check per sample and a no-op call per step
@@ -215,9 +217,11 @@ class Loader:
         )  # fmt: skip
         producer = SampleProducer(self._reader, self._stages, self.seed, self.timing)  # workers hold it, not the Loader
         produce, draw = producer, producer.draw  # producer(job, row); producer.produce_rows fills chunks
+        fills_rows = getattr(self._reader, "fills_rows", False)
+        threads = arguments.inline_threads(given, fills_rows)
         self._line = BatchLine(
-            workers, given.num_threads, given.prefetch, produce, draw, buffers, self._reader.dataset_index,
-            chunk_size(self.batch_size, given.num_threads, getattr(self._reader, "fills_rows", False)), self._tuner,
+            workers, threads, given.prefetch, produce, draw, buffers, self._reader.dataset_index,
+            chunk_size(self.batch_size, threads, fills_rows), self._tuner,
         )  # fmt: skip
         settler = FailureSettler(self.quarantine_log, self._reader, self.seed, draw, produce)
         self._finisher = BatchFinisher(

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 import stoke
 from stoke.errors import ConfigError, SampleError
 from stoke.format import mapguard
+from stoke.machine import available_cores
 from stoke.pipeline import blocks as blocks_module
 from stoke.pipeline.block_reader import BlockReader
 from stoke.pipeline.mixture_reader import MixtureReader
@@ -97,18 +98,22 @@ def empty_arrays(blocks: stoke.TokenBlocks, rows: int, ids: str) -> dict[str, np
     mask=st.booleans(),
     ids=st.sampled_from(["int64", "int32", "stored"]),
     seed=st.integers(0, 2**16),
+    threads=st.sampled_from([(1, False), (2, False), (3, False), (2, True), (3, True)]),
 )
 def test_the_kernel_fills_exactly_what_the_numpy_reference_does(packed, kind, order, block_size, eos_id, packing,
-                                                               mask, ids, seed):  # fmt: skip
+                                                               mask, ids, seed, threads):  # fmt: skip
+    # threads: (count, background): more than one thread shares a call's rows, 32 or more of them (or any
+    # number in the background: start_fill), so shared calls get 32 to 80 rows.
     dataset = packed[kind] if order is None else packed[kind].select(order)  # views repeat and reorder documents
     blocks = stoke.TokenBlocks(dataset, block_size=block_size, eos_id=eos_id, packing=packing, attention_mask=mask)
     if len(blocks) == 0:
         return
     rng = np.random.default_rng(seed)
-    chosen = rng.integers(0, len(blocks), rng.integers(1, 9))  # repeats allowed, any order
+    count, background = threads
+    chosen = rng.integers(0, len(blocks), rng.integers(1, 9) if count == 1 else rng.integers(32, 81))  # any order
     rows = rng.permutation(len(chosen) + 2)[: len(chosen)]  # rows of a larger batch, out of order
     got, want = empty_arrays(blocks, len(chosen) + 2, ids), empty_arrays(blocks, len(chosen) + 2, ids)
-    blocks.fill(got, rows, chosen)
+    blocks.start_fill(got, rows, chosen, count, background)()
     reference(blocks, want, rows, chosen)
     for name in want:
         assert np.array_equal(got[name][rows], want[name][rows]), name
@@ -137,48 +142,58 @@ def epoch_rows(loader: stoke.Loader) -> dict[int, tuple]:
 
 
 def kind_options(workers: str) -> dict:
-    """Loader arguments for one executor kind: inline runs in the loop's thread, without a timeout."""
-    return {"workers": "inline", "timeout": None} if workers == "inline" else {"workers": workers, "num_threads": 2}
+    """Loader arguments for one executor kind: inline runs in the loop's thread, without a timeout, and
+    (whatever the cores here) shares each batch's fill with a helper; "inline-1" without one."""
+    if workers.startswith("inline"):
+        return {"workers": "inline", "timeout": None, "num_threads": 1 if workers == "inline-1" else 2}
+    return {"workers": workers, "num_threads": 2}
 
 
-@pytest.mark.parametrize("workers", ["thread", "process", "inline"])
+@pytest.mark.parametrize("workers", ["thread", "process", "inline", "inline-1"])
 def test_the_loader_gives_the_same_batches_by_chunk_and_by_row(packed, workers, monkeypatch):
     blocks = stoke.TokenBlocks(packed["uint16"], block_size=16, eos_id=3, packing="documents", attention_mask=True)
     options = kind_options(workers)
     by_chunk = epoch_rows(stoke.Loader(blocks, batch_size=5, shuffle=True, seed=1, **options))
     monkeypatch.setattr(SampleProducer, "produce_rows", lambda self, job, start, stop: False)  # row by row
+    monkeypatch.setattr(SampleProducer, "start_rows", lambda self, job, start, stop, background=True: None)
     by_row = epoch_rows(stoke.Loader(blocks, batch_size=5, shuffle=True, seed=1, **options))
     assert sorted(by_chunk) == list(range(len(blocks)))
     assert by_chunk == by_row
 
 
-def test_the_chunk_path_is_taken(packed, monkeypatch):
+@pytest.mark.parametrize("workers", ["thread", "inline"])
+def test_the_chunk_path_is_taken(packed, workers, monkeypatch):
     calls = []
-    original = BlockReader.fill
+    original = BlockReader.start_fill
 
-    def counted(self, positions, rows, arrays):
-        result = original(self, positions, rows, arrays)
-        calls.append((len(positions), result is not None))
+    def counted(self, positions, rows, arrays, threads=1, background=True):
+        result = original(self, positions, rows, arrays, threads, background)
+        calls.append((len(positions), result is not None, threads, background))
         return result
 
-    monkeypatch.setattr(BlockReader, "fill", counted)
+    monkeypatch.setattr(BlockReader, "start_fill", counted)
     blocks = stoke.TokenBlocks(packed["uint16"], block_size=8)
-    batches = list(stoke.Loader(blocks, batch_size=8, num_threads=2))
+    batches = list(stoke.Loader(blocks, batch_size=8, **kind_options(workers)))
     assert sum(len(batch["index"]) for batch in batches) == len(blocks)
-    assert calls and all(filled for _, filled in calls) and sum(n for n, _ in calls) == len(blocks)
+    assert calls and all(filled for _, filled, _, _ in calls) and sum(n for n, *_ in calls) == len(blocks)
+    # threads fill a batch each, alone and at once; inline, the loop's thread and a helper share each batch,
+    # which the helper copies while the loop goes on
+    expected = (1, False) if workers == "thread" else (2, True)
+    assert all((threads, background) == expected for *_, threads, background in calls)
 
 
 @pytest.mark.parametrize("kind", ["uint8", "uint16", "int32", "uint16-fixed"])
 @pytest.mark.parametrize("workers", ["thread", "inline"])
 def test_tokens_as_stored_int32_are_written_directly_and_other_dtypes_row_by_row(packed, kind, workers, monkeypatch):
-    calls = []  # whether each batch was filled at once
-    original = SampleProducer.produce_rows
+    calls = []  # whether each batch was filled at once (begun: inline, in the background)
+    original = SampleProducer.start_rows
 
-    def counted(self, job, start, stop):
-        calls.append(original(self, job, start, stop))
-        return calls[-1]
+    def counted(self, job, start, stop, background=True):
+        finish = original(self, job, start, stop, background)
+        calls.append(finish is not None)
+        return finish
 
-    monkeypatch.setattr(SampleProducer, "produce_rows", counted)
+    monkeypatch.setattr(SampleProducer, "start_rows", counted)
     blocks = stoke.TokenBlocks(packed[kind], block_size=8, eos_id=7, packing="documents", pad_id=2)
     expected = np.stack([blocks[b]["tokens"] for b in range(len(blocks))])
     for dtype, directly in ((blocks.id_dtype, True), (np.dtype("int32"), True), (np.dtype("float32"), False)):
@@ -240,15 +255,24 @@ def test_a_batch_dtype_that_cannot_hold_the_ids_is_refused_when_the_loader_is_ma
         made(mixture, tokens="uint16")
 
 
-def test_inline_workers_ask_for_timeout_none_and_one_thread(packed):
+def test_inline_workers_ask_for_timeout_none_and_share_only_a_batch_filled_at_once(packed):
     blocks = stoke.TokenBlocks(packed["uint16"], block_size=8)
     with pytest.raises(ConfigError, match=r"a read that hangs cannot be timed out.*pass timeout=None"):
         stoke.Loader(blocks, batch_size=4, workers="inline")
-    with pytest.raises(ConfigError, match=r"num_threads=2 has no meaning"):
-        stoke.Loader(blocks, batch_size=4, workers="inline", timeout=None, num_threads=2)
-    loader = stoke.Loader(blocks, batch_size=4, workers="inline", timeout=None)
-    stats = loader.stats()
-    assert (stats["num_threads"], stats["prefetch"], stats["autotune"]) == (1, 1, None)
+    inline = {"workers": "inline", "timeout": None}
+    stats = stoke.Loader(blocks, batch_size=4, **inline).stats()  # "auto": the cores, at most 4
+    assert (stats["num_threads"], stats["prefetch"], stats["autotune"]) == (min(available_cores(), 4), 1, None)
+    assert stoke.Loader(blocks, batch_size=4, num_threads=3, **inline).stats()["num_threads"] == 3
+    samples = {"x": np.arange(10.0)}  # made one by one: nothing to share
+    assert stoke.Loader(samples, batch_size=4, **inline).stats()["num_threads"] == 1
+    with pytest.raises(ConfigError, match=r"samples are made one by one, so num_threads=2 has no meaning"):
+        stoke.Loader(samples, batch_size=4, num_threads=2, **inline)
+    loader = stoke.Loader(blocks, batch_size=4, num_threads=2, **inline)
+    assert len(list(loader)) == -(-len(blocks) // 4)
+    with pytest.raises(ConfigError, match="cannot run 3"):
+        loader._line.executor.resize(3)
+    paths = loader._line.executor.cpu_stat_paths  # the loop's thread and the helper, for the profiler
+    assert len(paths) >= 2 and all(Path(path).read_bytes().count(b" ") > 20 for path in paths)
 
 
 def test_only_the_chosen_fields_are_filled(packed):
@@ -366,14 +390,102 @@ def test_wrong_first_document_hints_are_searched_for_instead(packed, hints, seed
     assert np.array_equal(gathered(np.array(hints, np.int64)), want)  # fewer, wrong or out of range: searched
 
 
+# ---- rows shared with the kernel's helper threads -----------------------------------------------------------
+def kernel_gather(blocks: stoke.TokenBlocks, tokens: np.ndarray, rows, chosen, threads: int, background: bool):
+    """One call of the kernel over ``chosen`` blocks into ``tokens`` (ids only), every shard mapped."""
+    starts, stops = blocks.spans(np.asarray(chosen, np.int64))
+    maps = [blocks._base.store.open_shard(s).mapping for s in range(len(blocks._base.manifest.shards))]
+    return KERNEL.gather(tokens, None, None, None, None, np.asarray(rows, np.int64), starts, stops, blocks.ends,
+                         blocks.counts, blocks._payload, blocks._shard, blocks._ids, maps, blocks._code,
+                         not blocks._fixed, -1 if blocks.eos_id is None else blocks.eos_id, blocks.pad_id,
+                         blocks.block_size, None, None, threads, background)  # fmt: skip
+
+
+@needs_kernel
+def test_rows_written_twice_are_written_in_order_by_one_thread(packed):
+    blocks = stoke.TokenBlocks(packed["uint16"], block_size=4, eos_id=1)
+    rng = np.random.default_rng(3)
+    chosen = rng.integers(0, len(blocks), 64)
+    rows = rng.integers(0, 20, 64)  # rows repeat: the last block written to a row must win, as in order
+    want = np.zeros((20, 4), np.int64)
+    assert kernel_gather(blocks, want, rows, chosen, 1, False) == -1
+    for background in (False, True):
+        got = np.zeros((20, 4), np.int64)
+        result = kernel_gather(blocks, got, rows, chosen, 3, background)
+        assert (result if isinstance(result, int) else result.wait()) == -1
+        assert np.array_equal(got, want)
+
+
+@needs_kernel
+def test_a_fill_left_in_the_background_is_finished_before_its_arrays_can_go(packed):
+    blocks = stoke.TokenBlocks(packed["int32"], block_size=3)
+    want = np.zeros((len(blocks), 3), np.int64)
+    blocks.fill({"tokens": want}, np.arange(len(blocks)), np.arange(len(blocks)))
+    for _ in range(20):
+        got = np.zeros_like(want)
+        pending = kernel_gather(blocks, got, np.arange(len(blocks)), np.arange(len(blocks)), 2, True)
+        assert type(pending) is KERNEL.Pending
+        del pending  # never waited for: dropping it waits (the helpers may not write into freed memory)
+        assert np.array_equal(got, want)
+    done = kernel_gather(blocks, np.zeros_like(want), np.arange(len(blocks)), np.arange(len(blocks)), 2, True)
+    assert done.wait() == -1 and done.wait() == -1  # a second wait has nothing left to do
+    with pytest.raises(ValueError, match="threads"):
+        kernel_gather(blocks, np.zeros_like(want), [0], [0], 0, False)
+    with pytest.raises(ValueError, match="threads"):
+        kernel_gather(blocks, np.zeros_like(want), [0], [0], 65, False)
+
+
+@needs_kernel
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_a_forked_child_fills_with_helpers_of_its_own(packed):
+    """A child forked while the parent's helpers run has none (threads do not survive fork): the pool is
+    reset there, and the child's own calls start their own helpers."""
+    blocks = stoke.TokenBlocks(packed["uint16"], block_size=2, eos_id=0)
+    count = min(len(blocks), 200)
+    want = np.zeros((count, 2), np.int64)
+    blocks.fill({"tokens": want}, np.arange(count), np.arange(count), threads=2)  # the parent's helpers start
+    pending = kernel_gather(blocks, np.zeros_like(want), np.arange(count), np.arange(count), 2, True)
+    child = os.fork()  # a call of the parent's is still open: the child must not wait on it
+    if child == 0:  # pragma: no cover - the child's result is its exit status
+        signal.alarm(20)  # a child that hangs fails the test instead of stopping it
+        ok = True
+        for background in (False, True, True):
+            got = np.zeros_like(want)
+            result = kernel_gather(blocks, got, np.arange(count), np.arange(count), 2, background)
+            ok &= (result if isinstance(result, int) else result.wait()) == -1 and np.array_equal(got, want)
+        os._exit(0 if ok else 1)
+    assert pending.wait() == -1
+    _, status = os.waitpid(child, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_inline_helpers_give_the_batches_of_one_thread_and_resume_exactly(packed):
+    blocks = stoke.TokenBlocks(packed["uint16"], block_size=4, eos_id=0, packing="documents")
+    mixture = stoke.mix({"a": blocks, "b": stoke.TokenBlocks(packed["int32"], block_size=4)}, seed=1)
+    for source in (blocks, mixture):
+        alone, shared = (stoke.Loader(source, batch_size=40, shuffle=True, seed=9, **kind_options(kind))
+                         for kind in ("inline-1", "inline"))  # fmt: skip
+        whole = token_rows(alone)
+        assert token_rows(shared) == whole and token_rows(shared) == token_rows(alone)  # two epochs each
+    loader = stoke.Loader(blocks, batch_size=40, shuffle=True, seed=9, **kind_options("inline"))
+    iterator = iter(loader)
+    first = token_rows([next(iterator) for _ in range(2)])  # the third is being copied in the background
+    state = json.loads(json.dumps(loader.state_dict()))
+    loader.close()  # finishes the batch begun, and keeps the epoch
+    assert first + token_rows(loader) == token_rows(stoke.Loader(blocks, batch_size=40, shuffle=True, seed=9))
+    resumed = stoke.Loader(blocks, batch_size=40, shuffle=True, seed=9, **kind_options("inline"))
+    resumed.load_state_dict(state)
+    assert first + token_rows(resumed) == token_rows(stoke.Loader(blocks, batch_size=40, shuffle=True, seed=9))
+
+
 # ---- a shard truncated while mapped (in a subprocess: a regression would be SIGBUS) ----------------------
-def truncated_scenario(root: str) -> dict[str, Any]:
+def truncated_scenario(root: str, workers: str = "thread") -> dict[str, Any]:
     dataset = stoke.open(root)
     blocks = stoke.TokenBlocks(dataset, block_size=16)
     first = {b: blocks[b]["tokens"].tolist() for b in range(len(blocks))}  # maps every shard
     cut = dataset.manifest.shards[1].file
     os.truncate(os.path.join(root, cut), os.path.getsize(os.path.join(root, cut)) // 2)
-    loader = stoke.Loader(blocks, batch_size=4, verify="never", on_error="skip", num_threads=2)
+    loader = stoke.Loader(blocks, batch_size=4, verify="never", on_error="skip", **kind_options(workers))
     second = {}
     for batch in loader:
         for row, block in enumerate(batch["index"].tolist()):
@@ -388,14 +500,16 @@ def truncated_scenario(root: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("workers", ["thread", "inline"])  # inline: helper threads copy, and fault, too
 @pytest.mark.parametrize("guard", [True, False], ids=["guard", "fallback"])
-def test_a_shard_truncated_under_the_kernel_fails_its_blocks_naming_it(packed, tmp_path, guard):
+def test_a_shard_truncated_under_the_kernel_fails_its_blocks_naming_it(packed, tmp_path, guard, workers):
     root = shutil.copytree(packed["uint16"].root, tmp_path / "ds")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
     env.pop("STOKE_MAPGUARD", None)
     if not guard:
         env["STOKE_MAPGUARD"] = "off"
-    code = f"import json, test_block_fill as case; print(json.dumps(case.truncated_scenario({str(root)!r})))"
+    scenario = f"case.truncated_scenario({str(root)!r}, {workers!r})"
+    code = f"import json, test_block_fill as case; print(json.dumps({scenario}))"
     completed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert completed.returncode != -signal.SIGBUS, completed.stderr[-3000:]
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -405,7 +519,8 @@ def test_a_shard_truncated_under_the_kernel_fails_its_blocks_naming_it(packed, t
     assert found["reasons"] and all(found["cut"] in reason for reason in found["reasons"]), found["reasons"]
 
 
-def test_a_mixture_of_blocks_fills_by_chunk_as_by_row_and_names_the_source(packed, tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", ["thread", "inline"])
+def test_a_mixture_of_blocks_fills_by_chunk_as_by_row_and_names_the_source(packed, tmp_path, workers, monkeypatch):
     root = Path(shutil.copytree(packed["uint16"].root, tmp_path / "ds"))
     flip_token_byte(root, stoke.open(root), 17)
     web = stoke.TokenBlocks(stoke.open(root), block_size=16, verify=False)
@@ -414,7 +529,7 @@ def test_a_mixture_of_blocks_fills_by_chunk_as_by_row_and_names_the_source(packe
 
     def run() -> tuple[dict, list]:
         mixture = stoke.mix({"web": web, "code": code}, weights={"web": 2, "code": 1}, seed=3)
-        loader = stoke.Loader(mixture, batch_size=6, on_error="skip", num_threads=2, max_bad_fraction=0.5)
+        loader = stoke.Loader(mixture, batch_size=6, on_error="skip", max_bad_fraction=0.5, **kind_options(workers))
         rows, failed = {}, []
         for batch in loader:
             for row, (source, index) in enumerate(zip(batch["source"], batch["index"].tolist())):
@@ -423,11 +538,12 @@ def test_a_mixture_of_blocks_fills_by_chunk_as_by_row_and_names_the_source(packe
         return rows, failed
 
     filled = []
-    original = MixtureReader.fill
-    monkeypatch.setattr(MixtureReader, "fill", lambda *args: filled.append(original(*args)) or filled[-1])
+    original = MixtureReader.start_fill
+    monkeypatch.setattr(MixtureReader, "start_fill", lambda *args: filled.append(original(*args)) or filled[-1])
     by_chunk, failed = run()
     assert filled and all(result is not None for result in filled)  # every chunk filled by the sources' readers
     monkeypatch.setattr(SampleProducer, "produce_rows", lambda self, job, start, stop: False)
+    monkeypatch.setattr(SampleProducer, "start_rows", lambda self, job, start, stop, background=True: None)
     by_row, failed_by_row = run()
     assert by_chunk == by_row and failed == failed_by_row
     assert failed and all(named for _, named in failed)

@@ -29,8 +29,17 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 typedef struct {
     Py_buffer view;
@@ -212,154 +221,50 @@ static int element_size(Buffer *buffer, int64_t block, int64_t rows_needed, int6
     return (int)size;
 }
 
-static PyObject *gather(PyObject *self, PyObject *args) {
-    PyObject *o_tokens, *o_document, *o_position, *o_padding, *o_mask;
-    PyObject *o_rows, *o_starts, *o_stops, *o_ends, *o_counts, *o_payload, *o_shard, *o_ids, *maps;
-    int code_int, headers;
-    PyObject *o_used, *o_firsts = Py_None;
-    long long eos, pad, block;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOCpLLLO|O", &o_tokens, &o_document, &o_position, &o_padding, &o_mask,
-                          &o_rows, &o_starts, &o_stops, &o_ends, &o_counts, &o_payload, &o_shard, &o_ids, &maps,
-                          &code_int, &headers, &eos, &pad, &block, &o_used, &o_firsts))
-        return NULL;
-    char code = (char)code_int;
-    if (code == 0 || !strchr("BbHhIiQq", code) || block < 1 || !PyList_Check(maps)) {
-        PyErr_SetString(PyExc_ValueError, "gather: bad id code, block size or maps");
-        return NULL;
-    }
-    enum { TOKENS, DOCUMENT, POSITION, PADDING, MASK, ROWS, STARTS, STOPS, ENDS, COUNTS, PAYLOAD, SHARD, IDS, N };
-    PyObject *objects[N] = {o_tokens, o_document, o_position, o_padding, o_mask, o_rows, o_starts,
-                            o_stops, o_ends, o_counts, o_payload, o_shard, o_ids};
-    const char *names[N] = {"tokens", "document", "position", "padding", "mask", "rows", "starts",
-                            "stops", "ends", "counts", "payload", "shard", "ids"};
-    Buffer b[N];
-    Py_ssize_t num_maps = PyList_GET_SIZE(maps);
-    int32_t *used = NULL;  /* the distinct shards the rows read, and their mappings */
-    Buffer *shard_maps = NULL;
-    int64_t num_used = 0, capacity = 0, *first = NULL;
-    PyObject *result = NULL;
-    int i;
-    for (i = 0; i < N; i++) b[i].held = 0;
-    for (i = 0; i < N; i++)
-        if (get(objects[i], &b[i], i <= MASK, names[i]) < 0) goto done;
-    if (!b[TOKENS].held || !b[ROWS].held || !b[STARTS].held || !b[STOPS].held || !b[ENDS].held || !b[COUNTS].held ||
-        !b[PAYLOAD].held || !b[SHARD].held) {
-        PyErr_SetString(PyExc_ValueError, "gather: tokens and the layout arrays are required");
-        goto done;
-    }
-    int64_t num_rows = b[ROWS].view.len / 8, num_docs = b[ENDS].view.len / 8;
-    if (b[STARTS].view.len / 8 != num_rows || b[STOPS].view.len / 8 != num_rows || b[COUNTS].view.len / 8 != num_docs ||
-        b[PAYLOAD].view.len / 8 != num_docs || b[SHARD].view.len / 4 != num_docs ||
-        (b[IDS].held && b[IDS].view.len / 8 != num_docs)) {
-        PyErr_SetString(PyExc_ValueError, "gather: the layout arrays disagree in length");
-        goto done;
-    }
-    const int64_t *rows = b[ROWS].view.buf, *starts = b[STARTS].view.buf, *stops = b[STOPS].view.buf;
-    const int64_t *ends = b[ENDS].view.buf, *counts = b[COUNTS].view.buf, *payload = b[PAYLOAD].view.buf;
-    const int32_t *shard = b[SHARD].view.buf;
-    const int64_t *ids = b[IDS].held ? b[IDS].view.buf : NULL;
-    int64_t rows_needed = 0, total = num_docs ? ends[num_docs - 1] : 0;
-    for (int64_t r = 0; r < num_rows; r++) {
-        if (rows[r] < 0 || starts[r] < 0 || stops[r] < starts[r] || stops[r] - starts[r] > block || stops[r] > total) {
-            PyErr_Format(PyExc_ValueError, "gather: row %lld asks for tokens [%lld, %lld) of a %lld-token stream",
-                         (long long)rows[r], (long long)starts[r], (long long)stops[r], (long long)total);
-            goto done;
-        }
-        if (rows[r] + 1 > rows_needed) rows_needed = rows[r] + 1;
-    }
-    int tok_size = element_size(&b[TOKENS], block, rows_needed, block, "tokens");
-    int doc_size = element_size(&b[DOCUMENT], block, rows_needed, block, "document");
-    int pos_size = element_size(&b[POSITION], block, rows_needed, block, "position");
-    int pad_size = element_size(&b[PADDING], block, rows_needed, block, "padding");
-    int mask_size = element_size(&b[MASK], block, rows_needed, block * block, "mask");
-    if (tok_size < 0 || doc_size < 0 || pos_size < 0 || pad_size < 0 || mask_size < 0) goto done;
-    if ((tok_size < 4 && tok_size != id_size(code)) || doc_size == 1 || doc_size == 2 || pos_size == 1 ||
-        pos_size == 2 || pad_size > 1 || mask_size > 1) {
-        PyErr_SetString(PyExc_ValueError, "gather: ids are int64, int32 or the stored type; flags are bool");
-        goto done;
-    }
-    /* Each row's first document (one binary search a row, reused below), and the shards the rows read:
-     * each one's mapping is held (a buffer export) while the GIL is released. A shard whose mapping
-     * maps[s] does not hold yet (None, or closed since) is asked for: -2 - s. */
-    first = PyMem_Malloc((size_t)(num_rows > 0 ? num_rows : 1) * sizeof(int64_t));
-    capacity = num_maps < 16 ? (num_maps > 0 ? num_maps : 1) : 16;  /* grows to at most num_maps */
-    used = PyMem_Malloc((size_t)capacity * sizeof(int32_t));
-    shard_maps = PyMem_Calloc((size_t)capacity, sizeof(Buffer));
-    if (first == NULL || used == NULL || shard_maps == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (o_firsts != Py_None) {  /* each row's first document, as the caller worked it out: checked here */
-        Buffer given = {0};
-        if (get(o_firsts, &given, 0, "firsts") < 0) goto done;
-        const int64_t *hints = given.view.buf;
-        int64_t hinted = given.view.len / 8 < num_rows ? given.view.len / 8 : num_rows;
-        for (int64_t r = 0; r < num_rows; r++) {
-            int64_t d = r < hinted ? hints[r] : -1;
-            int fits = d >= 0 && d < num_docs && ends[d] > starts[r] && (d == 0 || ends[d - 1] <= starts[r]);
-            first[r] = fits ? d : first_past(ends, num_docs, starts[r]);
-        }
-        put(&given);
-    }
-    for (int64_t r = 0; r < num_rows; r++) {
-        if (o_firsts == Py_None) first[r] = first_past(ends, num_docs, starts[r]);
-        int64_t last = 0;  /* the slot of the last shard seen: a row's documents are mostly in one shard */
-        for (int64_t d = first[r]; d < num_docs && ends[d] - counts[d] - (eos >= 0) < stops[r]; d++) {
-            int32_t s = shard[d];
-            if (counts[d] <= 0 || (num_used > 0 && used[last] == s)) continue;
-            int64_t u = 0;
-            while (u < num_used && used[u] != s) u++;
-            if (u < num_used) { last = u; continue; }
-            if (s < 0 || s >= num_maps) {
-                result = PyLong_FromLongLong(d);  /* a document outside every shard: damaged layout */
-                goto done;
-            }
-            if (num_used == capacity) {  /* num_used < num_maps: a new distinct shard */
-                int64_t grown = capacity * 2 < num_maps ? capacity * 2 : num_maps;
-                int32_t *more_used = PyMem_Realloc(used, (size_t)grown * sizeof(int32_t));
-                if (more_used == NULL) { PyErr_NoMemory(); goto done; }
-                used = more_used;
-                Buffer *more_maps = PyMem_Realloc(shard_maps, (size_t)grown * sizeof(Buffer));
-                if (more_maps == NULL) { PyErr_NoMemory(); goto done; }
-                shard_maps = more_maps;
-                memset(shard_maps + capacity, 0, (size_t)(grown - capacity) * sizeof(Buffer));
-                capacity = grown;
-            }
-            PyObject *map = PyList_GET_ITEM(maps, s);
-            if (map == Py_None || PyObject_GetBuffer(map, &shard_maps[num_used].view, PyBUF_SIMPLE) < 0) {
-                PyErr_Clear();
-                result = PyLong_FromLongLong(-2 - (long long)s);
-                goto done;
-            }
-            shard_maps[num_used].held = 1;
-            last = num_used;
-            used[num_used++] = s;
-        }
-    }
-    int in_size = id_size(code);
-    int has_eos = eos >= 0;
-    int64_t bad = -1;
+/* What one call fills: the layout, the shards' mappings (held by the caller) and the batch's arrays. Read
+ * only by fill_rows, in whichever threads share the rows; `next` and `bad` are the only shared writes. */
+typedef struct {
+    const int64_t *rows, *starts, *stops, *ends, *counts, *payload, *ids, *first;
+    const int32_t *shard, *used;
+    const Buffer *shard_maps;
+    int64_t num_used, num_docs, num_rows, block, eos, pad;
+    uint8_t *tokens, *document, *position, *padding, *mask;
+    int tok_size, doc_size, pos_size, in_size, has_eos, headers;
+    char code;
+    _Atomic int64_t next;  /* the first row no thread has claimed (share) */
+    _Atomic int64_t bad;   /* a document that could not be read, or -1 */
+} Gather;
 
-    Py_BEGIN_ALLOW_THREADS
-    uint8_t *tokens = b[TOKENS].view.buf;
-    uint8_t *document = b[DOCUMENT].held ? b[DOCUMENT].view.buf : NULL;
-    uint8_t *position = b[POSITION].held ? b[POSITION].view.buf : NULL;
-    uint8_t *padding = b[PADDING].held ? b[PADDING].view.buf : NULL;
-    uint8_t *mask = b[MASK].held ? b[MASK].view.buf : NULL;
-    for (int64_t r = 0; r < num_rows && bad < 0; r++) {
+/* Rows r0..r1-1 of the call. A document that fails is written to g->bad and the rows stop; every thread
+ * stops at its next row once one has failed (the caller then reads row by row, and names it). */
+static void fill_rows(Gather *g, int64_t r0, int64_t r1) {
+    const int64_t *rows = g->rows, *starts = g->starts, *stops = g->stops, *ends = g->ends, *counts = g->counts;
+    const int64_t *payload = g->payload, *ids = g->ids, *first = g->first;
+    const int32_t *shard = g->shard, *used = g->used;
+    const Buffer *shard_maps = g->shard_maps;
+    int64_t num_used = g->num_used, num_docs = g->num_docs, block = g->block, eos = g->eos, pad = g->pad;
+    uint8_t *tokens = g->tokens, *document = g->document, *position = g->position, *padding = g->padding;
+    uint8_t *mask = g->mask;
+    int tok_size = g->tok_size, doc_size = g->doc_size, pos_size = g->pos_size, in_size = g->in_size;
+    int has_eos = g->has_eos, headers = g->headers;
+    char code = g->code;
+    int64_t bad = -1;
+    for (int64_t r = r0; r < r1 && bad < 0; r++) {
+        if (atomic_load_explicit(&g->bad, memory_order_relaxed) >= 0) return;  /* another thread's */
         int64_t row = rows[r], start = starts[r], stop = stops[r], filled = stop - start, k = 0;
         uint8_t *tok_row = tokens + (size_t)row * block * tok_size;
         uint8_t *mask_row = mask ? mask + (size_t)row * block * block : NULL;
         if (mask_row) memset(mask_row, 0, (size_t)block * block);
-        if (r + 2 * AHEAD < num_rows) {  /* the layout of the row after: evicted by the copies since */
+        if (r + 2 * AHEAD < g->num_rows) {  /* the layout of a row after: evicted by the copies since */
             int64_t later = first[r + 2 * AHEAD] < num_docs ? first[r + 2 * AHEAD] : 0;
             PREFETCH(ends + later);
             PREFETCH(counts + later);
             PREFETCH(payload + later);
             PREFETCH(shard + later);
         }
-        if (r + AHEAD < num_rows) prefetch_row(first[r + AHEAD], starts[r + AHEAD], ends, counts, payload, shard,
-                                               num_docs, used, shard_maps, num_used, in_size, has_eos);
+        if (r + AHEAD < g->num_rows)  /* past r1 too: the next claim is likely this thread's */
+            prefetch_row(first[r + AHEAD], starts[r + AHEAD], ends, counts, payload, shard, num_docs, used, shard_maps,
+                         num_used, in_size, has_eos);
         int64_t d = first[r], slot = 0;
         while (k < filled) {
             if (d >= num_docs) { bad = num_docs - 1; break; }
@@ -406,32 +311,459 @@ static PyObject *gather(PyObject *self, PyObject *args) {
             memset(padding + (size_t)row * block + filled, 1, (size_t)(block - filled));
         }
     }
-    Py_END_ALLOW_THREADS
+    if (bad >= 0) atomic_store(&g->bad, bad);
+}
 
-    /* The shards read, for the caller's check that none was truncated meanwhile: as many as fit, then -1. */
-    Buffer out_used = {0};
-    if (get(o_used, &out_used, 1, "used") < 0) goto done;
-    if (out_used.held) {
-        int32_t *shards_read = out_used.view.buf;
-        int64_t room = out_used.view.len / 4;
-        for (int64_t u = 0; u < room; u++) shards_read[u] = u < num_used ? used[u] : -1;
-        put(&out_used);
+/* ---- One call's rows shared with helper threads -------------------------------------------------------
+ * A batch of many rows (2 * CLAIM or more) may be filled by up to `threads` threads: the caller and
+ * native helper threads of this module, which never touch a Python object. Rows are claimed CLAIM at a
+ * time from g->next, so a helper that wakes late takes only what is left, and the caller never waits for
+ * one to start; it returns once each helper that joined has finished the rows it claimed.
+ *
+ * Why: each shuffled block starts with cache misses at a random place, and one core has only so many
+ * misses in flight, so a second core almost doubles the blocks copied a second (benchmarks/tokens.py).
+ * Waking a sleeping thread costs tens of microseconds on a small virtual machine (a condition-variable
+ * round trip took 48 µs on the development machine), so a helper spins for SPIN_NS after its last rows
+ * before it sleeps: a loop that fills a batch every few tens of microseconds finds it awake, and a loop
+ * that stops costs nothing after SPIN_NS.
+ *
+ * Safety: the Gather lives on the caller's stack. A helper enters a call by counting itself in `active`,
+ * then checks that the call is still `open`; the caller closes it after its last claim and waits until
+ * `active` is 0 before it returns. With sequentially consistent atomics, a helper that counts itself
+ * after the caller saw 0 sees the call closed, so none reads a Gather that is gone. The caller writes
+ * the call's fields before it opens the call. One call at a time shares (`busy`, taken with trylock);
+ * another call meanwhile fills its rows alone. A forked child has no helpers: pthread_atfork resets the
+ * pool there, and the child starts its own. Helpers block every signal that is not a fault's, so SIGINT
+ * and the like reach Python's threads; a SIGBUS from a truncated shard goes to the mapping guard's
+ * handler (format/_mapguard.c), which serves every thread.
+ */
+#define CLAIM 16
+#define MAX_THREADS 64
+#define SPIN_NS 200000 /* 200 µs */
+
+#if defined(__x86_64__) || defined(__i386__)
+#define PAUSE() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define PAUSE() __asm__ __volatile__("yield")
+#else
+#define PAUSE() ((void)0)
+#endif
+
+static struct {
+    pthread_mutex_t lock; /* guards started and sleeping; the mutex of `wake` */
+    pthread_cond_t wake;
+    int started;          /* helper threads running */
+    long ids[MAX_THREADS]; /* their native thread ids (Linux), for the profiler's CPU figures; 0: not known */
+    int sleeping;         /* helpers waiting on `wake` */
+    _Atomic int busy;            /* a call holds the helpers (from start_call to end_call) */
+    _Atomic uint64_t generation; /* bumped when a call opens */
+    _Atomic int open;            /* the current call takes helpers */
+    _Atomic int active;          /* helpers counted in, inside a call or checking whether it is open */
+    _Atomic int joined;          /* helpers that joined the current call */
+    _Atomic int wanted;          /* helpers it asked for */
+    _Atomic(Gather *) job;
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static void after_fork_child(void) {
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pool.started = pool.sleeping = 0;
+    memset(pool.ids, 0, sizeof pool.ids);
+    atomic_store(&pool.busy, 0);
+    atomic_store(&pool.open, 0);
+    atomic_store(&pool.active, 0);
+    atomic_store(&pool.joined, 0);
+}
+
+static int64_t elapsed_ns(const struct timespec *since) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)(now.tv_sec - since->tv_sec) * 1000000000 + (now.tv_nsec - since->tv_nsec);
+}
+
+/* Claim rows CLAIM at a time until none is left. */
+static void claim(Gather *g) {
+    for (;;) {
+        int64_t r0 = atomic_fetch_add(&g->next, CLAIM);
+        if (r0 >= g->num_rows) return;
+        fill_rows(g, r0, r0 + CLAIM < g->num_rows ? r0 + CLAIM : g->num_rows);
     }
-    result = PyLong_FromLongLong(bad);
+}
+
+/* The generation after `seen`: spun for up to SPIN_NS, then slept for. */
+static uint64_t next_call(uint64_t seen) {
+    struct timespec since;
+    clock_gettime(CLOCK_MONOTONIC, &since);
+    for (unsigned spins = 1;; spins++) {
+        uint64_t now = atomic_load(&pool.generation);
+        if (now != seen) return now;
+        PAUSE();
+        if ((spins & 255) == 0 && elapsed_ns(&since) > SPIN_NS) break;
+    }
+    pthread_mutex_lock(&pool.lock);
+    pool.sleeping++;
+    uint64_t now;
+    while ((now = atomic_load(&pool.generation)) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+    pool.sleeping--;
+    pthread_mutex_unlock(&pool.lock);
+    return now;
+}
+
+static void *helper(void *slot) {
+#ifdef __linux__
+    __atomic_store_n(&pool.ids[(intptr_t)slot], (long)syscall(SYS_gettid), __ATOMIC_RELEASE);
+#endif
+    uint64_t seen = atomic_load(&pool.generation);
+    for (;;) {
+        seen = next_call(seen);
+        atomic_fetch_add(&pool.active, 1);
+        if (atomic_load(&pool.open) && atomic_fetch_add(&pool.joined, 1) < atomic_load(&pool.wanted))
+            claim(atomic_load(&pool.job));
+        atomic_fetch_sub(&pool.active, 1);
+    }
+    return NULL;
+}
+
+/* Helpers up to `count` (fewer if a thread cannot be made: the rows are then shared by fewer). */
+static void start_helpers(int count) {
+    pthread_mutex_lock(&pool.lock);
+    if (pool.started < count) {
+        sigset_t all, before;
+        sigfillset(&all);
+        sigdelset(&all, SIGBUS);
+        sigdelset(&all, SIGSEGV);
+        sigdelset(&all, SIGFPE);
+        sigdelset(&all, SIGILL);
+        pthread_sigmask(SIG_BLOCK, &all, &before); /* the helpers are born with it */
+        pthread_attr_t attributes;
+        pthread_attr_init(&attributes);
+        pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attributes, 1 << 18); /* fill_rows needs a few KiB */
+        while (pool.started < count) {
+            pthread_t thread;
+            if (pthread_create(&thread, &attributes, helper, (void *)(intptr_t)pool.started) != 0) break;
+            pool.started++;
+        }
+        pthread_attr_destroy(&attributes);
+        pthread_sigmask(SIG_SETMASK, &before, NULL);
+    }
+    pthread_mutex_unlock(&pool.lock);
+}
+
+/* Open g to up to `helpers` helpers (fewer: no more than its claims, less one where the caller claims too);
+ * 0, having done nothing, where another call holds the helpers. Without the GIL or with it: it never waits. */
+static int start_call(Gather *g, int helpers, int caller_claims) {
+    int free_now = 0;
+    if (!atomic_compare_exchange_strong(&pool.busy, &free_now, 1)) return 0;
+    int64_t claims = (g->num_rows + CLAIM - 1) / CLAIM - (caller_claims ? 1 : 0);
+    if (helpers > claims) helpers = (int)claims;
+    start_helpers(helpers);
+    atomic_store(&pool.job, g);
+    atomic_store(&pool.wanted, helpers);
+    atomic_store(&pool.joined, 0);
+    atomic_store(&pool.open, 1);
+    atomic_fetch_add(&pool.generation, 1);
+    pthread_mutex_lock(&pool.lock);
+    if (pool.sleeping > 0) pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
+    return 1;
+}
+
+/* The rows of g that no helper has claimed, filled by the caller; then the call is closed, and ends once
+ * every helper in it has finished its rows. Without the GIL. */
+static void end_call(Gather *g) {
+    claim(g);
+    atomic_store(&pool.open, 0);
+    for (unsigned spins = 1; atomic_load(&pool.active) != 0; spins++) { /* helpers finish their claims */
+        PAUSE();
+        if ((spins & 1023) == 0) sched_yield();
+    }
+    atomic_store(&pool.busy, 0);
+}
+
+/* ---- gather() ------------------------------------------------------------------------------------------ */
+enum { TOKENS, DOCUMENT, POSITION, PADDING, MASK, ROWS, STARTS, STOPS, ENDS, COUNTS, PAYLOAD, SHARD, IDS, USED, N };
+
+/* One call's buffers (held exports), the shards it reads, and its Gather: on the heap, because a fill in the
+ * background (a Pending) outlives the call that started it. */
+typedef struct {
+    Buffer b[N];
+    int32_t *used;      /* the distinct shards the rows read, and their mappings */
+    Buffer *shard_maps;
+    int64_t num_used, *first;
+    Gather g;
+} Call;
+
+/* The shards read, written to the caller's `used` (as many as fit, then -1), for its check that none was
+ * truncated while the rows were copied; then every buffer let go. */
+static void call_end(Call *call) {
+    if (call->b[USED].held) {
+        int32_t *shards_read = call->b[USED].view.buf;
+        int64_t room = call->b[USED].view.len / 4;
+        for (int64_t u = 0; u < room; u++) shards_read[u] = u < call->num_used ? call->used[u] : -1;
+    }
+    for (int i = 0; i < N; i++) put(&call->b[i]);
+    for (int64_t u = 0; call->shard_maps != NULL && u < call->num_used; u++) put(&call->shard_maps[u]);
+    PyMem_Free(call->shard_maps);
+    PyMem_Free(call->used);
+    PyMem_Free(call->first);
+    PyMem_Free(call);
+}
+
+/* A fill going on in the helpers after gather() returned: wait() joins in, waits, and gives the result. */
+typedef struct {
+    PyObject_HEAD
+    Call *call; /* NULL once waited for */
+    int64_t bad;
+} Pending;
+
+static int64_t pending_finish(Pending *pending) {
+    Call *call = pending->call;
+    if (call != NULL) {
+        pending->call = NULL; /* with the GIL held: a second wait() has nothing to do */
+        Py_BEGIN_ALLOW_THREADS
+        end_call(&call->g);
+        Py_END_ALLOW_THREADS
+        pending->bad = atomic_load(&call->g.bad);
+        call_end(call);
+    }
+    return pending->bad;
+}
+
+static PyObject *pending_wait(PyObject *self, PyObject *unused) {
+    return PyLong_FromLongLong(pending_finish((Pending *)self));
+}
+
+static void pending_dealloc(PyObject *self) {
+    pending_finish((Pending *)self); /* never free buffers that helpers may still write */
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyMethodDef pending_methods[] = {
+    {"wait", pending_wait, METH_NOARGS,
+     "wait() -> -1, or a document that could not be read: the rows not yet claimed are filled by this thread, "
+     "then it waits for the helpers' (without the GIL); the shards read are written to `used`"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PendingType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "stoke.pipeline._tokens.Pending",
+    .tp_basicsize = sizeof(Pending),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A gather whose rows helper threads are still copying; wait() before the arrays are read.",
+    .tp_dealloc = pending_dealloc,
+    .tp_methods = pending_methods,
+};
+
+static PyObject *gather(PyObject *self, PyObject *args) {
+    PyObject *o_tokens, *o_document, *o_position, *o_padding, *o_mask;
+    PyObject *o_rows, *o_starts, *o_stops, *o_ends, *o_counts, *o_payload, *o_shard, *o_ids, *maps;
+    int code_int, headers, threads = 1, background = 0;
+    PyObject *o_used, *o_firsts = Py_None;
+    long long eos, pad, block;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOCpLLLO|Oip", &o_tokens, &o_document, &o_position, &o_padding,
+                          &o_mask, &o_rows, &o_starts, &o_stops, &o_ends, &o_counts, &o_payload, &o_shard, &o_ids,
+                          &maps, &code_int, &headers, &eos, &pad, &block, &o_used, &o_firsts, &threads, &background))
+        return NULL;
+    char code = (char)code_int;
+    if (code == 0 || !strchr("BbHhIiQq", code) || block < 1 || !PyList_Check(maps) || threads < 1 ||
+        threads > MAX_THREADS) {
+        PyErr_SetString(PyExc_ValueError, "gather: bad id code, block size, maps or threads");
+        return NULL;
+    }
+    PyObject *objects[N] = {o_tokens, o_document, o_position, o_padding, o_mask, o_rows, o_starts,
+                            o_stops, o_ends, o_counts, o_payload, o_shard, o_ids, o_used};
+    const char *names[N] = {"tokens", "document", "position", "padding", "mask", "rows", "starts",
+                            "stops", "ends", "counts", "payload", "shard", "ids", "used"};
+    Call *call = PyMem_Calloc(1, sizeof(Call));
+    if (call == NULL) return PyErr_NoMemory();
+    Buffer *b = call->b;
+    Py_ssize_t num_maps = PyList_GET_SIZE(maps);
+    int64_t num_used = 0, capacity = 0;
+    PyObject *result = NULL;
+    int i;
+    for (i = 0; i < N; i++)
+        if (get(objects[i], &b[i], i <= MASK || i == USED, names[i]) < 0) goto done;
+    if (!b[TOKENS].held || !b[ROWS].held || !b[STARTS].held || !b[STOPS].held || !b[ENDS].held || !b[COUNTS].held ||
+        !b[PAYLOAD].held || !b[SHARD].held) {
+        PyErr_SetString(PyExc_ValueError, "gather: tokens and the layout arrays are required");
+        goto done;
+    }
+    int64_t num_rows = b[ROWS].view.len / 8, num_docs = b[ENDS].view.len / 8;
+    if (b[STARTS].view.len / 8 != num_rows || b[STOPS].view.len / 8 != num_rows || b[COUNTS].view.len / 8 != num_docs ||
+        b[PAYLOAD].view.len / 8 != num_docs || b[SHARD].view.len / 4 != num_docs ||
+        (b[IDS].held && b[IDS].view.len / 8 != num_docs)) {
+        PyErr_SetString(PyExc_ValueError, "gather: the layout arrays disagree in length");
+        goto done;
+    }
+    const int64_t *rows = b[ROWS].view.buf, *starts = b[STARTS].view.buf, *stops = b[STOPS].view.buf;
+    const int64_t *ends = b[ENDS].view.buf, *counts = b[COUNTS].view.buf, *payload = b[PAYLOAD].view.buf;
+    const int32_t *shard = b[SHARD].view.buf;
+    const int64_t *ids = b[IDS].held ? b[IDS].view.buf : NULL;
+    int64_t rows_needed = 0, total = num_docs ? ends[num_docs - 1] : 0;
+    for (int64_t r = 0; r < num_rows; r++) {
+        if (rows[r] < 0 || starts[r] < 0 || stops[r] < starts[r] || stops[r] - starts[r] > block || stops[r] > total) {
+            PyErr_Format(PyExc_ValueError, "gather: row %lld asks for tokens [%lld, %lld) of a %lld-token stream",
+                         (long long)rows[r], (long long)starts[r], (long long)stops[r], (long long)total);
+            goto done;
+        }
+        if (rows[r] + 1 > rows_needed) rows_needed = rows[r] + 1;
+    }
+    if (threads > 1 && num_rows > 1) {  /* rows shared between threads must be distinct */
+        uint8_t *seen = PyMem_Calloc((size_t)rows_needed / 8 + 1, 1);
+        if (seen == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (int64_t r = 0; r < num_rows && threads > 1; r++) {
+            if (seen[rows[r] >> 3] & (1 << (rows[r] & 7))) threads = 1;  /* a row written twice: in order, alone */
+            seen[rows[r] >> 3] |= (uint8_t)(1 << (rows[r] & 7));
+        }
+        PyMem_Free(seen);
+    }
+    int tok_size = element_size(&b[TOKENS], block, rows_needed, block, "tokens");
+    int doc_size = element_size(&b[DOCUMENT], block, rows_needed, block, "document");
+    int pos_size = element_size(&b[POSITION], block, rows_needed, block, "position");
+    int pad_size = element_size(&b[PADDING], block, rows_needed, block, "padding");
+    int mask_size = element_size(&b[MASK], block, rows_needed, block * block, "mask");
+    if (tok_size < 0 || doc_size < 0 || pos_size < 0 || pad_size < 0 || mask_size < 0) goto done;
+    if ((tok_size < 4 && tok_size != id_size(code)) || doc_size == 1 || doc_size == 2 || pos_size == 1 ||
+        pos_size == 2 || pad_size > 1 || mask_size > 1) {
+        PyErr_SetString(PyExc_ValueError, "gather: ids are int64, int32 or the stored type; flags are bool");
+        goto done;
+    }
+    /* Each row's first document (one binary search a row, reused below), and the shards the rows read:
+     * each one's mapping is held (a buffer export) while the GIL is released. A shard whose mapping
+     * maps[s] does not hold yet (None, or closed since) is asked for: -2 - s. */
+    int64_t *first = call->first = PyMem_Malloc((size_t)(num_rows > 0 ? num_rows : 1) * sizeof(int64_t));
+    capacity = num_maps < 16 ? (num_maps > 0 ? num_maps : 1) : 16;  /* grows to at most num_maps */
+    int32_t *used = call->used = PyMem_Malloc((size_t)capacity * sizeof(int32_t));
+    Buffer *shard_maps = call->shard_maps = PyMem_Calloc((size_t)capacity, sizeof(Buffer));
+    if (first == NULL || used == NULL || shard_maps == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (o_firsts != Py_None) {  /* each row's first document, as the caller worked it out: checked here */
+        Buffer given = {0};
+        if (get(o_firsts, &given, 0, "firsts") < 0) goto done;
+        const int64_t *hints = given.view.buf;
+        int64_t hinted = given.view.len / 8 < num_rows ? given.view.len / 8 : num_rows;
+        for (int64_t r = 0; r < hinted; r++)  /* every row's layout asked for at once: each is a cache miss */
+            if (hints[r] > 0 && hints[r] < num_docs) {
+                PREFETCH(ends + hints[r] - 1);
+                PREFETCH(ends + hints[r]);
+                PREFETCH(counts + hints[r]);
+                PREFETCH(shard + hints[r]);
+            }
+        for (int64_t r = 0; r < num_rows; r++) {
+            int64_t d = r < hinted ? hints[r] : -1;
+            int fits = d >= 0 && d < num_docs && ends[d] > starts[r] && (d == 0 || ends[d - 1] <= starts[r]);
+            first[r] = fits ? d : first_past(ends, num_docs, starts[r]);
+        }
+        put(&given);
+    }
+    for (int64_t r = 0; r < num_rows; r++) {
+        if (o_firsts == Py_None) first[r] = first_past(ends, num_docs, starts[r]);
+        int64_t last = 0;  /* the slot of the last shard seen: a row's documents are mostly in one shard */
+        for (int64_t d = first[r]; d < num_docs && ends[d] - counts[d] - (eos >= 0) < stops[r]; d++) {
+            int32_t s = shard[d];
+            if (counts[d] <= 0 || (num_used > 0 && used[last] == s)) continue;
+            int64_t u = 0;
+            while (u < num_used && used[u] != s) u++;
+            if (u < num_used) { last = u; continue; }
+            if (s < 0 || s >= num_maps) {
+                result = PyLong_FromLongLong(d);  /* a document outside every shard: damaged layout */
+                goto done;
+            }
+            if (num_used == capacity) {  /* num_used < num_maps: a new distinct shard */
+                int64_t grown = capacity * 2 < num_maps ? capacity * 2 : num_maps;
+                int32_t *more_used = PyMem_Realloc(used, (size_t)grown * sizeof(int32_t));
+                if (more_used == NULL) { PyErr_NoMemory(); goto done; }
+                used = call->used = more_used;
+                Buffer *more_maps = PyMem_Realloc(shard_maps, (size_t)grown * sizeof(Buffer));
+                if (more_maps == NULL) { PyErr_NoMemory(); goto done; }
+                shard_maps = call->shard_maps = more_maps;
+                memset(shard_maps + capacity, 0, (size_t)(grown - capacity) * sizeof(Buffer));
+                capacity = grown;
+            }
+            PyObject *map = PyList_GET_ITEM(maps, s);
+            if (map == Py_None || PyObject_GetBuffer(map, &shard_maps[num_used].view, PyBUF_SIMPLE) < 0) {
+                PyErr_Clear();
+                result = PyLong_FromLongLong(-2 - (long long)s);
+                goto done;
+            }
+            shard_maps[num_used].held = 1;
+            last = num_used;
+            used[num_used] = s;
+            call->num_used = ++num_used;
+        }
+    }
+    Gather *g = &call->g;
+    *g = (Gather){
+        .rows = rows, .starts = starts, .stops = stops, .ends = ends, .counts = counts, .payload = payload,
+        .ids = ids, .first = first, .shard = shard, .used = used, .shard_maps = shard_maps, .num_used = num_used,
+        .num_docs = num_docs, .num_rows = num_rows, .block = block, .eos = eos, .pad = pad,
+        .tokens = b[TOKENS].view.buf, .document = b[DOCUMENT].held ? b[DOCUMENT].view.buf : NULL,
+        .position = b[POSITION].held ? b[POSITION].view.buf : NULL,
+        .padding = b[PADDING].held ? b[PADDING].view.buf : NULL, .mask = b[MASK].held ? b[MASK].view.buf : NULL,
+        .tok_size = tok_size, .doc_size = doc_size, .pos_size = pos_size, .in_size = id_size(code),
+        .has_eos = eos >= 0, .headers = headers, .code = code,
+    };
+    atomic_init(&g->next, 0);
+    atomic_init(&g->bad, -1);
+    if (background && threads > 1 && num_rows > 0) {  /* helpers copy the rows while the caller goes on */
+        Pending *pending = PyObject_New(Pending, &PendingType);
+        if (pending == NULL) goto done;
+        pending->bad = -1;
+        if (start_call(g, threads - 1, 0)) {
+            pending->call = call;
+            return (PyObject *)pending;
+        }
+        pending->call = NULL;  /* another call is sharing the helpers: these rows are filled here, now */
+        Py_DECREF(pending);
+        threads = 1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (threads > 1 && num_rows >= 2 * CLAIM && start_call(g, threads - 1, 1)) end_call(g);
+    else fill_rows(g, 0, num_rows);
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromLongLong(atomic_load(&g->bad));
 done:
-    for (i = 0; i < N; i++) put(&b[i]);
-    for (int64_t u = 0; shard_maps != NULL && u < num_used; u++) put(&shard_maps[u]);
-    PyMem_Free(shard_maps);
-    PyMem_Free(used);
-    PyMem_Free(first);
+    if (result == NULL || PyLong_AsLongLong(result) < -1) {  /* an error or a shard asked for: used not written */
+        put(&b[USED]);
+    }
+    call_end(call);
     return result;
 }
 
+static PyObject *helper_ids(PyObject *self, PyObject *unused) {
+    PyObject *ids = PyList_New(0);
+    if (ids == NULL) return NULL;
+    pthread_mutex_lock(&pool.lock);
+    int started = pool.started;
+    pthread_mutex_unlock(&pool.lock);
+    for (int i = 0; i < started; i++) {
+        long id = __atomic_load_n(&pool.ids[i], __ATOMIC_ACQUIRE);
+        if (id == 0) continue;
+        PyObject *number = PyLong_FromLong(id);
+        if (number == NULL || PyList_Append(ids, number) < 0) {
+            Py_XDECREF(number);
+            Py_DECREF(ids);
+            return NULL;
+        }
+        Py_DECREF(number);
+    }
+    return ids;
+}
+
 static PyMethodDef methods[] = {
+    {"helper_ids", helper_ids, METH_NOARGS,
+     "helper_ids() -> the native thread ids of the helper threads running in this process (Linux; else [])"},
     {"gather", gather, METH_VARARGS,
      "gather(tokens, document, position, padding, mask, rows, starts, stops, ends, counts, payload, shard, ids, "
-     "maps, code, headers, eos, pad, block, used, firsts=None) -> -1; the document that could not be read; or -2 - s "
-     "where maps[s] must hold shard s's mapping. firsts: each row's first document (checked), or None to search"},
+     "maps, code, headers, eos, pad, block, used, firsts=None, threads=1) -> -1; the document that could not be read; "
+     "or -2 - s where maps[s] must hold shard s's mapping. firsts: each row's first document (checked), or None to "
+     "search. threads: how many threads may share the rows (distinct rows, 32 or more: the caller and helpers)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -439,4 +771,17 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_tokens", "Token blocks gathered from mapped shards.", -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__tokens(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__tokens(void) {
+    static int registered = 0;
+    if (!registered && pthread_atfork(NULL, NULL, after_fork_child) == 0) registered = 1;
+    if (PyType_Ready(&PendingType) < 0) return NULL;
+    PyObject *made = PyModule_Create(&module);
+    if (made == NULL) return NULL;
+    Py_INCREF(&PendingType);
+    if (PyModule_AddObject(made, "Pending", (PyObject *)&PendingType) < 0) {
+        Py_DECREF(&PendingType);
+        Py_DECREF(made);
+        return NULL;
+    }
+    return made;
+}

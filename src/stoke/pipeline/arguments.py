@@ -33,6 +33,10 @@ from stoke.ops.features import Features
 from stoke.pipeline.executor import Executor, executor_kind
 
 DEFAULT_PREFETCH = 3
+# workers="inline" with num_threads="auto": the threads that share a batch filled in one call (TokenBlocks), at
+# most. The gather is bound by memory misses, which a few cores saturate; each helper spins a moment after a
+# batch (stoke.pipeline._tokens), so more would cost cores for nothing.
+INLINE_THREADS = 4
 
 
 def field_transforms(transforms: Mapping[Any, Any] | None, fields: Sequence[str]) -> dict[str, list[Op]]:
@@ -121,6 +125,7 @@ class Settings:
     asked: tuple[int | str, int | str]  # num_threads and prefetch as asked: a count, or "auto" to tune
     cores: int  # the cores this process may run on
     pin_memory: bool  # DataLoader's pin_memory=True, where CUDA is available
+    threads_given: bool = False  # num_threads was a count, not "auto"
 
 
 def settings(
@@ -151,15 +156,34 @@ def settings(
     cores = available_cores()
     threads = count_setting(asked[0], cores, "num_threads")
     depth = count_setting(asked[1], DEFAULT_PREFETCH, "prefetch")
-    if not kind.in_background:  # the loop's own thread makes each batch: one "worker", one batch ahead
-        if asked[0] not in ("auto", 1):
-            raise ConfigError(
-                f"workers={workers!r} makes every batch in the loop's own thread, so num_threads={asked[0]!r} has "
-                f"no meaning; leave num_threads out, or use workers='thread'"
-            )
-        threads, depth = 1, 1 if asked[1] == "auto" else depth
-        asked = (1, depth)  # nothing to tune
-    return Settings(size, chosen_seed, kind, threads, depth, asked, cores, bool(given.get("pin_memory")))
+    given_threads = asked[0] != "auto"
+    if not kind.in_background:  # the loop's own thread makes each batch, one batch ahead; a batch filled in
+        # one call (TokenBlocks) is shared by num_threads threads, the loop's and helpers (inline_threads)
+        threads = count_setting(asked[0], min(cores, INLINE_THREADS), "num_threads")
+        depth = 1 if asked[1] == "auto" else depth
+        asked = (threads, depth)  # nothing to tune
+    return Settings(size, chosen_seed, kind, threads, depth, asked, cores, bool(given.get("pin_memory")), given_threads)
+
+
+def inline_threads(given: Settings, fills_rows: bool) -> int:
+    """The threads of an executor that makes each batch in the loop's own thread (``workers="inline"``):
+    ``given.num_threads`` where the reader ``fills_rows`` (a batch in one call, which they share), else 1;
+    a count given for a reader that makes its rows one by one is a ConfigError, as it could not be used.
+
+    >>> inline_threads(settings(8, None, "inline", 2, "auto", None, None, {}), fills_rows=True)
+    2
+    >>> inline_threads(settings(8, None, "inline", "auto", "auto", None, None, {}), fills_rows=False)
+    1
+    """
+    if given.executor.in_background or fills_rows:
+        return given.num_threads
+    if given.threads_given and given.num_threads > 1:
+        raise ConfigError(
+            f"workers='inline' makes every batch in the loop's own thread, and this dataset's samples are made one "
+            f"by one, so num_threads={given.num_threads} has no meaning (only token blocks share a batch's fill); "
+            f"leave num_threads out, or use workers='thread'"
+        )
+    return 1
 
 
 def batch_size_setting(batch_size: Any) -> int:

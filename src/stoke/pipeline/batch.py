@@ -70,6 +70,9 @@ class BatchJob:
         self.padding: np.ndarray | None = None  # per row: a duplicate that pads the epoch (distributed)
         self.running: dict[int, int] = {}  # chunk start -> the row it is producing now (to name a stuck one)
         self.cancelled = False
+        self.threads = 1  # threads that may share a chunk filled in one call (the inline executor's helpers)
+        self._later: Callable[[], None] | None = None  # what finishes a job begun in the background (begin)
+        self._begun = False
         if self._pending == 0:
             self.done.set()
 
@@ -103,6 +106,44 @@ class BatchJob:
         finally:
             self.running.pop(start, None)
             self.finish_chunk(error, position)
+
+    def begin(self, start_rows: Callable[[BatchJob, int, int], Callable[[], None] | None]) -> bool:
+        """Start the whole job as one chunk that goes on in the background after this returns:
+        ``start_rows(job, 0, size)`` (``SampleProducer.start_rows``) begins it and gives what finishes it,
+        which :meth:`complete` runs. False, having done nothing, where the job is more than one chunk or
+        ``start_rows`` cannot begin it (gives None); then it is run as usual."""
+        if self._chunk < self.size or self.size == 0 or self.cancelled:
+            return False
+        try:
+            finish = start_rows(self, 0, self.size)
+        except BaseException as raised:  # as run() keeps what is not a sample's fault
+            self.finish_chunk(raised, 0)
+            return True
+        if finish is None:
+            return False
+        self._begun = True
+
+        def later() -> None:
+            error: BaseException | None = None
+            try:
+                finish()
+            except BaseException as raised:
+                error = raised
+            finally:
+                self.finish_chunk(error, 0)
+
+        self._later = later
+        return True
+
+    def complete(self) -> None:
+        """Finish a job begun in the background (:meth:`begin`) in this thread, which then waits for any
+        other thread finishing it; ``done`` is set on return. Nothing for any other job."""
+        with self._lock:
+            later, self._later = self._later, None
+        if later is not None:
+            later()
+        elif self._begun:
+            self.done.wait()
 
     def fail(self, position: int, error: BaseException) -> None:
         """Record that the sample in row ``position`` raised ``error``."""

@@ -34,7 +34,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -95,36 +95,67 @@ class BlockReader:
             raise failures[0][1]
         return [arrays[name][0] for name in self.fields]
 
-    def fill(self, positions: np.ndarray, rows: np.ndarray, arrays: Mapping[str, np.ndarray]) -> list | None:
-        """Write the blocks at ``positions`` into rows ``rows`` of ``arrays`` (the batch's buffers, by field).
+    def fill(
+        self, positions: np.ndarray, rows: np.ndarray, arrays: Mapping[str, np.ndarray], threads: int = 1
+    ) -> list | None:
+        """Write the blocks at ``positions`` into rows ``rows`` of ``arrays`` (the batch's buffers, by field),
+        the gather shared by up to ``threads`` threads (:meth:`TokenBlocks.fill`).
 
         Returns the rows that failed, as ``(row, SampleError)`` pairs (the others are filled), or None when
         ``arrays`` lacks a field or holds one in a dtype the gather does not write (then read row by row).
         """
+        finish = self.start_fill(positions, rows, arrays, threads, background=False)
+        return None if finish is None else finish()
+
+    def start_fill(
+        self,
+        positions: np.ndarray,
+        rows: np.ndarray,
+        arrays: Mapping[str, np.ndarray],
+        threads: int = 1,
+        background: bool = True,
+    ) -> Callable[[], list] | None:
+        """:meth:`fill`, begun (:meth:`TokenBlocks.start_fill`): the rows may still be being copied by the
+        gather's helpers when it returns. The function it returns finishes it and gives the failed rows;
+        None, having done nothing, where :meth:`fill` gives None."""
         out = {name: arrays.get(name) for name in self.fields}
         for name, array in out.items():
             wanted = (np.dtype(bool),) if name in _FLAGS else self._tokens if name == "tokens" else _IDS
             if array is None or array.dtype not in wanted or not array.flags.c_contiguous:
                 return None
         blocks, timing = self.blocks, self.timing
+        slot = self._slots[self.verify != "never"]
         started = timing.start()
         positions, rows = np.asarray(positions, dtype=np.int64), np.asarray(rows, dtype=np.int64)
         failed = self._check(positions)
         keep = np.ones(len(rows), bool) if failed else None
-        try:
-            if keep is not None:
-                keep[list(failed)] = False
-                blocks.fill(out, rows[keep], positions[keep])  # type: ignore[arg-type]
-            else:  # the usual case: every row, without masking
-                blocks.fill(out, rows, positions)  # type: ignore[arg-type]
-        except (StokeError, OSError):  # a document that cannot be read: find the blocks it costs, one by one
-            for j in np.flatnonzero(keep).tolist() if keep is not None else range(len(rows)):
+        if keep is not None:
+            keep[list(failed)] = False
+        try:  # the usual case: every row, without masking
+            chosen = (rows, positions) if keep is None else (rows[keep], positions[keep])
+            finish: Callable[[], None] | None = blocks.start_fill(out, *chosen, threads, background)  # type: ignore[arg-type]
+        except (StokeError, OSError):  # read row by row below, which names the document
+            finish = None
+        timing.stop(slot, started)
+
+        def finished() -> list:
+            lap = timing.start()
+            whole = finish is not None
+            if finish is not None:
                 try:
-                    blocks.fill(out, rows[j : j + 1], positions[j : j + 1])  # type: ignore[arg-type]
-                except (StokeError, OSError) as error:
-                    failed[j] = self._failure(int(positions[j]), error)
-        timing.stop(self._slots[self.verify != "never"], started)
-        return [(int(rows[j]), error) for j, error in sorted(failed.items())]
+                    finish()
+                except (StokeError, OSError):
+                    whole = False
+            if not whole:  # a document that cannot be read: find the blocks it costs, one by one
+                for j in np.flatnonzero(keep).tolist() if keep is not None else range(len(rows)):
+                    try:
+                        blocks.fill(out, rows[j : j + 1], positions[j : j + 1])  # type: ignore[arg-type]
+                    except (StokeError, OSError) as error:
+                        failed[j] = self._failure(int(positions[j]), error)
+            timing.stop(slot, lap)
+            return [(int(rows[j]), error) for j, error in sorted(failed.items())]
+
+        return finished
 
     def _check(self, positions: np.ndarray) -> dict[int, SampleError]:
         """The documents of these blocks against their checksums, as ``verify`` says: the failed blocks, by

@@ -70,7 +70,7 @@ Example:
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -89,6 +89,16 @@ try:  # the kernel that fills rows straight from the mapped shards (pipeline/_to
     from stoke.pipeline import _tokens
 except ImportError:  # pragma: no cover - exercised by the fallback tests, which hide it
     _tokens = None
+
+
+def _nothing_left() -> None:
+    """What finishes a fill that was done when it returned."""
+
+
+def _not_read() -> bool:
+    """What finishes a kernel fill that could not read its rows: they are to be read row by row."""
+    return False
+
 
 _VARIABLE_HEADER = 16  # u32 ndim, u32 zero, u64 length: a 1-D variable ndarray record's header
 _RECORD = struct.Struct("<IIQ")
@@ -242,32 +252,67 @@ class TokenBlocks:
         for document in documents:
             self.dataset.read_fields(int(document), [self._position], True)
 
-    def fill(self, out: Mapping[str, np.ndarray], rows: np.ndarray, blocks: np.ndarray) -> None:
+    def fill(self, out: Mapping[str, np.ndarray], rows: np.ndarray, blocks: np.ndarray, threads: int = 1) -> None:
         """Write ``blocks`` into rows ``rows`` of the arrays of ``out``: ``tokens`` and whichever of
         ``document``, ``position_ids``, ``padding`` and ``attention_mask`` it holds (C-contiguous, rows
         first; ids int64 or int32, tokens also as stored (:attr:`id_dtype`), flags bool). Checksums are the
         caller's (:meth:`check`); a SampleError names a document that cannot be read.
 
-        With the compiled kernel (``pipeline/_tokens.c``) one call fills every row, the GIL released;
-        without it, or when a document is damaged, row by row in numpy, which names the document. Over
+        With the compiled kernel (``pipeline/_tokens.c``) one call fills every row, the GIL released, and
+        up to ``threads`` threads share the rows (the caller's and the kernel's own helpers; for 32 rows
+        or more): a shuffled block is a cache miss, and two cores have twice the misses in flight. Without
+        the kernel, or when a document is damaged, row by row in numpy, which names the document. Over
         a store that evicts shards (a remote cache), the kernel fills a row at a time holding one shard,
         as any read does, and a row that spans shards is filled in numpy: a small cache never waits on
         shards this call holds itself.
         """
+        self.start_fill(out, rows, blocks, threads, background=False)()
+
+    def start_fill(
+        self,
+        out: Mapping[str, np.ndarray],
+        rows: np.ndarray,
+        blocks: np.ndarray,
+        threads: int = 1,
+        background: bool = True,
+    ) -> Callable[[], None]:
+        """:meth:`fill`, begun: with ``threads`` > 1 and ``background``, the kernel's helper threads may still
+        be copying the rows when it returns, and the caller goes on meanwhile (the Loader's inline
+        executor: the next batch is copied while the loop trains on this one). The function it returns
+        finishes the fill: it copies the rows no helper has taken yet, waits for the helpers, checks the
+        shards read, and raises as :meth:`fill` does. Call it before ``out`` is read or reused.
+
+        >>> import numpy as np, stoke, tempfile
+        >>> out = tempfile.mkdtemp() + "/docs"
+        >>> docs = [np.arange(n, dtype=np.uint16) for n in (40, 30, 50)]
+        >>> _ = stoke.pack(docs, out, names=["tokens"], progress=False,
+        ...                fields={"tokens": stoke.NDArrayField("uint16", (None,))})
+        >>> blocks = stoke.TokenBlocks(stoke.open(out), block_size=4)
+        >>> tokens = np.zeros((30, 4), np.int64)
+        >>> finish = blocks.start_fill({"tokens": tokens}, np.arange(30), np.arange(30), threads=2)
+        >>> finish()  # the rows are all there once it returns
+        >>> tokens[10].tolist(), tokens[29].tolist()
+        ([0, 1, 2, 3], [46, 47, 48, 49])
+        """
         rows, blocks = np.asarray(rows, dtype=np.int64), np.asarray(blocks, dtype=np.int64)
         starts, stops = self.spans(blocks)
         if _tokens is not None and self._maps_kept():
-            if self._kernel_fill(out, rows, starts, stops, self._firsts[blocks], kept=True):
-                return
-        elif _tokens is not None:
+            copied = self._kernel_fill(out, rows, starts, stops, self._firsts[blocks], True, threads, background)
+
+            def finish() -> None:
+                if not copied():  # a document that could not be read: row by row, which names it
+                    self._numpy_rows(out, rows, starts, stops)
+
+            return finish
+        if _tokens is not None:
             firsts = self._firsts[blocks]
             for j in range(len(rows)):
                 one = slice(j, j + 1)
-                if not self._kernel_fill(out, rows[one], starts[one], stops[one], firsts[one], kept=False):
+                if not self._kernel_fill(out, rows[one], starts[one], stops[one], firsts[one], kept=False)():
                     self._numpy_fill(out, int(rows[j]), int(starts[j]), int(stops[j]))
-            return
-        for row, start, stop in zip(rows.tolist(), starts.tolist(), stops.tolist()):
-            self._numpy_fill(out, row, start, stop)
+        else:
+            self._numpy_rows(out, rows, starts, stops)
+        return _nothing_left
 
     def _maps_kept(self) -> bool:
         """Whether the kernel may keep every shard's mapping: a local store keeps its shards mapped, and the
@@ -282,16 +327,18 @@ class TokenBlocks:
         stops: np.ndarray,
         firsts: np.ndarray,
         kept: bool,
-    ) -> bool:
-        """:meth:`fill` through the kernel; False when a document could not be read (a shard missing or
-        damaged), for the row-by-row path to name it. ``firsts``: each row's first document (the kernel
-        checks it, and searches where it does not hold).
+        threads: int = 1,
+        background: bool = False,
+    ) -> Callable[[], bool]:
+        """:meth:`start_fill` through the kernel: the function that finishes it, which returns False when a
+        document could not be read (a shard missing or damaged), for the row-by-row path to name it.
+        ``firsts``: each row's first document (the kernel checks it, and searches where it does not hold).
 
         The kernel asks for each shard it needs that ``maps`` lacks; this opens it through the store.
         ``kept`` (:meth:`_maps_kept`): the mappings are kept here too and a chunk costs no store call;
-        else the one shard the call needs is held for it (False if it needs a second). Either way each
-        shard read is checked against its size after the copies: a shard truncated meanwhile fails the
-        chunk, and the row-by-row path then names it.
+        else the one shard the call needs is held for it until it is finished (False if it needs a
+        second). Either way each shard read is checked against its size after the copies: a shard
+        truncated meanwhile fails the chunk, and the row-by-row path then names it.
         """
         store = self._base.store
         if kept:
@@ -302,6 +349,11 @@ class TokenBlocks:
             maps, readers = [None] * self._num_shards, [None] * self._num_shards
         used = np.empty(min(self._num_shards, 2 * len(rows) + 2), np.int32)  # the shards read, -1 after
         held: list[int] = []  # shards held for this call
+
+        def let_go() -> None:
+            for shard in held:
+                store.release(shard, sample_read=True)
+
         try:
             while True:
                 result = _tokens.gather(
@@ -309,28 +361,45 @@ class TokenBlocks:
                     out.get("attention_mask"), rows, starts, stops, self.ends, self.counts, self._payload,
                     self._shard, self._ids, maps, self._code, not self._fixed,
                     -1 if self.eos_id is None else self.eos_id, self.pad_id, self.block_size, used, firsts,
+                    threads, background,
                 )  # fmt: skip
-                if result >= -1:
+                if not isinstance(result, int) or result >= -1:  # a Pending: the helpers are copying
                     break
                 shard = -2 - result  # the kernel needs this shard's mapping
                 if held and not kept:
-                    return False  # a second shard held by this call could wait on a cache this call fills
+                    let_go()
+                    return _not_read  # a second shard held by this call could wait on a cache this call fills
                 reader = store.open_shard(shard)
                 held.append(shard)
                 reader.check_mapping()  # shrunk since it was mapped: the row-by-row path names it
                 maps[shard], readers[shard] = reader.mapping, reader
-            # A shard cut while the kernel copied reads zeros past its new end, with no fault inside its last
-            # page: each shard read is checked against its size (one fstat), as a record's reader would.
-            read = used[used >= 0] if used[-1] < 0 else range(self._num_shards)  # all of them if too many
-            for shard in read:
-                if readers[shard] is not None:
-                    readers[shard].check_mapping(thorough=True)
         except (FormatError, OSError):
-            return False
-        finally:
-            for shard in held:
-                store.release(shard, sample_read=True)
-        return result < 0  # else a document that could not be read
+            let_go()
+            return _not_read
+
+        def copied() -> bool:
+            try:
+                code = result if isinstance(result, int) else result.wait()
+                # A shard cut while the kernel copied reads zeros past its new end, with no fault inside its
+                # last page: each shard read is checked against its size (one fstat), as a record's reader would.
+                read = used[used >= 0] if used[-1] < 0 else range(self._num_shards)  # all of them if too many
+                for shard in read:
+                    if readers[shard] is not None:
+                        readers[shard].check_mapping(thorough=True)
+            except (FormatError, OSError):
+                return False
+            finally:
+                let_go()
+            return code < 0  # else a document that could not be read
+
+        return copied
+
+    def _numpy_rows(
+        self, out: Mapping[str, np.ndarray], rows: np.ndarray, starts: np.ndarray, stops: np.ndarray
+    ) -> None:
+        """:meth:`fill` in numpy, row by row: each row through :meth:`_numpy_fill`."""
+        for row, start, stop in zip(rows.tolist(), starts.tolist(), stops.tolist()):
+            self._numpy_fill(out, row, start, stop)
 
     def _numpy_fill(self, out: Mapping[str, np.ndarray], row: int, start: int, stop: int) -> None:
         """One row of :meth:`fill`, in numpy: the reference the kernel is tested against."""

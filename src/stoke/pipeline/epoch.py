@@ -214,6 +214,7 @@ class EpochIterator:
         while self._in_flight:
             job = self._in_flight[0]
             left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            job.complete()
             if not job.done.wait(left):
                 self._in_flight.clear()  # may still be written: not reused
                 self._host.line.abandon()
@@ -243,6 +244,7 @@ class EpochIterator:
         """Seconds spent waiting for ``job``'s samples (raises if it is stuck past the timeout)."""
         started = time.perf_counter()
         timeout = self._host.timeout
+        job.complete()  # a job begun in the background (workers="inline" with helpers): finished here
         while not job.done.wait(WAIT_SLICE):
             if timeout is not None and time.perf_counter() - started > timeout:
                 raise self._stuck(job)

@@ -26,7 +26,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,22 +86,49 @@ class MixtureReader:
         except SampleError as error:
             raise self._named(error, position, source) from error
 
-    def fill(self, positions: np.ndarray, rows: np.ndarray, arrays: dict[str, np.ndarray]) -> list | None:
+    def fill(
+        self, positions: np.ndarray, rows: np.ndarray, arrays: dict[str, np.ndarray], threads: int = 1
+    ) -> list | None:
         """Where every source's reader fills rows itself (TokenBlocks: ``stoke.pipeline.block_reader``), each
-        source's rows of the chunk in one call to it; the failed rows, named for the mixture. None where a
-        source cannot, and the rows are read one by one."""
+        source's rows of the chunk in one call to it (shared by up to ``threads`` threads); the failed rows,
+        named for the mixture. None where a source cannot, and the rows are read one by one."""
+        finish = self.start_fill(positions, rows, arrays, threads, background=False)
+        return None if finish is None else finish()
+
+    def start_fill(
+        self,
+        positions: np.ndarray,
+        rows: np.ndarray,
+        arrays: dict[str, np.ndarray],
+        threads: int = 1,
+        background: bool = True,
+    ) -> Callable[[], list] | None:
+        """:meth:`fill`, begun: each source's rows started in turn (the first may still be copied in the
+        background, the gather's helpers being busy with it, and the others are copied as they start); the
+        function it returns finishes them all and gives the failed rows. None, having done nothing that
+        is left running, where :meth:`fill` gives None."""
         if not self.fills_rows:
             return None
-        source, local = self.mixture.locate(np.asarray(positions, dtype=np.int64))
-        failures = []
+        positions = np.asarray(positions, dtype=np.int64)
+        source, local = self.mixture.locate(positions)
+        started: list[tuple[int, np.ndarray, Callable[[], list]]] = []
         for number in np.unique(source).tolist():
             chosen = np.flatnonzero(source == number)
-            failed = self.readers[number].fill(local[chosen], rows[chosen], arrays)
-            if failed is None:
+            finish = self.readers[number].start_fill(local[chosen], rows[chosen], arrays, threads, background)
+            if finish is None:
+                for _, _, begun in started:  # nothing is left copying into rows read one by one now
+                    begun()
                 return None
-            at = {int(rows[j]): int(positions[j]) for j in chosen.tolist()}
-            failures += [(row, self._named(error, at[row], number)) for row, error in failed]
-        return failures
+            started.append((number, chosen, finish))
+
+        def finished() -> list:
+            failures = []
+            for number, chosen, finish in started:
+                at = {int(rows[j]): int(positions[j]) for j in chosen.tolist()}
+                failures += [(row, self._named(error, at[row], number)) for row, error in finish()]
+            return failures
+
+        return finished
 
     def check_read(self, position: int) -> None:
         """As the source's reader checks it (a shard truncated while its bytes were used)."""

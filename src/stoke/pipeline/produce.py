@@ -30,7 +30,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,24 +84,46 @@ class SampleProducer:
         itself (a reader with ``fill``: TokenBlocks, ``stoke.pipeline.block_reader``); False, having done
         nothing, where it does not, and the rows are produced one by one. A row that fails is recorded on
         the job, as :meth:`BatchJob.run` records a row's failure; the others are delivered."""
-        fill = getattr(self.reader, "fill", None)
-        if fill is None or job.buffers is None:
+        finish = self.start_rows(job, start, stop, background=False)
+        if finish is None:
             return False
+        finish()
+        return True
+
+    def start_rows(self, job: BatchJob, start: int, stop: int, background: bool = True) -> Callable[[], None] | None:
+        """:meth:`produce_rows`, begun: the reader's helpers may still be copying the rows when it returns
+        (``start_fill``, with ``job.threads`` threads). The function it returns finishes them and records
+        the failed rows on the job; None, having done nothing, where the rows are produced one by one."""
+        begin = getattr(self.reader, "start_fill", None)
+        if begin is None or job.buffers is None:
+            return None
         timing = self.timing
         watched = timing.connected
         if watched:
             started, cpu = timing.start(), timing.cpu_start()
         try:
-            failures = fill(job.positions[start:stop], np.arange(start, stop), job.buffers.arrays)
+            rows = np.arange(start, stop)
+            finish = begin(job.positions[start:stop], rows, job.buffers.arrays, job.threads, background)
         finally:
             if watched:
                 timing.stop(timing.busy, started)
                 timing.stop_cpu(timing.cpu, cpu)
-        if failures is None:
-            return False
-        for row, error in failures:
-            job.fail(row, error)
-        return True
+        if finish is None:
+            return None
+
+        def finished() -> None:
+            if watched:
+                started, cpu = timing.start(), timing.cpu_start()
+            try:
+                failures = finish()
+            finally:
+                if watched:
+                    timing.stop(timing.busy, started)
+                    timing.stop_cpu(timing.cpu, cpu)
+            for row, error in failures:
+                job.fail(row, error)
+
+        return finished
 
     def draw(self, epoch: int, indices: np.ndarray) -> dict[str, Any]:
         """Every stage's random numbers for these samples: a function of (seed, epoch, index) only."""

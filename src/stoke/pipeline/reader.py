@@ -68,9 +68,10 @@ class SampleReader(Protocol):
         own_order: the order the data brings with it (a mixture's proportions), which the Loader uses
             instead of its own ``shuffle``; None for every other reader.
 
-    A reader may also write whole rows into a batch's arrays itself: ``fill(positions, rows, arrays)``
-    returns the rows that failed (``(row, error)`` pairs) or None to be read row by row, and
-    ``fills_rows = True`` tells the Loader to make each batch one chunk (``stoke.pipeline.block_reader``).
+    A reader may also write whole rows into a batch's arrays itself: ``fill(positions, rows, arrays,
+    threads=1)`` returns the rows that failed (``(row, error)`` pairs) or None to be read row by row, and
+    may share the work with up to ``threads`` threads of its own; ``fills_rows = True`` tells the Loader
+    to make each batch one chunk (``stoke.pipeline.block_reader``).
 
     Example:
         >>> import numpy as np
