@@ -86,15 +86,6 @@ class MixtureReader:
         except SampleError as error:
             raise self._named(error, position, source) from error
 
-    def fill(
-        self, positions: np.ndarray, rows: np.ndarray, arrays: dict[str, np.ndarray], threads: int = 1
-    ) -> list | None:
-        """Where every source's reader fills rows itself (TokenBlocks: ``stoke.pipeline.block_reader``), each
-        source's rows of the chunk in one call to it (shared by up to ``threads`` threads); the failed rows,
-        named for the mixture. None where a source cannot, and the rows are read one by one."""
-        finish = self.start_fill(positions, rows, arrays, threads, background=False)
-        return None if finish is None else finish()
-
     def start_fill(
         self,
         positions: np.ndarray,
@@ -103,10 +94,11 @@ class MixtureReader:
         threads: int = 1,
         background: bool = True,
     ) -> Callable[[], list] | None:
-        """:meth:`fill`, begun: each source's rows started in turn (the first may still be copied in the
-        background, the gather's helpers being busy with it, and the others are copied as they start); the
-        function it returns finishes them all and gives the failed rows. None, having done nothing that
-        is left running, where :meth:`fill` gives None."""
+        """Where every source's reader fills rows itself (TokenBlocks: ``stoke.pipeline.block_reader``), each
+        source's rows of the chunk in one call to its ``start_fill``, in turn (the first may still be copied
+        in the background, the gather's helpers being busy with it, and the others are copied as they
+        start); the function it returns finishes them all and gives the failed rows, named for the mixture.
+        None, with nothing left running, where a source cannot, and the rows are read one by one."""
         if not self.fills_rows:
             return None
         positions = np.asarray(positions, dtype=np.int64)

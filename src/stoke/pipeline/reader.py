@@ -68,10 +68,12 @@ class SampleReader(Protocol):
         own_order: the order the data brings with it (a mixture's proportions), which the Loader uses
             instead of its own ``shuffle``; None for every other reader.
 
-    A reader may also write whole rows into a batch's arrays itself: ``fill(positions, rows, arrays,
-    threads=1)`` returns the rows that failed (``(row, error)`` pairs) or None to be read row by row, and
-    may share the work with up to ``threads`` threads of its own; ``fills_rows = True`` tells the Loader
-    to make each batch one chunk (``stoke.pipeline.block_reader``).
+    A reader may also write whole rows into a batch's arrays itself: ``start_fill(positions, rows,
+    arrays, threads=1, background=True)`` returns None to be read row by row, or a function that
+    finishes the fill and returns the rows that failed (``(row, error)`` pairs); it may share the work
+    with up to ``threads`` threads of its own, which may go on copying after it returns when
+    ``background``. ``fills_rows = True`` tells the Loader to make each batch one chunk
+    (``stoke.pipeline.block_reader``).
 
     Example:
         >>> import numpy as np
