@@ -189,6 +189,8 @@ class Loader:
         self.timing = Timing()  # the parts' timing hook: a no-op until an observer connects counters
         arguments.order_fits(dataset)  # a manifest's count is checked before anything is allocated from it
         self._reader = reader_for(dataset, fields, verify_mode(verify), names, self.timing)
+        fills_rows = getattr(self._reader, "fills_rows", False)  # a chunk in one call: TokenBlocks
+        given = arguments.inline_settings(given, fills_rows)
         transforms = arguments.field_transforms(transforms, list(self._reader.fields))
         self._stages = [self._stage(name, transforms.get(name, ())) for name in self._reader.fields]
         check_delivery = getattr(self._reader, "check_delivery", None)  # TokenBlocks: dtypes that hold the ids
@@ -217,11 +219,9 @@ class Loader:
         )  # fmt: skip
         producer = SampleProducer(self._reader, self._stages, self.seed, self.timing)  # workers hold it, not the Loader
         produce, draw = producer, producer.draw  # producer(job, row); producer.produce_rows fills chunks
-        fills_rows = getattr(self._reader, "fills_rows", False)
-        threads = arguments.inline_threads(given, fills_rows)
         self._line = BatchLine(
-            workers, threads, given.prefetch, produce, draw, buffers, self._reader.dataset_index,
-            chunk_size(self.batch_size, threads, fills_rows), self._tuner,
+            workers, given.num_threads, given.prefetch, produce, draw, buffers, self._reader.dataset_index,
+            chunk_size(self.batch_size, given.num_threads, fills_rows), self._tuner,
         )  # fmt: skip
         settler = FailureSettler(self.quarantine_log, self._reader, self.seed, draw, produce)
         self._finisher = BatchFinisher(

@@ -261,10 +261,14 @@ def test_inline_workers_ask_for_timeout_none_and_share_only_a_batch_filled_at_on
         stoke.Loader(blocks, batch_size=4, workers="inline")
     inline = {"workers": "inline", "timeout": None}
     stats = stoke.Loader(blocks, batch_size=4, **inline).stats()  # "auto": the cores, at most 4
-    assert (stats["num_threads"], stats["prefetch"], stats["autotune"]) == (min(available_cores(), 4), 1, None)
+    threads = min(available_cores(), 4)
+    assert (stats["num_threads"], stats["prefetch"], stats["autotune"]) == (threads, 2 if threads > 1 else 1, None)
     assert stoke.Loader(blocks, batch_size=4, num_threads=3, **inline).stats()["num_threads"] == 3
-    samples = {"x": np.arange(10.0)}  # made one by one: nothing to share
+    assert stoke.Loader(blocks, batch_size=4, num_threads=1, **inline).stats()["prefetch"] == 1  # nothing to overlap
+    assert stoke.Loader(blocks, batch_size=4, num_threads=2, prefetch=3, **inline).stats()["prefetch"] == 3
+    samples = {"x": np.arange(10.0)}  # made one by one: nothing to share, one batch ahead
     assert stoke.Loader(samples, batch_size=4, **inline).stats()["num_threads"] == 1
+    assert stoke.Loader(samples, batch_size=4, **inline).stats()["prefetch"] == 1
     with pytest.raises(ConfigError, match=r"samples are made one by one, so num_threads=2 has no meaning"):
         stoke.Loader(samples, batch_size=4, num_threads=2, **inline)
     loader = stoke.Loader(blocks, batch_size=4, num_threads=2, **inline)
@@ -377,17 +381,35 @@ def test_wrong_first_document_hints_are_searched_for_instead(packed, hints, seed
     rows, (starts, stops) = np.arange(6), blocks.spans(chosen)
     maps = [blocks._base.store.open_shard(s).mapping for s in range(len(blocks._base.manifest.shards))]
 
-    def gathered(firsts) -> np.ndarray:
+    def gathered(firsts, shards=None) -> np.ndarray | None:
         tokens = np.zeros((6, 7), np.int64)
         result = KERNEL.gather(tokens, None, None, None, None, rows, starts, stops, blocks.ends, blocks.counts,
                                blocks._payload, blocks._shard, blocks._ids, maps, "H", True, 1, 0, 7, None,
-                               firsts)  # fmt: skip
-        assert result == -1
-        return tokens
+                               firsts, 1, False, shards)  # fmt: skip
+        assert result == -1 or (shards is not None and 0 <= result < len(blocks.counts))
+        return tokens if result == -1 else None  # a shard hint that does not hold fails the call: read row by row
 
     want = gathered(None)
-    assert np.array_equal(gathered(blocks._firsts[chosen]), want)
+    assert np.array_equal(gathered(blocks._firsts[chosen], blocks._one_shard[chosen]), want)
     assert np.array_equal(gathered(np.array(hints, np.int64)), want)  # fewer, wrong or out of range: searched
+    lying = np.array(hints, np.int64).astype(np.int32) % (len(maps) + 3) - 1  # -1 (walk), a shard, or none
+    got = gathered(np.array(hints, np.int64), lying)
+    assert got is None or np.array_equal(got, want)  # never a wrong row
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(0, 6), min_size=1, max_size=30), shards=st.lists(st.integers(0, 3), min_size=30,
+       max_size=30), block_size=st.integers(1, 9))  # fmt: skip
+def test_each_block_knows_its_first_document_and_its_one_shard(counts, shards, block_size):
+    counts_array = np.array(counts, np.int64)
+    ends, shard = np.cumsum(counts_array), np.array(shards[: len(counts)], np.int32)  # shards in any order
+    starts = np.arange(0, max(int(ends[-1]) - block_size + 1, 0), block_size, dtype=np.int64)
+    stops = starts + block_size
+    firsts, one = blocks_module._block_layout(ends, counts_array, shard, starts, stops)
+    for b, (start, stop) in enumerate(zip(starts.tolist(), stops.tolist())):
+        read = [d for d in range(len(counts)) if counts[d] > 0 and ends[d] - counts[d] < stop and ends[d] > start]
+        assert firsts[b] == int(np.searchsorted(ends, start, side="right"))
+        assert one[b] == (shard[read[0]] if len({int(shard[d]) for d in read}) == 1 else -1)
 
 
 # ---- rows shared with the kernel's helper threads -----------------------------------------------------------
@@ -433,6 +455,31 @@ def test_a_fill_left_in_the_background_is_finished_before_its_arrays_can_go(pack
         kernel_gather(blocks, np.zeros_like(want), [0], [0], 0, False)
     with pytest.raises(ValueError, match="threads"):
         kernel_gather(blocks, np.zeros_like(want), [0], [0], 65, False)
+
+
+@needs_kernel
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), calls=st.integers(2, 7), dropped=st.sets(st.integers(0, 6)))
+def test_calls_begun_together_share_the_helpers_and_finish_in_any_order(packed, seed, calls, dropped):
+    """More calls in the background than the pool has slots: each is served by the helpers or, with every
+    slot taken, filled by its caller at once; waited for in any order, or dropped, each is exactly right."""
+    blocks = stoke.TokenBlocks(packed["uint16"], block_size=3, eos_id=2)
+    rng = np.random.default_rng(seed)
+    chosen = [rng.integers(0, len(blocks), rng.integers(1, 90)) for _ in range(calls)]
+    outs = [{"tokens": np.zeros((len(c), 3), np.uint16)} for c in chosen]
+    finishes = [blocks.start_fill(out, np.arange(len(c)), c, 2, background=True) for out, c in zip(outs, chosen)]
+    wide = [np.zeros((len(c), 3), np.int64) for c in chosen]  # and as many through the kernel itself
+    pending = [kernel_gather(blocks, tokens, np.arange(len(c)), c, 3, True) for tokens, c in zip(wide, chosen)]
+    for j in rng.permutation(calls).tolist():
+        finishes[j]()
+        if j in dropped:
+            pending[j] = None  # dropped unwaited: its own helpers are waited for
+        elif not isinstance(pending[j], int):
+            assert pending[j].wait() == -1
+    for out, tokens, c in zip(outs, wide, chosen):
+        want = {"tokens": np.zeros((len(c), 3), np.uint16)}
+        reference(blocks, want, np.arange(len(c)), c)
+        assert np.array_equal(out["tokens"], want["tokens"]) and np.array_equal(tokens, want["tokens"])
 
 
 @needs_kernel

@@ -16,11 +16,17 @@
  * Each row's first document is found by a binary search of the cumulative ends, or taken from `firsts`
  * where the caller passes it (TokenBlocks keeps every block's, worked out once: a search's last steps
  * miss the cache, since the copies evict the ends); a hint that does not hold is searched for instead.
+ * The thread that fills a row works it out, so the call itself touches no row's layout before the
+ * helpers start.
  *
  * maps is a list of each shard's mapping (any buffer), by shard number, or None: the call first finds
  * the shards the rows read and holds their buffers; for one that maps lacks it returns -2 - s, and the
- * caller maps shard s and calls again. The shards it read are written to `used` (int32, -1 after the
- * last), for the caller to check that none was truncated while it copied.
+ * caller maps shard s and calls again. A row whose documents all lie in one shard, as `shards` says
+ * (int32 per row, from TokenBlocks: that shard, or -1), names it at once; any other row's documents are
+ * walked. Every document's shard is still checked against those held as the row is copied, so a hint
+ * that does not hold fails the call (a document returned) and never reads a shard not held. The shards
+ * it read are written to `used` (int32, -1 after the last), for the caller to check that none was
+ * truncated while it copied.
  *
  * Everything that comes from the files is checked before it is used: every document's record must lie
  * inside its shard's mapping, and a variable-length record's 16-byte header must say (1, 0, count).
@@ -224,10 +230,10 @@ static int element_size(Buffer *buffer, int64_t block, int64_t rows_needed, int6
 /* What one call fills: the layout, the shards' mappings (held by the caller) and the batch's arrays. Read
  * only by fill_rows, in whichever threads share the rows; `next` and `bad` are the only shared writes. */
 typedef struct {
-    const int64_t *rows, *starts, *stops, *ends, *counts, *payload, *ids, *first;
+    const int64_t *rows, *starts, *stops, *ends, *counts, *payload, *ids, *first, *hints;
     const int32_t *shard, *used;
     const Buffer *shard_maps;
-    int64_t num_used, num_docs, num_rows, block, eos, pad;
+    int64_t num_used, num_docs, num_rows, num_hints, block, eos, pad;
     uint8_t *tokens, *document, *position, *padding, *mask;
     int tok_size, doc_size, pos_size, in_size, has_eos, headers;
     char code;
@@ -235,11 +241,37 @@ typedef struct {
     _Atomic int64_t bad;   /* a document that could not be read, or -1 */
 } Gather;
 
+/* Row r's first document: the call's (first[r] >= 0, where it walked the row's documents), else the caller's
+ * hint where it holds, else searched for. Worked out by the thread that fills the row, so that the call
+ * itself, which runs before the helpers start and holds the GIL, never waits on the layout's cache misses. */
+static inline int64_t first_of(const Gather *g, int64_t r) {
+    int64_t d = g->first[r], start = g->starts[r];
+    if (d >= 0) return d;
+    d = r < g->num_hints ? g->hints[r] : -1;
+    if (d >= 0 && d < g->num_docs && g->ends[d] > start && (d == 0 || g->ends[d - 1] <= start)) return d;
+    return first_past(g->ends, g->num_docs, start);
+}
+
+/* A guess at it that loads nothing from the layout, for prefetches only (a valid document number). */
+static inline int64_t first_guess(const Gather *g, int64_t r) {
+    int64_t d = g->first[r];
+    if (d < 0 && r < g->num_hints) d = g->hints[r];
+    return d >= 0 && d < g->num_docs ? d : 0;
+}
+
+static inline void prefetch_layout(const Gather *g, int64_t d) {
+    PREFETCH(g->ends + (d > 0 ? d - 1 : 0));
+    PREFETCH(g->ends + d);
+    PREFETCH(g->counts + d);
+    PREFETCH(g->payload + d);
+    PREFETCH(g->shard + d);
+}
+
 /* Rows r0..r1-1 of the call. A document that fails is written to g->bad and the rows stop; every thread
  * stops at its next row once one has failed (the caller then reads row by row, and names it). */
 static void fill_rows(Gather *g, int64_t r0, int64_t r1) {
     const int64_t *rows = g->rows, *starts = g->starts, *stops = g->stops, *ends = g->ends, *counts = g->counts;
-    const int64_t *payload = g->payload, *ids = g->ids, *first = g->first;
+    const int64_t *payload = g->payload, *ids = g->ids;
     const int32_t *shard = g->shard, *used = g->used;
     const Buffer *shard_maps = g->shard_maps;
     int64_t num_used = g->num_used, num_docs = g->num_docs, block = g->block, eos = g->eos, pad = g->pad;
@@ -249,23 +281,19 @@ static void fill_rows(Gather *g, int64_t r0, int64_t r1) {
     int has_eos = g->has_eos, headers = g->headers;
     char code = g->code;
     int64_t bad = -1;
+    for (int64_t r = r0; r < r1 && r < r0 + 2 * AHEAD; r++) prefetch_layout(g, first_guess(g, r));  /* this claim's first rows */
     for (int64_t r = r0; r < r1 && bad < 0; r++) {
         if (atomic_load_explicit(&g->bad, memory_order_relaxed) >= 0) return;  /* another thread's */
         int64_t row = rows[r], start = starts[r], stop = stops[r], filled = stop - start, k = 0;
         uint8_t *tok_row = tokens + (size_t)row * block * tok_size;
         uint8_t *mask_row = mask ? mask + (size_t)row * block * block : NULL;
         if (mask_row) memset(mask_row, 0, (size_t)block * block);
-        if (r + 2 * AHEAD < g->num_rows) {  /* the layout of a row after: evicted by the copies since */
-            int64_t later = first[r + 2 * AHEAD] < num_docs ? first[r + 2 * AHEAD] : 0;
-            PREFETCH(ends + later);
-            PREFETCH(counts + later);
-            PREFETCH(payload + later);
-            PREFETCH(shard + later);
-        }
+        if (r + 2 * AHEAD < g->num_rows)  /* the layout of a row after: evicted by the copies since */
+            prefetch_layout(g, first_guess(g, r + 2 * AHEAD));
         if (r + AHEAD < g->num_rows)  /* past r1 too: the next claim is likely this thread's */
-            prefetch_row(first[r + AHEAD], starts[r + AHEAD], ends, counts, payload, shard, num_docs, used, shard_maps,
-                         num_used, in_size, has_eos);
-        int64_t d = first[r], slot = 0;
+            prefetch_row(first_guess(g, r + AHEAD), starts[r + AHEAD], ends, counts, payload, shard, num_docs, used,
+                         shard_maps, num_used, in_size, has_eos);
+        int64_t d = first_of(g, r), slot = 0;
         while (k < filled) {
             if (d >= num_docs) { bad = num_docs - 1; break; }
             int64_t count = counts[d], length = count + has_eos, doc_start = ends[d] - length;
@@ -327,18 +355,24 @@ static void fill_rows(Gather *g, int64_t r0, int64_t r1) {
  * before it sleeps: a loop that fills a batch every few tens of microseconds finds it awake, and a loop
  * that stops costs nothing after SPIN_NS.
  *
- * Safety: the Gather lives on the caller's stack. A helper enters a call by counting itself in `active`,
- * then checks that the call is still `open`; the caller closes it after its last claim and waits until
- * `active` is 0 before it returns. With sequentially consistent atomics, a helper that counts itself
- * after the caller saw 0 sees the call closed, so none reads a Gather that is gone. The caller writes
- * the call's fields before it opens the call. One call at a time shares (`busy`, taken with trylock);
- * another call meanwhile fills its rows alone. A forked child has no helpers: pthread_atfork resets the
- * pool there, and the child starts its own. Helpers block every signal that is not a fault's, so SIGINT
- * and the like reach Python's threads; a SIGBUS from a truncated shard goes to the mapping guard's
- * handler (format/_mapguard.c), which serves every thread.
+ * Up to SLOTS calls share the helpers at once (a Loader keeps two batches begun in the background: the
+ * helpers copy the next while the loop's thread runs the Python of this one). Each holds a slot, and
+ * helpers serve the open calls oldest first: a helper joins a call once, claims its rows until none is
+ * left, then moves to the oldest newer call. A call that finds every slot taken fills its rows alone.
+ *
+ * Safety: the Gather is the caller's (on the heap with its Call). A helper enters a slot's call by
+ * counting itself in the slot's `active`, then checks that the call is still `open`; the caller closes
+ * it after its last claim and waits until `active` is 0 before it frees anything. With sequentially
+ * consistent atomics, a helper that counts itself after the caller saw 0 sees the call closed, so none
+ * reads a Gather that is gone; the slots themselves are static. The caller writes the call's fields
+ * before it opens the call. A forked child has no helpers: pthread_atfork resets the pool there, and the
+ * child starts its own. Helpers block every signal that is not a fault's, so SIGINT and the like reach
+ * Python's threads; a SIGBUS from a truncated shard goes to the mapping guard's handler
+ * (format/_mapguard.c), which serves every thread.
  */
 #define CLAIM 16
 #define MAX_THREADS 64
+#define SLOTS 4
 #define SPIN_NS 200000 /* 200 µs */
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -349,19 +383,25 @@ static void fill_rows(Gather *g, int64_t r0, int64_t r1) {
 #define PAUSE() ((void)0)
 #endif
 
+typedef struct {
+    _Atomic int busy;        /* a call holds it (from start_call to end_call) */
+    _Atomic int open;        /* its call takes helpers */
+    _Atomic int active;      /* helpers counted in, inside its call or checking whether it is open */
+    _Atomic int joined;      /* helpers that joined its call */
+    _Atomic int wanted;      /* helpers it asked for */
+    _Atomic uint64_t ticket; /* when its call opened (from 1): helpers serve the oldest first */
+    _Atomic(Gather *) job;
+} Slot;
+
 static struct {
     pthread_mutex_t lock; /* guards started and sleeping; the mutex of `wake` */
     pthread_cond_t wake;
     int started;          /* helper threads running */
     long ids[MAX_THREADS]; /* their native thread ids (Linux), for the profiler's CPU figures; 0: not known */
     int sleeping;         /* helpers waiting on `wake` */
-    _Atomic int busy;            /* a call holds the helpers (from start_call to end_call) */
     _Atomic uint64_t generation; /* bumped when a call opens */
-    _Atomic int open;            /* the current call takes helpers */
-    _Atomic int active;          /* helpers counted in, inside a call or checking whether it is open */
-    _Atomic int joined;          /* helpers that joined the current call */
-    _Atomic int wanted;          /* helpers it asked for */
-    _Atomic(Gather *) job;
+    _Atomic uint64_t tickets;    /* the last ticket given */
+    Slot slots[SLOTS];
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 static void after_fork_child(void) {
@@ -369,10 +409,12 @@ static void after_fork_child(void) {
     pthread_cond_init(&pool.wake, NULL);
     pool.started = pool.sleeping = 0;
     memset(pool.ids, 0, sizeof pool.ids);
-    atomic_store(&pool.busy, 0);
-    atomic_store(&pool.open, 0);
-    atomic_store(&pool.active, 0);
-    atomic_store(&pool.joined, 0);
+    for (int i = 0; i < SLOTS; i++) {
+        atomic_store(&pool.slots[i].busy, 0);
+        atomic_store(&pool.slots[i].open, 0);
+        atomic_store(&pool.slots[i].active, 0);
+        atomic_store(&pool.slots[i].joined, 0);
+    }
 }
 
 static int64_t elapsed_ns(const struct timespec *since) {
@@ -409,17 +451,41 @@ static uint64_t next_call(uint64_t seen) {
     return now;
 }
 
-static void *helper(void *slot) {
+/* The open call after ticket `after` that opened first: its slot, or NULL. */
+static Slot *oldest_open(uint64_t after) {
+    Slot *oldest = NULL;
+    uint64_t first = UINT64_MAX;
+    for (int i = 0; i < SLOTS; i++) {
+        Slot *slot = &pool.slots[i];
+        if (!atomic_load(&slot->open)) continue;
+        uint64_t ticket = atomic_load(&slot->ticket);
+        if (ticket > after && ticket < first) {
+            first = ticket;
+            oldest = slot;
+        }
+    }
+    return oldest;
+}
+
+static void *helper(void *number) {
 #ifdef __linux__
-    __atomic_store_n(&pool.ids[(intptr_t)slot], (long)syscall(SYS_gettid), __ATOMIC_RELEASE);
+    __atomic_store_n(&pool.ids[(intptr_t)number], (long)syscall(SYS_gettid), __ATOMIC_RELEASE);
 #endif
-    uint64_t seen = atomic_load(&pool.generation);
+    uint64_t seen = atomic_load(&pool.generation), served = 0; /* the ticket of the last call it joined */
     for (;;) {
         seen = next_call(seen);
-        atomic_fetch_add(&pool.active, 1);
-        if (atomic_load(&pool.open) && atomic_fetch_add(&pool.joined, 1) < atomic_load(&pool.wanted))
-            claim(atomic_load(&pool.job));
-        atomic_fetch_sub(&pool.active, 1);
+        Slot *slot;
+        while ((slot = oldest_open(served)) != NULL) { /* each open call once, oldest first */
+            atomic_fetch_add(&slot->active, 1);
+            if (atomic_load(&slot->open)) {
+                uint64_t ticket = atomic_load(&slot->ticket); /* the call counted into: it cannot change now */
+                if (ticket > served) {
+                    served = ticket;
+                    if (atomic_fetch_add(&slot->joined, 1) < atomic_load(&slot->wanted)) claim(atomic_load(&slot->job));
+                }
+            }
+            atomic_fetch_sub(&slot->active, 1);
+        }
     }
     return NULL;
 }
@@ -450,39 +516,45 @@ static void start_helpers(int count) {
     pthread_mutex_unlock(&pool.lock);
 }
 
-/* Open g to up to `helpers` helpers (fewer: no more than its claims, less one where the caller claims too);
- * 0, having done nothing, where another call holds the helpers. Without the GIL or with it: it never waits. */
-static int start_call(Gather *g, int helpers, int caller_claims) {
-    int free_now = 0;
-    if (!atomic_compare_exchange_strong(&pool.busy, &free_now, 1)) return 0;
+/* Open g to up to `helpers` helpers (fewer: no more than its claims, less one where the caller claims too):
+ * its slot; NULL, having done nothing, where every slot is taken. With the GIL or without: it never waits. */
+static Slot *start_call(Gather *g, int helpers, int caller_claims) {
+    Slot *slot = NULL;
+    for (int i = 0; i < SLOTS && slot == NULL; i++) {
+        int free_now = 0;
+        if (atomic_compare_exchange_strong(&pool.slots[i].busy, &free_now, 1)) slot = &pool.slots[i];
+    }
+    if (slot == NULL) return NULL;
     int64_t claims = (g->num_rows + CLAIM - 1) / CLAIM - (caller_claims ? 1 : 0);
     if (helpers > claims) helpers = (int)claims;
     start_helpers(helpers);
-    atomic_store(&pool.job, g);
-    atomic_store(&pool.wanted, helpers);
-    atomic_store(&pool.joined, 0);
-    atomic_store(&pool.open, 1);
+    atomic_store(&slot->job, g);
+    atomic_store(&slot->wanted, helpers);
+    atomic_store(&slot->joined, 0);
+    atomic_store(&slot->ticket, atomic_fetch_add(&pool.tickets, 1) + 1);
+    atomic_store(&slot->open, 1);
     atomic_fetch_add(&pool.generation, 1);
     pthread_mutex_lock(&pool.lock);
     if (pool.sleeping > 0) pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
-    return 1;
+    return slot;
 }
 
-/* The rows of g that no helper has claimed, filled by the caller; then the call is closed, and ends once
+/* The rows of g that no helper has claimed, filled by the caller; then its call is closed, and ends once
  * every helper in it has finished its rows. Without the GIL. */
-static void end_call(Gather *g) {
+static void end_call(Gather *g, Slot *slot) {
     claim(g);
-    atomic_store(&pool.open, 0);
-    for (unsigned spins = 1; atomic_load(&pool.active) != 0; spins++) { /* helpers finish their claims */
+    atomic_store(&slot->open, 0);
+    for (unsigned spins = 1; atomic_load(&slot->active) != 0; spins++) { /* helpers finish their claims */
         PAUSE();
         if ((spins & 1023) == 0) sched_yield();
     }
-    atomic_store(&pool.busy, 0);
+    atomic_store(&slot->busy, 0);
 }
 
 /* ---- gather() ------------------------------------------------------------------------------------------ */
-enum { TOKENS, DOCUMENT, POSITION, PADDING, MASK, ROWS, STARTS, STOPS, ENDS, COUNTS, PAYLOAD, SHARD, IDS, USED, N };
+enum { TOKENS, DOCUMENT, POSITION, PADDING, MASK, ROWS, STARTS, STOPS, ENDS, COUNTS, PAYLOAD, SHARD, IDS, USED, FIRSTS,
+       SHARDS, N };
 
 /* One call's buffers (held exports), the shards it reads, and its Gather: on the heap, because a fill in the
  * background (a Pending) outlives the call that started it. */
@@ -492,6 +564,7 @@ typedef struct {
     Buffer *shard_maps;
     int64_t num_used, *first;
     Gather g;
+    Slot *slot;         /* the pool's slot while helpers may share the rows (a Pending's call) */
 } Call;
 
 /* The shards read, written to the caller's `used` (as many as fit, then -1), for its check that none was
@@ -510,6 +583,39 @@ static void call_end(Call *call) {
     PyMem_Free(call);
 }
 
+/* Shard s held for the call (its mapping's buffer export; nothing if it already is): 0; 1 where maps lacks
+ * it (None, or a mapping closed since), for the caller to map it; -1 with an error set. s is in range. */
+static int hold_shard(Call *call, PyObject *maps, int32_t s, int64_t *last, int64_t *capacity) {
+    int64_t num_used = call->num_used;
+    if (num_used > 0 && call->used[*last] == s) return 0;
+    for (int64_t u = 0; u < num_used; u++)
+        if (call->used[u] == s) {
+            *last = u;
+            return 0;
+        }
+    if (num_used == *capacity) {  /* num_used < the number of maps: a new distinct shard */
+        int64_t grown = *capacity * 2 < PyList_GET_SIZE(maps) ? *capacity * 2 : PyList_GET_SIZE(maps);
+        int32_t *more_used = PyMem_Realloc(call->used, (size_t)grown * sizeof(int32_t));
+        if (more_used == NULL) { PyErr_NoMemory(); return -1; }
+        call->used = more_used;
+        Buffer *more_maps = PyMem_Realloc(call->shard_maps, (size_t)grown * sizeof(Buffer));
+        if (more_maps == NULL) { PyErr_NoMemory(); return -1; }
+        call->shard_maps = more_maps;
+        memset(more_maps + *capacity, 0, (size_t)(grown - *capacity) * sizeof(Buffer));
+        *capacity = grown;
+    }
+    PyObject *map = PyList_GET_ITEM(maps, s);
+    if (map == Py_None || PyObject_GetBuffer(map, &call->shard_maps[num_used].view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        return 1;
+    }
+    call->shard_maps[num_used].held = 1;
+    call->used[num_used] = s;
+    *last = num_used;
+    call->num_used = num_used + 1;
+    return 0;
+}
+
 /* A fill going on in the helpers after gather() returned: wait() joins in, waits, and gives the result. */
 typedef struct {
     PyObject_HEAD
@@ -522,7 +628,7 @@ static int64_t pending_finish(Pending *pending) {
     if (call != NULL) {
         pending->call = NULL; /* with the GIL held: a second wait() has nothing to do */
         Py_BEGIN_ALLOW_THREADS
-        end_call(&call->g);
+        end_call(&call->g, call->slot);
         Py_END_ALLOW_THREADS
         pending->bad = atomic_load(&call->g.bad);
         call_end(call);
@@ -559,11 +665,12 @@ static PyObject *gather(PyObject *self, PyObject *args) {
     PyObject *o_tokens, *o_document, *o_position, *o_padding, *o_mask;
     PyObject *o_rows, *o_starts, *o_stops, *o_ends, *o_counts, *o_payload, *o_shard, *o_ids, *maps;
     int code_int, headers, threads = 1, background = 0;
-    PyObject *o_used, *o_firsts = Py_None;
+    PyObject *o_used, *o_firsts = Py_None, *o_shards = Py_None;
     long long eos, pad, block;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOCpLLLO|Oip", &o_tokens, &o_document, &o_position, &o_padding,
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOCpLLLO|OipO", &o_tokens, &o_document, &o_position, &o_padding,
                           &o_mask, &o_rows, &o_starts, &o_stops, &o_ends, &o_counts, &o_payload, &o_shard, &o_ids,
-                          &maps, &code_int, &headers, &eos, &pad, &block, &o_used, &o_firsts, &threads, &background))
+                          &maps, &code_int, &headers, &eos, &pad, &block, &o_used, &o_firsts, &threads, &background,
+                          &o_shards))
         return NULL;
     char code = (char)code_int;
     if (code == 0 || !strchr("BbHhIiQq", code) || block < 1 || !PyList_Check(maps) || threads < 1 ||
@@ -571,15 +678,15 @@ static PyObject *gather(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "gather: bad id code, block size, maps or threads");
         return NULL;
     }
-    PyObject *objects[N] = {o_tokens, o_document, o_position, o_padding, o_mask, o_rows, o_starts,
-                            o_stops, o_ends, o_counts, o_payload, o_shard, o_ids, o_used};
-    const char *names[N] = {"tokens", "document", "position", "padding", "mask", "rows", "starts",
-                            "stops", "ends", "counts", "payload", "shard", "ids", "used"};
+    PyObject *objects[N] = {o_tokens, o_document, o_position, o_padding, o_mask, o_rows, o_starts, o_stops,
+                            o_ends, o_counts, o_payload, o_shard, o_ids, o_used, o_firsts, o_shards};
+    const char *names[N] = {"tokens", "document", "position", "padding", "mask", "rows", "starts", "stops",
+                            "ends", "counts", "payload", "shard", "ids", "used", "firsts", "shards"};
     Call *call = PyMem_Calloc(1, sizeof(Call));
     if (call == NULL) return PyErr_NoMemory();
     Buffer *b = call->b;
     Py_ssize_t num_maps = PyList_GET_SIZE(maps);
-    int64_t num_used = 0, capacity = 0;
+    int64_t capacity = 0;
     PyObject *result = NULL;
     int i;
     for (i = 0; i < N; i++)
@@ -632,77 +739,61 @@ static PyObject *gather(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "gather: ids are int64, int32 or the stored type; flags are bool");
         goto done;
     }
-    /* Each row's first document (one binary search a row, reused below), and the shards the rows read:
-     * each one's mapping is held (a buffer export) while the GIL is released. A shard whose mapping
-     * maps[s] does not hold yet (None, or closed since) is asked for: -2 - s. */
+    /* The shards the rows read: each one's mapping is held (a buffer export) while the GIL is released. A
+     * shard whose mapping maps[s] does not hold yet (None, or closed since) is asked for: -2 - s. A row
+     * whose documents all lie in one shard, as `shards` says (the caller's, per row: that shard, or -1),
+     * costs nothing more here: the thread that fills it finds its first document and checks every
+     * document's shard against the ones held, and a hint that does not hold fails the call, to be read
+     * row by row. Any other row's documents are walked now, from its first (checked, or searched for). */
     int64_t *first = call->first = PyMem_Malloc((size_t)(num_rows > 0 ? num_rows : 1) * sizeof(int64_t));
     capacity = num_maps < 16 ? (num_maps > 0 ? num_maps : 1) : 16;  /* grows to at most num_maps */
-    int32_t *used = call->used = PyMem_Malloc((size_t)capacity * sizeof(int32_t));
-    Buffer *shard_maps = call->shard_maps = PyMem_Calloc((size_t)capacity, sizeof(Buffer));
-    if (first == NULL || used == NULL || shard_maps == NULL) {
+    call->used = PyMem_Malloc((size_t)capacity * sizeof(int32_t));
+    call->shard_maps = PyMem_Calloc((size_t)capacity, sizeof(Buffer));
+    if (first == NULL || call->used == NULL || call->shard_maps == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    if (o_firsts != Py_None) {  /* each row's first document, as the caller worked it out: checked here */
-        Buffer given = {0};
-        if (get(o_firsts, &given, 0, "firsts") < 0) goto done;
-        const int64_t *hints = given.view.buf;
-        int64_t hinted = given.view.len / 8 < num_rows ? given.view.len / 8 : num_rows;
-        for (int64_t r = 0; r < hinted; r++)  /* every row's layout asked for at once: each is a cache miss */
-            if (hints[r] > 0 && hints[r] < num_docs) {
-                PREFETCH(ends + hints[r] - 1);
-                PREFETCH(ends + hints[r]);
-                PREFETCH(counts + hints[r]);
-                PREFETCH(shard + hints[r]);
-            }
-        for (int64_t r = 0; r < num_rows; r++) {
-            int64_t d = r < hinted ? hints[r] : -1;
-            int fits = d >= 0 && d < num_docs && ends[d] > starts[r] && (d == 0 || ends[d - 1] <= starts[r]);
-            first[r] = fits ? d : first_past(ends, num_docs, starts[r]);
-        }
-        put(&given);
-    }
+    const int64_t *hints = b[FIRSTS].held ? b[FIRSTS].view.buf : NULL;
+    int64_t num_hints = hints ? b[FIRSTS].view.len / 8 : 0;
+    if (num_hints > num_rows) num_hints = num_rows;
+    const int32_t *row_shards = b[SHARDS].held ? b[SHARDS].view.buf : NULL;
+    int64_t num_row_shards = row_shards ? b[SHARDS].view.len / 4 : 0;
+    int64_t last = 0;  /* the slot of the last shard held: a batch's rows are mostly in few shards */
     for (int64_t r = 0; r < num_rows; r++) {
-        if (o_firsts == Py_None) first[r] = first_past(ends, num_docs, starts[r]);
-        int64_t last = 0;  /* the slot of the last shard seen: a row's documents are mostly in one shard */
-        for (int64_t d = first[r]; d < num_docs && ends[d] - counts[d] - (eos >= 0) < stops[r]; d++) {
+        int32_t one = r < num_row_shards ? row_shards[r] : -1;
+        if (one >= 0 && one < num_maps) {
+            first[r] = -1;  /* found by the thread that fills the row */
+            int held = hold_shard(call, maps, one, &last, &capacity);
+            if (held != 0) {
+                if (held > 0) result = PyLong_FromLongLong(-2 - (long long)one);
+                goto done;
+            }
+            continue;
+        }
+        int64_t d = r < num_hints ? hints[r] : -1;
+        int fits = d >= 0 && d < num_docs && ends[d] > starts[r] && (d == 0 || ends[d - 1] <= starts[r]);
+        first[r] = fits ? d : first_past(ends, num_docs, starts[r]);
+        for (d = first[r]; d < num_docs && ends[d] - counts[d] - (eos >= 0) < stops[r]; d++) {
             int32_t s = shard[d];
-            if (counts[d] <= 0 || (num_used > 0 && used[last] == s)) continue;
-            int64_t u = 0;
-            while (u < num_used && used[u] != s) u++;
-            if (u < num_used) { last = u; continue; }
+            if (counts[d] <= 0) continue;
             if (s < 0 || s >= num_maps) {
                 result = PyLong_FromLongLong(d);  /* a document outside every shard: damaged layout */
                 goto done;
             }
-            if (num_used == capacity) {  /* num_used < num_maps: a new distinct shard */
-                int64_t grown = capacity * 2 < num_maps ? capacity * 2 : num_maps;
-                int32_t *more_used = PyMem_Realloc(used, (size_t)grown * sizeof(int32_t));
-                if (more_used == NULL) { PyErr_NoMemory(); goto done; }
-                used = call->used = more_used;
-                Buffer *more_maps = PyMem_Realloc(shard_maps, (size_t)grown * sizeof(Buffer));
-                if (more_maps == NULL) { PyErr_NoMemory(); goto done; }
-                shard_maps = call->shard_maps = more_maps;
-                memset(shard_maps + capacity, 0, (size_t)(grown - capacity) * sizeof(Buffer));
-                capacity = grown;
-            }
-            PyObject *map = PyList_GET_ITEM(maps, s);
-            if (map == Py_None || PyObject_GetBuffer(map, &shard_maps[num_used].view, PyBUF_SIMPLE) < 0) {
-                PyErr_Clear();
-                result = PyLong_FromLongLong(-2 - (long long)s);
+            int held = hold_shard(call, maps, s, &last, &capacity);
+            if (held != 0) {
+                if (held > 0) result = PyLong_FromLongLong(-2 - (long long)s);
                 goto done;
             }
-            shard_maps[num_used].held = 1;
-            last = num_used;
-            used[num_used] = s;
-            call->num_used = ++num_used;
         }
     }
+    int64_t num_used = call->num_used;
     Gather *g = &call->g;
     *g = (Gather){
         .rows = rows, .starts = starts, .stops = stops, .ends = ends, .counts = counts, .payload = payload,
-        .ids = ids, .first = first, .shard = shard, .used = used, .shard_maps = shard_maps, .num_used = num_used,
-        .num_docs = num_docs, .num_rows = num_rows, .block = block, .eos = eos, .pad = pad,
+        .ids = ids, .first = first, .hints = hints, .shard = shard, .used = call->used,
+        .shard_maps = call->shard_maps, .num_used = num_used, .num_docs = num_docs, .num_rows = num_rows,
+        .num_hints = num_hints, .block = block, .eos = eos, .pad = pad,
         .tokens = b[TOKENS].view.buf, .document = b[DOCUMENT].held ? b[DOCUMENT].view.buf : NULL,
         .position = b[POSITION].held ? b[POSITION].view.buf : NULL,
         .padding = b[PADDING].held ? b[PADDING].view.buf : NULL, .mask = b[MASK].held ? b[MASK].view.buf : NULL,
@@ -715,16 +806,17 @@ static PyObject *gather(PyObject *self, PyObject *args) {
         Pending *pending = PyObject_New(Pending, &PendingType);
         if (pending == NULL) goto done;
         pending->bad = -1;
-        if (start_call(g, threads - 1, 0)) {
+        if ((call->slot = start_call(g, threads - 1, 0)) != NULL) {
             pending->call = call;
             return (PyObject *)pending;
         }
-        pending->call = NULL;  /* another call is sharing the helpers: these rows are filled here, now */
+        pending->call = NULL;  /* every slot of the pool is taken: these rows are filled here, now */
         Py_DECREF(pending);
         threads = 1;
     }
     Py_BEGIN_ALLOW_THREADS
-    if (threads > 1 && num_rows >= 2 * CLAIM && start_call(g, threads - 1, 1)) end_call(g);
+    Slot *slot = threads > 1 && num_rows >= 2 * CLAIM ? start_call(g, threads - 1, 1) : NULL;
+    if (slot != NULL) end_call(g, slot);
     else fill_rows(g, 0, num_rows);
     Py_END_ALLOW_THREADS
     result = PyLong_FromLongLong(atomic_load(&g->bad));
@@ -761,9 +853,11 @@ static PyMethodDef methods[] = {
      "helper_ids() -> the native thread ids of the helper threads running in this process (Linux; else [])"},
     {"gather", gather, METH_VARARGS,
      "gather(tokens, document, position, padding, mask, rows, starts, stops, ends, counts, payload, shard, ids, "
-     "maps, code, headers, eos, pad, block, used, firsts=None, threads=1) -> -1; the document that could not be read; "
-     "or -2 - s where maps[s] must hold shard s's mapping. firsts: each row's first document (checked), or None to "
-     "search. threads: how many threads may share the rows (distinct rows, 32 or more: the caller and helpers)"},
+     "maps, code, headers, eos, pad, block, used, firsts=None, threads=1, background=False, shards=None) -> -1; the "
+     "document that could not be read; or -2 - s where maps[s] must hold shard s's mapping. firsts: each row's "
+     "first document (checked), or None to search. threads: how many threads may share the rows (distinct rows, "
+     "32 or more: the caller and helpers). background: return a Pending at once, the helpers copying (any number "
+     "of rows). shards: each row's one shard, or -1 (checked as the rows are copied)"},
     {NULL, NULL, 0, NULL},
 };
 

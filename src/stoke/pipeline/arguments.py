@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -37,6 +37,10 @@ DEFAULT_PREFETCH = 3
 # most. The gather is bound by memory misses, which a few cores saturate; each helper spins a moment after a
 # batch (stoke.pipeline._tokens), so more would cost cores for nothing.
 INLINE_THREADS = 4
+# workers="inline" with helpers and prefetch="auto": batches begun ahead of the loop. Two, so that the helpers
+# copy the next batch while the loop's thread runs the Python of handing this one over and starting the
+# one after (stoke.pipeline._tokens serves begun batches oldest first).
+INLINE_DEPTH = 2
 
 
 def field_transforms(transforms: Mapping[Any, Any] | None, fields: Sequence[str]) -> dict[str, list[Op]]:
@@ -126,6 +130,7 @@ class Settings:
     cores: int  # the cores this process may run on
     pin_memory: bool  # DataLoader's pin_memory=True, where CUDA is available
     threads_given: bool = False  # num_threads was a count, not "auto"
+    prefetch_given: bool = False  # prefetch was a count, not "auto"
 
 
 def settings(
@@ -156,34 +161,39 @@ def settings(
     cores = available_cores()
     threads = count_setting(asked[0], cores, "num_threads")
     depth = count_setting(asked[1], DEFAULT_PREFETCH, "prefetch")
-    given_threads = asked[0] != "auto"
+    given_threads, given_depth = asked[0] != "auto", asked[1] != "auto"
     if not kind.in_background:  # the loop's own thread makes each batch, one batch ahead; a batch filled in
-        # one call (TokenBlocks) is shared by num_threads threads, the loop's and helpers (inline_threads)
+        # one call (TokenBlocks) is shared by num_threads threads, the loop's and helpers (inline_settings)
         threads = count_setting(asked[0], min(cores, INLINE_THREADS), "num_threads")
-        depth = 1 if asked[1] == "auto" else depth
+        depth = (INLINE_DEPTH if threads > 1 else 1) if asked[1] == "auto" else depth
         asked = (threads, depth)  # nothing to tune
-    return Settings(size, chosen_seed, kind, threads, depth, asked, cores, bool(given.get("pin_memory")), given_threads)
+    pin = bool(given.get("pin_memory"))
+    return Settings(size, chosen_seed, kind, threads, depth, asked, cores, pin, given_threads, given_depth)
 
 
-def inline_threads(given: Settings, fills_rows: bool) -> int:
-    """The threads of an executor that makes each batch in the loop's own thread (``workers="inline"``):
-    ``given.num_threads`` where the reader ``fills_rows`` (a batch in one call, which they share), else 1;
-    a count given for a reader that makes its rows one by one is a ConfigError, as it could not be used.
+def inline_settings(given: Settings, fills_rows: bool) -> Settings:
+    """``given`` as an executor that makes each batch in the loop's own thread (``workers="inline"``) runs
+    it: ``given.num_threads`` threads where the reader ``fills_rows`` (a batch in one call, which they
+    share), else 1 and, with prefetch "auto", one batch ahead. A thread count given for a reader that
+    makes its rows one by one is a ConfigError, as it could not be used. Other kinds: ``given``.
 
-    >>> inline_threads(settings(8, None, "inline", 2, "auto", None, None, {}), fills_rows=True)
-    2
-    >>> inline_threads(settings(8, None, "inline", "auto", "auto", None, None, {}), fills_rows=False)
-    1
+    >>> chosen = inline_settings(settings(8, None, "inline", 2, "auto", None, None, {}), fills_rows=True)
+    >>> chosen.num_threads, chosen.prefetch
+    (2, 2)
+    >>> chosen = inline_settings(settings(8, None, "inline", "auto", "auto", None, None, {}), fills_rows=False)
+    >>> chosen.num_threads, chosen.prefetch
+    (1, 1)
     """
     if given.executor.in_background or fills_rows:
-        return given.num_threads
+        return given
     if given.threads_given and given.num_threads > 1:
         raise ConfigError(
             f"workers='inline' makes every batch in the loop's own thread, and this dataset's samples are made one "
             f"by one, so num_threads={given.num_threads} has no meaning (only token blocks share a batch's fill); "
             f"leave num_threads out, or use workers='thread'"
         )
-    return 1
+    depth = given.prefetch if given.prefetch_given else 1
+    return replace(given, num_threads=1, prefetch=depth, asked=(1, depth))
 
 
 def batch_size_setting(batch_size: Any) -> int:

@@ -158,8 +158,10 @@ class TokenBlocks:
             self._block_starts = _aligned_block_starts(lengths, block_size)  # stream offset of each block
             self.num_blocks = len(self._block_starts)
             self.dropped_tokens = 0
-        # Each block's first document, for the kernel (which checks it): searched for once here, not per batch.
-        self._firsts = np.searchsorted(self.ends, self.spans(np.arange(self.num_blocks))[0], side="right")
+        # Each block's first document, and the one shard its ids lie in (or -1), for the kernel (which checks
+        # both): worked out once here, not per batch.
+        spans = self.spans(np.arange(self.num_blocks))
+        self._firsts, self._one_shard = _block_layout(self.ends, self.counts, self._shard, *spans)
 
     def __len__(self) -> int:
         return self.num_blocks
@@ -297,7 +299,8 @@ class TokenBlocks:
         rows, blocks = np.asarray(rows, dtype=np.int64), np.asarray(blocks, dtype=np.int64)
         starts, stops = self.spans(blocks)
         if _tokens is not None and self._maps_kept():
-            copied = self._kernel_fill(out, rows, starts, stops, self._firsts[blocks], True, threads, background)
+            hints = self._firsts[blocks], self._one_shard[blocks]
+            copied = self._kernel_fill(out, rows, starts, stops, hints, True, threads, background)
 
             def finish() -> None:
                 if not copied():  # a document that could not be read: row by row, which names it
@@ -305,10 +308,10 @@ class TokenBlocks:
 
             return finish
         if _tokens is not None:
-            firsts = self._firsts[blocks]
+            firsts, shards = self._firsts[blocks], self._one_shard[blocks]
             for j in range(len(rows)):
                 one = slice(j, j + 1)
-                if not self._kernel_fill(out, rows[one], starts[one], stops[one], firsts[one], kept=False)():
+                if not self._kernel_fill(out, rows[one], starts[one], stops[one], (firsts[one], shards[one]), False)():
                     self._numpy_fill(out, int(rows[j]), int(starts[j]), int(stops[j]))
         else:
             self._numpy_rows(out, rows, starts, stops)
@@ -325,14 +328,15 @@ class TokenBlocks:
         rows: np.ndarray,
         starts: np.ndarray,
         stops: np.ndarray,
-        firsts: np.ndarray,
+        hints: tuple[np.ndarray, np.ndarray],
         kept: bool,
         threads: int = 1,
         background: bool = False,
     ) -> Callable[[], bool]:
         """:meth:`start_fill` through the kernel: the function that finishes it, which returns False when a
         document could not be read (a shard missing or damaged), for the row-by-row path to name it.
-        ``firsts``: each row's first document (the kernel checks it, and searches where it does not hold).
+        ``hints``: each row's first document and the one shard its ids lie in, or -1 (the kernel checks both:
+        it searches where the first does not hold, and fails the call where the shard does not).
 
         The kernel asks for each shard it needs that ``maps`` lacks; this opens it through the store.
         ``kept`` (:meth:`_maps_kept`): the mappings are kept here too and a chunk costs no store call;
@@ -360,8 +364,8 @@ class TokenBlocks:
                     out["tokens"], out.get("document"), out.get("position_ids"), out.get("padding"),
                     out.get("attention_mask"), rows, starts, stops, self.ends, self.counts, self._payload,
                     self._shard, self._ids, maps, self._code, not self._fixed,
-                    -1 if self.eos_id is None else self.eos_id, self.pad_id, self.block_size, used, firsts,
-                    threads, background,
+                    -1 if self.eos_id is None else self.eos_id, self.pad_id, self.block_size, used, hints[0],
+                    threads, background, hints[1],
                 )  # fmt: skip
                 if not isinstance(result, int) or result >= -1:  # a Pending: the helpers are copying
                     break
@@ -452,6 +456,33 @@ class TokenBlocks:
             f"damaged: run stoke verify",
             index=doc,
         )
+
+
+def _block_layout(
+    ends: np.ndarray, counts: np.ndarray, shard: np.ndarray, starts: np.ndarray, stops: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For the blocks ``[starts, stops)`` of the stream whose documents end at ``ends``: each one's first
+    document (int64), and the one shard all its documents' ids lie in, or -1 where they lie in several or
+    it reads none (int32). The kernel takes both as hints and checks them; a row in one shard costs its
+    call nothing before the copies begin (``pipeline/_tokens.c``).
+
+    >>> ends, counts, shard = np.array([3, 5, 9]), np.array([3, 2, 4]), np.array([0, 0, 1], np.int32)
+    >>> [a.tolist() for a in _block_layout(ends, counts, shard, np.array([0, 3, 4]), np.array([3, 6, 5]))]
+    [[0, 1, 1], [0, -1, 0]]
+    """
+    firsts = np.searchsorted(ends, starts, side="right")
+    read = np.flatnonzero(counts > 0)  # documents with ids: the only ones a row needs a shard for
+    one = np.full(len(starts), -1, np.int32)
+    if len(read) and len(starts):
+        lasts = np.searchsorted(ends, stops - 1, side="right")
+        low, high = np.searchsorted(read, firsts, side="left"), np.searchsorted(read, lasts, side="right") - 1
+        shards = shard[read]
+        run = np.concatenate([[0], np.cumsum(shards[1:] != shards[:-1])])  # the run of equal shards of each
+        some = low <= high
+        low, high = np.minimum(low, len(read) - 1), np.maximum(high, 0)
+        single = some & (run[low] == run[high])
+        one[single] = shards[low[single]]
+    return firsts, one
 
 
 def _aligned_block_starts(lengths: np.ndarray, block_size: int) -> np.ndarray:
