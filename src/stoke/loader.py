@@ -113,10 +113,11 @@ class Loader:
             GIL: the same pipeline in forked processes writing into shared-memory batches
             (``stoke.pipeline.processes``), with the same batches. Auto-tuning then tunes prefetch only.
             Or ``"inline"``: each batch made in the loop's own thread, for work cheaper than handing it to a
-            worker (``TokenBlocks``: about twice the tokens/s of threads on 2 cores); it takes
+            worker (``TokenBlocks``: 1.6-3.3 times the tokens/s of threads on 2 cores); it takes
             ``timeout=None``, as no timeout can stop a read in the loop's thread (``stoke.pipeline.inline``).
-            There ``num_threads`` is the threads that share a batch filled in one call (token blocks, 32
-            blocks a batch or more): the loop's and native helpers; ``"auto"``: the cores, at most 4.
+            There ``num_threads`` is the threads that share a batch filled in one call (token blocks): the
+            loop's and native helpers; ``"auto"``: the cores, at most 4. With helpers, prefetch ``"auto"``
+            begins two batches ahead, which the helpers copy while the loop goes on; else one.
         profile: measure where the time goes (``stoke.profile``, docs/profiling.md): True, a directory to
             write the report into, or a ``stoke.profile.Profiler``; ``$STOKE_PROFILE`` (set by ``stoke
             profile``) turns it on for every Loader. Off, it costs one check per sample and a no-op call per step

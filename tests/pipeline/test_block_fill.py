@@ -525,6 +525,40 @@ def test_inline_helpers_give_the_batches_of_one_thread_and_resume_exactly(packed
     assert first + token_rows(resumed) == token_rows(stoke.Loader(blocks, batch_size=40, shuffle=True, seed=9))
 
 
+@pytest.mark.parametrize("workers", ["inline", "inline-1"])
+def test_ctrl_c_while_the_loop_makes_a_batch_is_raised_as_it_is_and_loses_nothing(packed, workers, monkeypatch):
+    """A KeyboardInterrupt in the loop's own thread while it makes a batch (inline: the fill, or the copy it
+    finishes) is the user's: raised as it is, not as a sample's error, and the epoch's position is kept."""
+    blocks = stoke.TokenBlocks(packed["uint16"], block_size=4, eos_id=0)
+    want = token_rows(stoke.Loader(blocks, batch_size=8, shuffle=True, seed=3))
+    original, calls = BlockReader.start_fill, []
+
+    def interrupted(self, *args, **kwargs):
+        finish = original(self, *args, **kwargs)
+        calls.append(finish)
+        if len(calls) != 4 or finish is None:
+            return finish
+
+        def finish_then_interrupt() -> list:
+            finish()
+            raise KeyboardInterrupt  # as Python raises a Ctrl-C as the gather's wait() returns
+
+        return finish_then_interrupt
+
+    monkeypatch.setattr(BlockReader, "start_fill", interrupted)
+    loader = stoke.Loader(blocks, batch_size=8, shuffle=True, seed=3, **kind_options(workers))
+    got: list = []
+    with pytest.raises(KeyboardInterrupt):
+        for batch in loader:
+            got.append(batch)
+    assert len(got) == 3
+    state = json.loads(json.dumps(loader.state_dict()))
+    assert token_rows(got) + token_rows(loader) == want  # the same Loader goes on with the batch it lost
+    resumed = stoke.Loader(blocks, batch_size=8, shuffle=True, seed=3, **kind_options(workers))
+    resumed.load_state_dict(state)
+    assert token_rows(got) + token_rows(resumed) == want
+
+
 # ---- a shard truncated while mapped (in a subprocess: a regression would be SIGBUS) ----------------------
 def truncated_scenario(root: str, workers: str = "thread") -> dict[str, Any]:
     dataset = stoke.open(root)

@@ -10,7 +10,9 @@ states for users:
 * **Nothing skipped or repeated.** An iterator dropped unfinished (``next(iter(loader))``, a loop that
   broke out) hands its position back (``__del__``), so the next ``iter()`` continues the epoch. An error
   that ``ends_epoch`` (the machine's fault, such as a full cache disk) hands it back too, so the next
-  ``iter()`` retries from the batch that failed. Any other error ends the epoch.
+  ``iter()`` retries from the batch that failed, and so does an interrupt (Ctrl-C) raised while the
+  loop's own thread made a batch (``workers="inline"``), which is raised as it is. Any other error ends
+  the epoch.
 * **Copies overlap steps.** With ``finish_ahead`` (batches go to a device), the next batch is finished as
   soon as its samples are in, one ahead of the loop, so that its copy runs during the loop's step. Only a
   batch without failures: settling failures changes the quarantine, which follows the order batches are
@@ -255,7 +257,9 @@ class EpochIterator:
         try:
             return self._host.finish(job, len(self.plan.positions))
         except BaseException as error:
-            if getattr(error, "ends_epoch", False):  # the machine's fault: the next iter() retries from here
+            # The machine's fault, or an interrupt (Ctrl-C, the batch made in the loop's thread): the next
+            # iter() retries from here, as after an interrupt while waiting for a worker's batch.
+            if getattr(error, "ends_epoch", False) or not isinstance(error, Exception):
                 self._host.hand_back(self)
             else:
                 self.cancel()

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stoke.errors import ConfigError, ErrorBudgetExceeded, SampleError, StokeError
+from stoke.errors import ConfigError, ErrorBudgetExceeded, SampleError
 from stoke.pipeline.batch import BatchJob
 from stoke.pipeline.buffers import BufferSet
 from stoke.rng import sample_uniforms, stream_id
@@ -219,12 +219,13 @@ class FailureSettler:
         failure.__cause__ = error
         return failure
 
-    def fatal(self, job: BatchJob) -> StokeError:
-        """The job's fatal error (not one sample's fault), named by the first sample it held."""
+    def fatal(self, job: BatchJob) -> BaseException:
+        """The job's fatal error (not one sample's fault), named by the first sample it held; an interrupt
+        (Ctrl-C while the loop's own thread made the batch: ``workers="inline"``) as it is, the user's."""
         error = job.error
         assert error is not None
-        if getattr(error, "ends_epoch", False):
-            return error  # says what is wrong with the machine, whatever the sample
+        if getattr(error, "ends_epoch", False) or not isinstance(error, Exception):
+            return error  # says what is wrong with the machine, or is the user's, whatever the sample
         return self.describe(job, job.error_position or 0, error)
 
     def _replace(self, job: BatchJob, row: int, epoch_size: int) -> None:
