@@ -201,11 +201,13 @@ def test_the_next_run_removes_what_a_killed_download_left_and_nothing_in_use(ser
     server, local = served
     cache_dir = tmp_path / "cache"
     server.faults["shard-000000.stk"] = ["stall"]
+    stalled, entry = (cache_key(stoke.open(local).manifest.shards[s]) for s in (0, 1))
     child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, server.url("ds"), str(cache_dir)])
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and child.poll() is None:
-            partial = [path for path in cache_dir.glob("*/.*.tmp-*") if path.stat().st_size > 0]
+            # shard 0's temporary (shard 1's, downloaded first, is renamed once verified: not that one)
+            partial = [path for path in cache_dir.glob(f"*/.{stalled}.tmp-*") if path.stat().st_size > 0]
             if partial:
                 break
             time.sleep(0.02)
@@ -216,7 +218,6 @@ def test_the_next_run_removes_what_a_killed_download_left_and_nothing_in_use(ser
         child.wait(10)
     directory = partial[0].parent
     assert child.returncode == -signal.SIGKILL and partial[0].name.startswith(".") and partial[0].exists()
-    entry = cache_key(stoke.open(local).manifest.shards[1])
     assert sorted(os.listdir(directory)) == sorted([".lock", entry, partial[0].name])
 
     # The next run on the same cache_dir, even for another dataset, removes the dead process's temporary
