@@ -30,6 +30,17 @@ class StokeError(Exception):
     ends_epoch = False
 
 
+def keeps_epoch(error: BaseException) -> bool:
+    """Whether ``error``, raised while a batch was made, is nobody's sample's: the machine's (``ends_epoch``)
+    or the user's (an interrupt, such as Ctrl-C in the loop's thread). The Loader raises it as it is and
+    keeps its position, so the next ``iter()`` retries from the first batch not handed out.
+
+    >>> keeps_epoch(KeyboardInterrupt()), keeps_epoch(SampleError("sample 3: damaged")), keeps_epoch(OSError())
+    (True, False, False)
+    """
+    return getattr(error, "ends_epoch", False) or not isinstance(error, Exception)
+
+
 class ConfigError(StokeError, ValueError):
     """An argument or combination of arguments that cannot work: the caller's to fix.
 

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stoke.errors import SampleError
+from stoke.errors import SampleError, keeps_epoch
 from stoke.order import rank_share
 from stoke.pipeline.batch import BatchJob
 from stoke.pipeline.quarantine import LoadQuarantine
@@ -259,7 +259,7 @@ class EpochIterator:
         except BaseException as error:
             # The machine's fault, or an interrupt (Ctrl-C, the batch made in the loop's thread): the next
             # iter() retries from here, as after an interrupt while waiting for a worker's batch.
-            if getattr(error, "ends_epoch", False) or not isinstance(error, Exception):
+            if keeps_epoch(error):
                 self._host.hand_back(self)
             else:
                 self.cancel()

@@ -8,7 +8,7 @@ small machine (each handoff is a futex wake and a GIL handover). Made inline, th
 Everything else is the Loader's as with threads: the order, the buffers, the checks (``verify``), the
 quarantine, the state and resume. DataLoader's ``num_workers=0`` is the same idea.
 
-A batch filled in one call (TokenBlocks, 32 blocks or more) is shared with ``num_threads - 1`` helpers
+A batch filled in one call (TokenBlocks) is shared with ``num_threads - 1`` helpers
 that the gather itself keeps (``pipeline/_tokens.c``): native threads that never take the GIL, so the
 loop's thread is still the only Python thread, while a second core copies half the blocks (each
 shuffled block is a cache miss, and a core has only so many in flight). Such a batch is begun in the

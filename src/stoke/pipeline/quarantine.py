@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stoke.errors import ConfigError, ErrorBudgetExceeded, SampleError
+from stoke.errors import ConfigError, ErrorBudgetExceeded, SampleError, keeps_epoch
 from stoke.pipeline.batch import BatchJob
 from stoke.pipeline.buffers import BufferSet
 from stoke.rng import sample_uniforms, stream_id
@@ -224,7 +224,7 @@ class FailureSettler:
         (Ctrl-C while the loop's own thread made the batch: ``workers="inline"``) as it is, the user's."""
         error = job.error
         assert error is not None
-        if getattr(error, "ends_epoch", False) or not isinstance(error, Exception):
+        if keeps_epoch(error):
             return error  # says what is wrong with the machine, or is the user's, whatever the sample
         return self.describe(job, job.error_position or 0, error)
 
